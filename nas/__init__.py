@@ -1,0 +1,53 @@
+"""nas: joint search of compact CNN architectures and their compression settings.
+
+The public surface is the contract in DESIGN.md: load a :class:`Space`, draw
+:class:`Candidate` objects from it, build them with :func:`build_model`, and cost
+them from their operator list (:func:`ops`, :func:`count`, :func:`size_bits`).
+"""
+
+from __future__ import annotations
+
+from nas.cost import Cost, LayerSize, count, size_bits, size_report
+from nas.errors import NasError, SpaceError, SpecError
+from nas.graph import Op, ops
+from nas.models import build_model
+from nas.space import Space, builtin_spaces, load_space
+from nas.spec import (
+    ArchSpec,
+    Candidate,
+    CompressionSpec,
+    Conv,
+    Flatten,
+    GlobalAvgPool,
+    InvertedResidual,
+    Linear,
+    MaxPool,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchSpec",
+    "Candidate",
+    "CompressionSpec",
+    "Conv",
+    "Cost",
+    "Flatten",
+    "GlobalAvgPool",
+    "InvertedResidual",
+    "LayerSize",
+    "Linear",
+    "MaxPool",
+    "NasError",
+    "Op",
+    "Space",
+    "SpaceError",
+    "SpecError",
+    "build_model",
+    "builtin_spaces",
+    "count",
+    "load_space",
+    "ops",
+    "size_bits",
+    "size_report",
+]

@@ -1,0 +1,242 @@
+"""Exact MAdd/parameter counts and Deep-Compression storage estimates from the op list.
+
+Conventions (the tests hold them against torch and fvcore):
+
+- **MAdds** count one fused multiply-add as 1, for convolutions and linear
+  layers only: ``cout * (cin / groups) * k * k * out_h * out_w`` per conv and
+  ``cin * cout`` per linear layer, batch of one. This is the MobileNet papers'
+  convention and equals fvcore's ``FlopCountAnalysis`` restricted to its
+  ``aten::_convolution``, ``aten::linear``, ``aten::addmm`` and ``aten::matmul``
+  handles. Batch norm (folded into the conv at inference), pooling, activations
+  and residual adds are not multiply-adds; ``Cost.norm_flops`` and
+  ``Cost.pool_flops`` carry what fvcore's *default* handles add for them
+  (``aten::batch_norm`` = 2 x elements in eval mode, ``aten::adaptive_avg_pool2d``
+  = input elements), so ``Cost.fvcore_default`` equals fvcore's default total.
+- **Parameters** are every trainable tensor: weights, biases, batch-norm scale
+  and shift (not the running statistics).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import NamedTuple
+
+from nas.graph import Op, ops
+from nas.spec import ArchSpec, CompressionSpec
+
+FLOAT_BITS = 32
+#: Deep Compression's relative-index widths: 8 bits for conv layers, 5 for fully connected.
+INDEX_BITS = {"conv": 8, "linear": 5}
+
+
+class Cost(NamedTuple):
+    madds: int
+    params: int
+    norm_flops: int = 0
+    pool_flops: int = 0
+
+    @property
+    def fvcore_default(self) -> int:
+        """What fvcore's ``FlopCountAnalysis(...).total()`` reports with its default handles."""
+        return self.madds + self.norm_flops + self.pool_flops
+
+
+def count_ops(op_list: list[Op]) -> Cost:
+    madds = params = norm = pool = 0
+    for op in op_list:
+        madds += op.madds
+        params += op.params
+        if op.kind == "bn":
+            norm += 2 * op.cout * op.h * op.w
+        elif op.kind == "gap":
+            pool += op.cin * op.h * op.w
+    return Cost(madds, params, norm, pool)
+
+
+def count(arch: ArchSpec) -> Cost:
+    """Exact MAdds and parameters of ``arch`` (see the module docstring for the convention)."""
+    return count_ops(ops(arch))
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class LayerSize(NamedTuple):
+    """Storage of one weight-carrying op under a :class:`CompressionSpec`, in bits.
+
+    P = pruning (sparse storage with relative indices), Q = quantization
+    (codebook indices, binary/ternary codes or 32-bit floats), H = Huffman coding
+    of the stored values and indices (an entropy estimate).
+    """
+
+    name: str
+    kind: str
+    weights: int  # dense weight count of the original op
+    stored: int  # weight count after low-rank factorization
+    kept: int  # weights surviving pruning
+    entries: int  # kept + filler zeros (relative index overflow)
+    value_bits: int  # bits per stored value (codebook index, 1/2-bit code or 32-bit float)
+    index_bits: int  # bits per relative index; 0 when stored dense
+    value_entropy: float  # Huffman estimate of bits per value
+    index_entropy: float  # Huffman estimate of bits per index
+    table_bits: int  # codebooks (32 bits per centroid) or per-layer scales
+    other_bits: int  # biases and batch-norm parameters at 32 bits
+
+    @property
+    def bits_pq(self) -> int:
+        return self.entries * (self.value_bits + self.index_bits) + self.table_bits + self.other_bits
+
+    @property
+    def bits_pqh(self) -> float:
+        return self.entries * (self.value_entropy + self.index_entropy) + self.table_bits + self.other_bits
+
+    @property
+    def dense_bits(self) -> int:
+        return self.weights * FLOAT_BITS + self.other_bits
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _entropy(probs: list[float]) -> float:
+    total = sum(probs)
+    return -sum(p / total * math.log2(p / total) for p in probs if p > 0)
+
+
+@lru_cache(maxsize=4096)
+def _value_entropy(sparsity: float, quantization: str, bits: int | None, log2_n: int) -> float:
+    """Entropy (bits) of the stored values, modelling trained weights as N(0, 1).
+
+    Pruning removes ``|z| < t`` with ``P(|z| < t) = sparsity``. Codebooks are
+    linearly initialized over ``[-zmax, zmax]`` with ``zmax = sqrt(2 ln n)``, the
+    expected extreme of ``n`` Gaussian weights (Deep Compression's best
+    initialization); ternary codes use TWN's threshold ``0.7 * E|z|``.
+    """
+    t = _inv_phi((1.0 + sparsity) / 2.0) if sparsity > 0 else 0.0
+    if quantization == "binary":
+        return 1.0
+    survivors = 2.0 * (1.0 - _phi(t))
+
+    def mass(lo: float, hi: float) -> float:  # Gaussian mass of [lo, hi] outside (-t, t)
+        a, b = max(lo, t), max(hi, t)
+        pos = _phi(b) - _phi(a) if b > a else 0.0
+        a, b = min(lo, -t), min(hi, -t)
+        neg = _phi(b) - _phi(a) if b > a else 0.0
+        return pos + neg
+
+    if quantization == "ternary":
+        # E|z| over survivors: 2 * phi_density(t) / survivors
+        mean_abs = 2.0 * math.exp(-t * t / 2) / math.sqrt(2 * math.pi) / survivors
+        delta = 0.7 * mean_abs
+        return _entropy([mass(-math.inf, -delta), mass(-delta, delta), mass(delta, math.inf)])
+    assert bits is not None
+    zmax = math.sqrt(2.0 * math.log(2.0**log2_n))
+    k = 2**bits
+    centers = [-zmax + 2 * zmax * i / (k - 1) for i in range(k)] if k > 1 else [0.0]
+    edges = [-math.inf] + [(a + b) / 2 for a, b in zip(centers, centers[1:])] + [math.inf]
+    return min(float(bits), _entropy([mass(lo, hi) for lo, hi in zip(edges, edges[1:])]))
+
+
+def _inv_phi(p: float) -> float:
+    """Inverse of the standard normal CDF by bisection (exact to 1e-10, no scipy import)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _phi(mid) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@lru_cache(maxsize=4096)
+def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float]:
+    """(filler zeros per kept weight, entropy of the relative indices) for random positions.
+
+    With density ``p`` the distance ``D`` between kept weights is geometric; a
+    span of ``M = 2**index_bits`` positions overflows into a filler zero, so
+    ``E[fillers per kept] = q**M / (1 - q**M)`` with ``q = 1 - p``, and the stored
+    index ``d`` has frequency ``p q**(d-1)`` for ``d < M`` and ``q**(M-1)`` for ``d = M``.
+    """
+    q, span = sparsity, 2**index_bits
+    fillers = q**span / (1.0 - q**span)
+    probs = [(1.0 - q) * q ** (d - 1) for d in range(1, span)] + [q ** (span - 1)]
+    return fillers, min(float(index_bits), _entropy(probs))
+
+
+def _stored_weights(op: Op, ratio: float | None) -> int:
+    """Weights after low-rank factorization with rank ``ceil(ratio * full rank)``.
+
+    Linear and 1x1 conv: truncated SVD, full rank ``min(cin, cout)``, ``r * (cin + cout)``
+    weights. k x k conv with groups = 1: Jaderberg's two-component scheme (k x 1 conv
+    to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)``, ``r * k * (cin + cout)``
+    weights. Grouped and depthwise convs are not factorized; a
+    factorization that would not save weights is not applied.
+    """
+    dense = op.weight_count
+    if ratio is None or op.groups != 1:
+        return dense
+    k = op.kernel
+    rank = max(1, math.ceil(ratio * k * min(op.cin, op.cout)))  # full rank of the (cin*k) x (cout*k) unfolding
+    factored = rank * k * (op.cin + op.cout)
+    return factored if factored < dense else dense
+
+
+def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
+    """Per-layer storage of ``arch`` under ``compression`` (Deep Compression's accounting).
+
+    Each conv/linear weight tensor is pruned to ``1 - sparsity`` of its weights
+    and stored in relative-index sparse format (8-bit indices for conv, 5-bit for
+    linear, a filler zero whenever a gap overflows) when pruned, dense otherwise.
+    Values take ``codebook_bits`` (plus a codebook of ``2**bits`` 32-bit
+    centroids per layer), 1 or 2 bits for binary/ternary (plus a 32-bit scale),
+    or 32 bits. Biases and batch-norm parameters are stored as 32-bit floats.
+    Huffman coding is estimated by the entropy of values and indices (see
+    ``_value_entropy`` and ``_index_stats``): an estimate, not a measured file.
+    """
+    out: list[LayerSize] = []
+    quant, bits = compression.quantization, compression.codebook_bits
+    for op in ops(arch):
+        if op.kind == "bn" and out:
+            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + op.params * FLOAT_BITS)
+            continue
+        if op.kind not in INDEX_BITS:
+            continue
+        sparsity = compression.sparsity_conv if op.kind == "conv" else compression.sparsity_linear
+        stored = _stored_weights(op, compression.lowrank_ratio)
+        kept = stored - round(stored * sparsity)
+        if quant == "binary":
+            value_bits, table = 1, FLOAT_BITS
+        elif quant == "ternary":
+            value_bits, table = 2, FLOAT_BITS
+        elif bits is not None:
+            value_bits, table = bits, FLOAT_BITS * 2**bits
+        else:
+            value_bits, table = FLOAT_BITS, 0
+        quantized = value_bits != FLOAT_BITS
+        value_h = _value_entropy(round(sparsity, 4), quant, bits, max(1, round(math.log2(max(stored, 2))))) \
+            if quantized else float(value_bits)
+        if sparsity > 0:
+            index_bits = INDEX_BITS[op.kind]
+            fillers, index_h = _index_stats(round(sparsity, 4), index_bits)
+            entries = kept + round(kept * fillers)
+        else:
+            index_bits, index_h, entries = 0, 0.0, kept
+        out.append(LayerSize(op.name, op.kind, op.weight_count, stored, kept, entries, value_bits, index_bits,
+                             value_h, index_h, table, (op.cout if op.bias else 0) * FLOAT_BITS))
+    return out
+
+
+def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
+    """Estimated storage of ``arch`` compressed by ``compression``, in bits.
+
+    The sum of :func:`size_report` over layers: P+Q+H (Huffman estimate) when
+    ``compression.huffman`` is set, P+Q otherwise. Dense 32-bit storage is
+    ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
+    """
+    layers = size_report(arch, compression)
+    if compression.huffman:
+        return math.ceil(sum(layer.bits_pqh for layer in layers))
+    return sum(layer.bits_pq for layer in layers)

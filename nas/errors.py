@@ -1,0 +1,20 @@
+"""The exceptions ``nas`` raises for problems a user can fix.
+
+Every error a user can cause (a bad file, an unknown name, an impossible
+combination) is a :class:`NasError`. The command line prints its message on one
+line and exits with status 2; library callers catch ``NasError``.
+"""
+
+from __future__ import annotations
+
+
+class NasError(Exception):
+    """Base class: a problem with the user's input, explained in the message."""
+
+
+class SpaceError(NasError):
+    """A search-space file is missing, malformed or describes impossible networks."""
+
+
+class SpecError(NasError):
+    """An ``ArchSpec`` / ``CompressionSpec`` / ``Candidate`` is invalid or cannot be decoded."""

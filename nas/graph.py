@@ -1,0 +1,166 @@
+"""The flat operator list: the one description every cost model reads.
+
+:func:`ops` walks an :class:`~nas.spec.ArchSpec` once, tracking shapes, and
+emits one :class:`Op` per torch module that :func:`nas.build_model` creates
+(``Op.name`` is that module's path in ``model.named_modules()``), plus one
+``add`` op per residual connection. MAdd and parameter counts, storage
+estimates and latency look-up tables are all functions of this list, so they
+cannot disagree about what the network is.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from nas.errors import SpecError
+from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, InvertedResidual, Layer, Linear, MaxPool
+
+#: Op kinds. ``conv`` and ``linear`` carry weights; ``bn`` carries 2 * cout
+#: affine parameters; the rest carry none.
+OP_KINDS = ("conv", "linear", "bn", "relu", "relu6", "add", "maxpool", "gap", "flatten")
+
+
+class Op(NamedTuple):
+    """One operator, for a batch of one.
+
+    ``h`` and ``w`` are the *input* spatial size (1 for linear layers);
+    ``cin``/``cout`` are channels (features for linear layers). A NamedTuple
+    rather than a dataclass: the op list is built for every scored candidate,
+    and tuples are several times cheaper to create.
+    """
+
+    kind: str
+    name: str
+    cin: int
+    cout: int
+    h: int = 1
+    w: int = 1
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    padding: int = 0
+    bias: bool = False
+
+    @property
+    def out_h(self) -> int:
+        return (self.h + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.w + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def weight_count(self) -> int:
+        """Weights of a conv or linear op (biases excluded); 0 for other kinds."""
+        if self.kind == "conv":
+            return self.cout * (self.cin // self.groups) * self.kernel * self.kernel
+        if self.kind == "linear":
+            return self.cin * self.cout
+        return 0
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters: weights, biases, batch-norm scale and shift."""
+        if self.kind == "bn":
+            return 2 * self.cout
+        return self.weight_count + (self.cout if self.bias else 0)
+
+    @property
+    def madds(self) -> int:
+        """Multiply-adds (one fused multiply-add = 1): conv and linear only."""
+        if self.kind == "conv":
+            return self.weight_count * self.out_h * self.out_w
+        if self.kind == "linear":
+            return self.weight_count
+        return 0
+
+    @property
+    def signature(self) -> tuple[str, int, int, int, int, int, int, int]:
+        """What determines the op's cost: everything but its name and bias."""
+        return (self.kind, self.cin, self.cout, self.h, self.w, self.kernel, self.stride, self.groups)
+
+
+def _act_op(act: str, name: str, c: int, h: int, w: int) -> list[Op]:
+    return [] if act == "none" else [Op(act, name, c, c, h, w)]
+
+
+def _conv_ops(prefix: str, cin: int, cout: int, h: int, w: int, kernel: int, stride: int, groups: int,
+              padding: int, bn: bool, act: str) -> tuple[list[Op], int, int]:
+    """A conv [+ bn] [+ act] unit, named ``prefix.0``, ``prefix.1``, ... as in ``nn.Sequential``."""
+    if cin % groups or cout % groups:
+        raise SpecError(f"{prefix}: groups={groups} must divide both in_channels={cin} and out_channels={cout}.")
+    conv = Op("conv", f"{prefix}.0", cin, cout, h, w, kernel, stride, groups, padding, bias=not bn)
+    oh, ow = conv.out_h, conv.out_w
+    if oh < 1 or ow < 1:
+        raise SpecError(f"{prefix}: a {kernel}x{kernel} conv with stride {stride} does not fit a {h}x{w} input.")
+    out = [conv]
+    if bn:
+        out.append(Op("bn", f"{prefix}.1", cout, cout, oh, ow))
+    out += _act_op(act, f"{prefix}.{len(out)}", cout, oh, ow)
+    return out, oh, ow
+
+
+def layer_ops(layer: Layer, prefix: str, shape: tuple[int, ...]) -> tuple[list[Op], tuple[int, ...]]:
+    """Ops of one layer at input ``shape`` (``(C, H, W)`` or ``(features,)``) and its output shape."""
+    if isinstance(layer, Linear):
+        features = shape[0] if len(shape) == 1 else 0
+        if len(shape) != 1:
+            raise SpecError(f"{prefix}: a linear layer needs a flat input; add 'flatten' or 'global_avg_pool' before it.")
+        out = [Op("linear", f"{prefix}.0", features, layer.out, bias=layer.bias)]
+        out += _act_op(layer.act, f"{prefix}.1", layer.out, 1, 1)
+        return out, (layer.out,)
+    if len(shape) != 3:
+        raise SpecError(f"{prefix}: a {layer.type} layer needs a (C, H, W) input, but gets {shape}.")
+    c, h, w = shape
+    if isinstance(layer, Conv):
+        ops_, oh, ow = _conv_ops(prefix, c, layer.out, h, w, layer.kernel, layer.stride, layer.groups,
+                                 layer.pad, layer.bn, layer.act)
+        return ops_, (layer.out, oh, ow)
+    if isinstance(layer, InvertedResidual):
+        return _inverted_residual_ops(layer, prefix, c, h, w)
+    if isinstance(layer, MaxPool):
+        op = Op("maxpool", f"{prefix}.0", c, c, h, w, layer.kernel, layer.step)
+        if op.out_h < 1 or op.out_w < 1:
+            raise SpecError(f"{prefix}: a {layer.kernel}x{layer.kernel} max-pool does not fit a {h}x{w} input.")
+        return [op], (c, op.out_h, op.out_w)
+    if isinstance(layer, GlobalAvgPool):
+        return [Op("gap", f"{prefix}.0", c, c, h, w, kernel=h), Op("flatten", f"{prefix}.1", c, c)], (c,)
+    if isinstance(layer, Flatten):
+        return [Op("flatten", f"{prefix}.0", c, c * h * w, h, w)], (c * h * w,)
+    raise SpecError(f"{prefix}: unknown layer {layer!r}.")
+
+
+def _inverted_residual_ops(block: InvertedResidual, prefix: str, c: int, h: int, w: int
+                           ) -> tuple[list[Op], tuple[int, ...]]:
+    hidden = block.hidden(c)
+    out: list[Op] = []
+    unit = 0
+    if block.expansion != 1:
+        expand, h, w = _conv_ops(f"{prefix}.{unit}", c, hidden, h, w, 1, 1, 1, 0, True, block.act)
+        out += expand
+        unit += 1
+    spatial, oh, ow = _conv_ops(f"{prefix}.{unit}", hidden, hidden, h, w, block.kernel, block.stride,
+                                block.spatial_groups(c), block.kernel // 2, True, block.act)
+    out += spatial
+    project, oh, ow = _conv_ops(f"{prefix}.{unit + 1}", hidden, block.out, oh, ow, 1, 1, 1, 0, True,
+                                "none" if block.linear else block.act)
+    out += project
+    if block.has_residual(c):
+        out.append(Op("add", f"{prefix}.add", block.out, block.out, oh, ow))
+    return out, (block.out, oh, ow)
+
+
+def ops(arch: ArchSpec) -> list[Op]:
+    """The flat operator list of ``arch``, in execution order.
+
+    Layer ``i`` of the spec becomes module ``layers.i`` of the built model; inside
+    it, units are numbered as in ``nn.Sequential``. Raises :class:`SpecError` when
+    a layer does not fit its input (groups not dividing channels, a kernel larger
+    than the feature map, a linear layer on an unflattened input).
+    """
+    out: list[Op] = []
+    shape = arch.input_shape
+    for i, layer in enumerate(arch.layers):
+        layer_list, shape = layer_ops(layer, f"layers.{i}", shape)
+        out += layer_list
+    return out

@@ -1,0 +1,350 @@
+"""Search spaces: YAML files validated on load, sampled into :class:`~nas.spec.Candidate`.
+
+A space file names a ``family`` and gives, for every decision, the list of
+allowed values. The YAML is the only definition of a space: sampling,
+validation and (through :func:`nas.ops`) every cost model derive from it.
+
+Families:
+
+- ``mobilenetv2``: stem conv, stages of inverted-residual blocks (per stage:
+  depth and output width; per block: expansion, kernel, convolution kind and
+  groups, sampled only for blocks the stage's depth keeps), 1x1 head conv,
+  global average pooling, classifier; a global width multiplier.
+- ``lenet``: LeNet-300-100 (MLP) and LeNet-5 (conv) with lightly varied widths,
+  for reproducing Deep Compression.
+
+Every space also has a ``compression`` section sampled with the architecture.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Sequence, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from nas.errors import SpaceError
+from nas.spec import (
+    ArchSpec,
+    Candidate,
+    CompressionSpec,
+    Conv,
+    ConvKind,
+    Flatten,
+    GlobalAvgPool,
+    InvertedResidual,
+    Layer,
+    Linear,
+    MaxPool,
+    Quantization,
+)
+
+#: Where the built-in spaces live (installed as package data).
+BUILTIN_DIR = Path(__file__).parent / "search_spaces"
+
+Chooser = Callable[[str, Sequence[Any]], Any]
+
+
+def _off_to_none(value: Any) -> Any:
+    """YAML reads a bare ``off`` as ``False``; in choice lists it means 'compression off'."""
+    if isinstance(value, list):
+        return [None if v is False or v == "off" else v for v in value]
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Choices = Annotated[list[PositiveInt], Field(min_length=1)]
+FloatChoices = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
+OddKernel = Annotated[int, Field(ge=1, le=11, multiple_of=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StemConfig(_Strict):
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+
+
+class StageConfig(_Strict):
+    depth: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    width: Choices
+    expansion: FloatChoices
+    kernel: Annotated[list[Literal[1, 3, 5, 7]], Field(min_length=1)]
+    conv: Annotated[list[ConvKind], Field(min_length=1)] = ["depthwise"]
+    groups: list[PositiveInt] = []
+    stride: Literal[1, 2] = 1
+
+    @model_validator(mode="after")
+    def _groups_match_conv(self) -> StageConfig:
+        if "grouped" in self.conv and not self.groups:
+            raise ValueError("conv allows 'grouped', so groups must list at least one group count, e.g. [2, 4]")
+        if self.groups and "grouped" not in self.conv:
+            raise ValueError(f"groups={self.groups} is given but conv={self.conv} has no 'grouped'")
+        return self
+
+
+class HeadConfig(_Strict):
+    channels: Choices
+
+
+class SparsityConfig(_Strict):
+    conv: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)]
+    linear: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)]
+
+
+class CompressionConfig(_Strict):
+    """Choices for the compression knobs; a single-element list fixes a knob."""
+
+    sparsity: Union[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)], SparsityConfig] = [0.0]
+    codebook_bits: Annotated[list[Annotated[int, Field(ge=1, le=16)] | None], Field(min_length=1),
+                             BeforeValidator(_off_to_none)] = [None]
+    quantization: Annotated[list[Quantization], Field(min_length=1)] = ["none"]
+    lowrank_ratio: Annotated[list[Annotated[float, Field(gt=0, le=1)] | None], Field(min_length=1),
+                             BeforeValidator(_off_to_none)] = [None]
+    student_width: FloatChoices = [1.0]
+    huffman: bool = True
+
+    def sample(self, choose: Chooser) -> CompressionSpec:
+        if isinstance(self.sparsity, SparsityConfig):
+            conv = choose("compression.sparsity_conv", self.sparsity.conv)
+            linear = choose("compression.sparsity_linear", self.sparsity.linear)
+        else:
+            conv = linear = choose("compression.sparsity", self.sparsity)
+        quantization = choose("compression.quantization", self.quantization)
+        # Binary/ternary codes replace the codebook, so its size is only drawn for "none".
+        bits = choose("compression.codebook_bits", self.codebook_bits) if quantization == "none" else None
+        return CompressionSpec(
+            sparsity_conv=conv,
+            sparsity_linear=linear,
+            codebook_bits=bits,
+            quantization=quantization,
+            lowrank_ratio=choose("compression.lowrank_ratio", self.lowrank_ratio),
+            student_width=choose("compression.student_width", self.student_width),
+            huffman=self.huffman,
+        )
+
+
+class _SpaceBase(_Strict):
+    name: str
+    description: str = ""
+    input_shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    num_classes: PositiveInt = 10
+    compression: CompressionConfig = CompressionConfig()
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round ``value`` to a multiple of ``divisor``, never below 90% of it (MobileNetV2's rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class MobileNetV2Space(_SpaceBase):
+    family: Literal["mobilenetv2"]
+    width_multiplier: FloatChoices = [1.0]
+    channel_divisor: PositiveInt = 8
+    stem: StemConfig
+    stages: Annotated[list[StageConfig], Field(min_length=1)]
+    head: HeadConfig
+
+    @model_validator(mode="after")
+    def _groups_divide_channels(self) -> MobileNetV2Space:
+        """Every grouped conv any choice can produce must split its hidden width evenly."""
+        widths = lambda c: {make_divisible(c * m, self.channel_divisor) for m in self.width_multiplier}  # noqa: E731
+        inputs = widths(self.stem.channels)
+        for i, stage in enumerate(self.stages):
+            outputs = set().union(*(widths(w) for w in stage.width))
+            # The first block sees the previous output; later blocks see this stage's width.
+            stage_inputs = inputs | outputs if max(stage.depth) > 1 else inputs
+            for cin in sorted(stage_inputs):
+                for e in stage.expansion:
+                    hidden = int(round(cin * e))
+                    bad = [g for g in stage.groups if hidden % g]
+                    if bad:
+                        raise ValueError(
+                            f"stages[{i}].groups: {bad} do not divide the hidden width {hidden} "
+                            f"(input {cin} channels x expansion {e}); every combination of choices must "
+                            f"build, so use group counts that divide every hidden width, or change "
+                            f"width/expansion/width_multiplier")
+            inputs = outputs | inputs if 0 in stage.depth else outputs
+        return self
+
+    def build(self, choose: Chooser) -> ArchSpec:
+        mult = choose("width_multiplier", self.width_multiplier)
+        div = self.channel_divisor
+        layers: list[Layer] = [Conv(make_divisible(self.stem.channels * mult, div), self.stem.kernel, self.stem.stride)]
+        for i, stage in enumerate(self.stages):
+            depth = choose(f"s{i}.depth", stage.depth)
+            width = make_divisible(choose(f"s{i}.width", stage.width) * mult, div) if depth else 0
+            for j in range(depth):
+                p = f"s{i}.b{j}"
+                conv = choose(f"{p}.conv", stage.conv)
+                layers.append(InvertedResidual(
+                    out=width,
+                    expansion=choose(f"{p}.expansion", stage.expansion),
+                    kernel=choose(f"{p}.kernel", stage.kernel),
+                    stride=stage.stride if j == 0 else 1,
+                    conv=conv,
+                    groups=choose(f"{p}.groups", stage.groups) if conv == "grouped" else 1,
+                ))
+        head = choose("head.channels", self.head.channels)
+        layers += [Conv(make_divisible(head * max(1.0, mult), div), 1), GlobalAvgPool(), Linear(self.num_classes)]
+        return ArchSpec(tuple(self.input_shape), tuple(layers), self.family)
+
+
+class MlpConfig(_Strict):
+    hidden: Annotated[list[Annotated[list[PositiveInt], Field(min_length=1)]], Field(min_length=1)]
+
+
+class LeNet5Config(_Strict):
+    channels: Annotated[list[Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]], Field(min_length=1)]
+    kernel: Annotated[list[Literal[3, 5]], Field(min_length=1)] = [5]
+    fc: Annotated[list[list[PositiveInt]], Field(min_length=1)]
+
+
+class LeNetSpace(_SpaceBase):
+    family: Literal["lenet"]
+    variants: Annotated[list[Literal["lenet-300-100", "lenet-5"]], Field(min_length=1)]
+    mlp: MlpConfig | None = None
+    conv: LeNet5Config | None = None
+
+    @model_validator(mode="after")
+    def _variant_sections(self) -> LeNetSpace:
+        if "lenet-300-100" in self.variants and self.mlp is None:
+            raise ValueError("variants include 'lenet-300-100', so an 'mlp' section with 'hidden' is required")
+        if "lenet-5" in self.variants and self.conv is None:
+            raise ValueError("variants include 'lenet-5', so a 'conv' section is required")
+        if self.conv is not None:
+            c, h, w = self.input_shape
+            for k in self.conv.kernel:
+                side = ((min(h, w) - k + 1) // 2 - k + 1) // 2
+                if side < 1:
+                    raise ValueError(f"conv.kernel {k} does not fit input {h}x{w} (two {k}x{k} convs and 2x2 pools)")
+        return self
+
+    def build(self, choose: Chooser) -> ArchSpec:
+        variant = choose("variant", self.variants)
+        c, h, w = self.input_shape
+        layers: list[Layer] = []
+        if variant == "lenet-300-100":
+            assert self.mlp is not None
+            hidden = choose("mlp.hidden", [tuple(x) for x in self.mlp.hidden])
+            layers += [Linear(n, act="relu") for n in hidden]
+            layers.append(Linear(self.num_classes))
+            return ArchSpec((c * h * w,), tuple(layers), "lenet-300-100")
+        assert self.conv is not None
+        c1, c2 = choose("conv.channels", [tuple(x) for x in self.conv.channels])
+        k = choose("conv.kernel", self.conv.kernel)
+        fc = choose("conv.fc", [tuple(x) for x in self.conv.fc])
+        for channels in (c1, c2):
+            layers += [Conv(channels, k, bn=False, act="relu", padding=0), MaxPool(2)]
+        layers.append(Flatten())
+        layers += [Linear(n, act="relu") for n in fc]
+        layers.append(Linear(self.num_classes))
+        return ArchSpec((c, h, w), tuple(layers), "lenet-5")
+
+
+SpaceConfig = Annotated[Union[MobileNetV2Space, LeNetSpace], Field(discriminator="family")]
+FAMILIES = ("mobilenetv2", "lenet")
+
+
+class Space:
+    """A validated search space; draws :class:`Candidate` objects.
+
+    Parameter names are stable (``width_multiplier``, ``s2.depth``,
+    ``s2.b1.kernel``, ``compression.sparsity`` ...), so Optuna studies over the
+    same space file can be resumed and compared.
+    """
+
+    def __init__(self, config: MobileNetV2Space | LeNetSpace, source: str = "<memory>") -> None:
+        self.config = config
+        self.source = source
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.config.input_shape)
+
+    def _draw(self, choose: Chooser) -> Candidate:
+        arch = self.config.build(choose)
+        return Candidate(arch, self.config.compression.sample(choose))
+
+    def sample(self, trial: Any) -> Candidate:
+        """Draw through an ``optuna.Trial`` (categorical parameters, conditional on depth/variant)."""
+        return self._draw(lambda name, options: trial.suggest_categorical(name, list(options)))
+
+    def random(self, seed: int | None = None) -> Candidate:
+        """Draw uniformly at random, without a trial: the same decisions as :meth:`sample`."""
+        rng = random.Random(seed)
+        return self._draw(lambda name, options: options[rng.randrange(len(options))])
+
+    def with_input(self, input_shape: Sequence[int], num_classes: int) -> Space:
+        """The same space for another input resolution / class count (re-validated)."""
+        data = self.config.model_dump() | {"input_shape": list(input_shape), "num_classes": num_classes}
+        return Space(_validate(data, f"{self.source} (input {tuple(input_shape)})"), self.source)
+
+    def __repr__(self) -> str:
+        return f"Space(name={self.name!r}, family={self.config.family!r}, source={self.source!r})"
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the spaces shipped with ``nas``."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith(("function-", "tagged-union")))
+        loc = loc or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        shown = "" if err["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (given: {given!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def _validate(data: Any, source: str) -> MobileNetV2Space | LeNetSpace:
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: a search space must be a YAML mapping, but the file holds {type(data).__name__}.")
+    family = data.get("family")
+    if family not in FAMILIES:
+        raise SpaceError(f"{source}: family: must be one of {list(FAMILIES)} (given: {family!r}).")
+    model = MobileNetV2Space if family == "mobilenetv2" else LeNetSpace
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(f"{source}: {_format_error(exc)}") from None
+
+
+def load_space(path_or_name: str | Path) -> Space:
+    """Load and validate a search space: a YAML file path, or a built-in name (``nas.builtin_spaces()``).
+
+    Raises :class:`~nas.errors.SpaceError` naming the file, the field and the
+    allowed values when the file is missing, malformed or describes networks
+    that cannot be built.
+    """
+    path = Path(path_or_name)
+    if not path.suffix and not path.exists():
+        path = BUILTIN_DIR / f"{path_or_name}.yaml"
+        if not path.exists():
+            raise SpaceError(f"unknown search space {str(path_or_name)!r}; built-in spaces: {builtin_spaces()}, "
+                             f"or give the path to a YAML file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpaceError(f"cannot read search space file {str(path)!r}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+    return Space(_validate(data, str(path)), str(path))

@@ -1,0 +1,313 @@
+"""Plain, frozen, JSON round-trippable descriptions of one candidate.
+
+An :class:`ArchSpec` is a sequence of layers (stem conv, inverted-residual blocks,
+pooling, linear layers) over an input of fixed shape; it is what
+:func:`nas.build_model`, :func:`nas.ops` and every cost model read. A
+:class:`CompressionSpec` holds the compression settings drawn together with the
+architecture. A :class:`Candidate` is the pair.
+
+Specs never hold torch objects, so they are cheap to create, hash and compare,
+and ``Candidate.from_dict(c.to_dict()) == c`` always holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+from nas.errors import SpecError
+
+Activation = Literal["relu", "relu6", "none"]
+ConvKind = Literal["depthwise", "grouped", "full"]
+Quantization = Literal["none", "binary", "ternary"]
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "none")
+CONV_KINDS: tuple[str, ...] = ("depthwise", "grouped", "full")
+QUANTIZATIONS: tuple[str, ...] = ("none", "binary", "ternary")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SpecError(message)
+
+
+def _positive(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        _check(isinstance(value, int) and value >= 1, f"{owner}.{name} must be a positive integer, but got {value!r}.")
+
+
+def _activation(owner: str, act: str) -> None:
+    _check(act in ACTIVATIONS, f"{owner}.act must be one of {list(ACTIVATIONS)}, but got {act!r}.")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 2-d convolution (``same`` padding) with optional batch norm and activation.
+
+    With ``bn`` the convolution has no bias (batch norm supplies it); without it
+    the convolution carries a bias, as in LeNet-5.
+    """
+
+    type: ClassVar[str] = "conv"
+    out: int
+    kernel: int = 3
+    stride: int = 1
+    groups: int = 1
+    bn: bool = True
+    act: Activation = "relu6"
+    padding: int | None = None  # None: kernel // 2 ("same" for odd kernels at stride 1)
+
+    def __post_init__(self) -> None:
+        _positive("conv", out=self.out, kernel=self.kernel, stride=self.stride, groups=self.groups)
+        _activation("conv", self.act)
+        _check(self.out % self.groups == 0, f"conv.groups={self.groups} must divide conv.out={self.out}.")
+        _check(self.padding is None or self.padding >= 0, f"conv.padding must be >= 0, but got {self.padding}.")
+
+    @property
+    def pad(self) -> int:
+        return self.kernel // 2 if self.padding is None else self.padding
+
+
+@dataclass(frozen=True)
+class InvertedResidual:
+    """A MobileNetV2 block: 1x1 expansion, k x k spatial conv, 1x1 linear projection.
+
+    ``expansion`` multiplies the *input* channels to get the hidden width (no
+    expansion conv when it is 1). ``conv`` chooses the spatial convolution:
+    depthwise (groups = hidden), grouped (``groups``) or full (groups = 1).
+    ``linear`` keeps the projection free of activation (the linear bottleneck);
+    the residual add is used when ``residual`` is set and stride and channels
+    allow it. ``expansion=1, linear=False, residual=False`` is MobileNetV1's
+    depthwise-separable block.
+    """
+
+    type: ClassVar[str] = "inverted_residual"
+    out: int
+    expansion: float = 6
+    kernel: int = 3
+    stride: int = 1
+    conv: ConvKind = "depthwise"
+    groups: int = 1
+    act: Activation = "relu6"
+    linear: bool = True
+    residual: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("inverted_residual", out=self.out, kernel=self.kernel, stride=self.stride, groups=self.groups)
+        _activation("inverted_residual", self.act)
+        _check(self.conv in CONV_KINDS, f"inverted_residual.conv must be one of {list(CONV_KINDS)}, but got {self.conv!r}.")
+        _check(self.expansion > 0, f"inverted_residual.expansion must be > 0, but got {self.expansion}.")
+
+    def hidden(self, cin: int) -> int:
+        """Hidden (expanded) width for ``cin`` input channels, as torchvision rounds it."""
+        return int(round(cin * self.expansion))
+
+    def spatial_groups(self, cin: int) -> int:
+        hidden = self.hidden(cin)
+        return {"depthwise": hidden, "grouped": self.groups, "full": 1}[self.conv]
+
+    def has_residual(self, cin: int) -> bool:
+        return self.residual and self.stride == 1 and cin == self.out
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    type: ClassVar[str] = "maxpool"
+    kernel: int = 2
+    stride: int | None = None  # None: equal to kernel
+
+    def __post_init__(self) -> None:
+        _positive("maxpool", kernel=self.kernel, stride=self.step)
+
+    @property
+    def step(self) -> int:
+        return self.kernel if self.stride is None else self.stride
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Global average pooling to 1x1 followed by flattening."""
+
+    type: ClassVar[str] = "global_avg_pool"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    type: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True)
+class Linear:
+    type: ClassVar[str] = "linear"
+    out: int
+    act: Activation = "none"
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("linear", out=self.out)
+        _activation("linear", self.act)
+
+
+Layer = Union[Conv, InvertedResidual, MaxPool, GlobalAvgPool, Flatten, Linear]
+LAYER_TYPES: dict[str, type[Any]] = {
+    cls.type: cls for cls in (Conv, InvertedResidual, MaxPool, GlobalAvgPool, Flatten, Linear)
+}
+
+
+def _from_fields(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(names)}.")
+    try:
+        return cls(**data)
+    except TypeError as exc:  # a required field is missing
+        raise SpecError(f"{where}: {exc}.") from None
+
+
+def layer_to_dict(layer: Layer) -> dict[str, Any]:
+    return {"type": layer.type, **dataclasses.asdict(layer)}
+
+
+def layer_from_dict(data: dict[str, Any], where: str = "layer") -> Layer:
+    if not isinstance(data, dict) or "type" not in data:
+        raise SpecError(f"{where} must be a mapping with a 'type' key, but got {data!r}.")
+    body = dict(data)
+    kind = body.pop("type")
+    if kind not in LAYER_TYPES:
+        raise SpecError(f"{where}: unknown layer type {kind!r}; allowed: {sorted(LAYER_TYPES)}.")
+    layer: Layer = _from_fields(LAYER_TYPES[kind], body, where)
+    return layer
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: the input it takes (without batch) and its layers in order.
+
+    ``input_shape`` is ``(C, H, W)`` for conv nets and ``(features,)`` for MLPs.
+    The last layer is the classifier; ``family`` names where the spec came from
+    (a space's family) and is informational.
+    """
+
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.input_shape)
+        _check(len(shape) in (1, 3) and all(isinstance(d, int) and d >= 1 for d in shape),
+               f"ArchSpec.input_shape must be (C, H, W) or (features,) of positive ints, but got {self.input_shape!r}.")
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "layers", tuple(self.layers))
+        _check(len(self.layers) > 0, "ArchSpec.layers must not be empty.")
+
+    @property
+    def num_classes(self) -> int:
+        last = self.layers[-1]
+        _check(isinstance(last, Linear), "ArchSpec: the last layer must be the Linear classifier.")
+        assert isinstance(last, Linear)
+        return last.out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "input_shape": list(self.input_shape),
+            "layers": [layer_to_dict(layer) for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"ArchSpec must be a mapping, but got {type(data).__name__}.")
+        unknown = sorted(set(data) - {"family", "input_shape", "layers"})
+        if unknown:
+            raise SpecError(f"ArchSpec: unknown field(s) {unknown}; allowed: ['family', 'input_shape', 'layers'].")
+        layers = data.get("layers")
+        if not isinstance(layers, list):
+            raise SpecError(f"ArchSpec.layers must be a list, but got {layers!r}.")
+        return cls(
+            input_shape=tuple(data.get("input_shape", ())),
+            layers=tuple(layer_from_dict(item, f"ArchSpec.layers[{i}]") for i, item in enumerate(layers)),
+            family=str(data.get("family", "")),
+        )
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """Compression settings drawn together with the architecture.
+
+    - ``sparsity_conv`` / ``sparsity_linear``: fraction of weights pruned in
+      conv and linear layers (equal when the space samples one global value).
+    - ``codebook_bits``: k-means weight sharing with ``2**bits`` centroids per
+      layer; ``None`` is off (32-bit floats).
+    - ``quantization``: ``none``, ``binary`` (1 bit + per-layer scale) or
+      ``ternary`` (2 bits + per-layer scale); binary/ternary replace the codebook.
+    - ``lowrank_ratio``: fraction of the full rank kept when factorizing conv and
+      linear weights; ``None`` is off.
+    - ``student_width``: width multiplier of the distilled student (1.0 = same).
+    - ``huffman``: Huffman-code the stored indices (Deep Compression's last stage).
+    """
+
+    sparsity_conv: float = 0.0
+    sparsity_linear: float = 0.0
+    codebook_bits: int | None = None
+    quantization: Quantization = "none"
+    lowrank_ratio: float | None = None
+    student_width: float = 1.0
+    huffman: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("sparsity_conv", "sparsity_linear"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"CompressionSpec.{name} must satisfy 0 <= value < 1, but got {value}.")
+        _check(self.codebook_bits is None or (isinstance(self.codebook_bits, int) and 1 <= self.codebook_bits <= 16),
+               f"CompressionSpec.codebook_bits must be None (off) or an int in [1, 16], but got {self.codebook_bits!r}.")
+        _check(self.quantization in QUANTIZATIONS,
+               f"CompressionSpec.quantization must be one of {list(QUANTIZATIONS)}, but got {self.quantization!r}.")
+        _check(self.lowrank_ratio is None or 0.0 < self.lowrank_ratio <= 1.0,
+               f"CompressionSpec.lowrank_ratio must be None (off) or in (0, 1], but got {self.lowrank_ratio!r}.")
+        _check(0.0 < self.student_width <= 4.0,
+               f"CompressionSpec.student_width must be in (0, 4], but got {self.student_width}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressionSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"CompressionSpec must be a mapping, but got {type(data).__name__}.")
+        spec: CompressionSpec = _from_fields(cls, data, "CompressionSpec")
+        return spec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a search space: an architecture and its compression settings."""
+
+    arch: ArchSpec
+    compression: CompressionSpec = field(default_factory=CompressionSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "compression": self.compression.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        if not isinstance(data, dict) or set(data) - {"arch", "compression"} or "arch" not in data:
+            raise SpecError("Candidate must be a mapping with keys 'arch' and optionally 'compression'.")
+        return cls(
+            arch=ArchSpec.from_dict(data["arch"]),
+            compression=CompressionSpec.from_dict(data.get("compression", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Candidate:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"Candidate JSON is malformed: {exc}.") from None
+        return cls.from_dict(data)
