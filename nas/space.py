@@ -206,6 +206,13 @@ class LeNet5Config(_Strict):
     fc: Annotated[list[list[PositiveInt]], Field(min_length=1)]
 
 
+def _choose_list(choose: Chooser, name: str, options: list[list[int]]) -> list[int]:
+    """Choose among lists of ints; the choice is recorded as a string like ``"300-100"``,
+    since Optuna's persistent storages take only scalar categorical choices."""
+    picked = choose(name, ["-".join(map(str, option)) for option in options])
+    return [int(n) for n in picked.split("-") if n]
+
+
 class LeNetSpace(_SpaceBase):
     family: Literal["lenet"]
     variants: Annotated[list[Literal["lenet-300-100", "lenet-5"]], Field(min_length=1)]
@@ -232,14 +239,14 @@ class LeNetSpace(_SpaceBase):
         layers: list[Layer] = []
         if variant == "lenet-300-100":
             assert self.mlp is not None
-            hidden = choose("mlp.hidden", [tuple(x) for x in self.mlp.hidden])
+            hidden = _choose_list(choose, "mlp.hidden", self.mlp.hidden)
             layers += [Linear(n, act="relu") for n in hidden]
             layers.append(Linear(self.num_classes))
             return ArchSpec((c * h * w,), tuple(layers), "lenet-300-100")
         assert self.conv is not None
-        c1, c2 = choose("conv.channels", [tuple(x) for x in self.conv.channels])
+        c1, c2 = _choose_list(choose, "conv.channels", self.conv.channels)
         k = choose("conv.kernel", self.conv.kernel)
-        fc = choose("conv.fc", [tuple(x) for x in self.conv.fc])
+        fc = _choose_list(choose, "conv.fc", self.conv.fc)
         for channels in (c1, c2):
             layers += [Conv(channels, k, bn=False, act="relu", padding=0), MaxPool(2)]
         layers.append(Flatten())

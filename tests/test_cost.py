@@ -1,0 +1,153 @@
+"""The analytic cost model against torch, fvcore and Deep Compression's published accounting."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+import nas
+from nas.cost import INDEX_BITS, _index_stats
+
+#: fvcore ops that carry no multiply-adds and that fvcore does not count: activations
+#: (relu6 traces as hardtanh), residual adds and max pooling. Anything else unsupported
+#: would mean an op we cost but fvcore cannot see, or the reverse.
+NOT_COUNTED_BY_FVCORE = {"aten::hardtanh_", "aten::relu_", "aten::add", "aten::max_pool2d"}
+
+
+def fvcore_analysis(arch: nas.ArchSpec) -> FlopCountAnalysis:
+    model = nas.build_model(arch).eval()
+    analysis = FlopCountAnalysis(model, torch.zeros(1, *arch.input_shape))
+    return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+
+
+@pytest.mark.slow
+def test_count_equals_fvcore_and_torch_on_200_candidates(space: nas.Space) -> None:
+    """MAdds = fvcore's conv + linear (+ addmm) counts; fvcore's default total adds BN and GAP."""
+    for seed in range(200):
+        arch = space.random(seed).arch
+        cost = nas.count(arch)
+        analysis = fvcore_analysis(arch)
+        by_op = analysis.by_operator()
+        assert cost.madds == by_op["conv"] + by_op["linear"] + by_op["addmm"], (seed, arch)
+        assert cost.norm_flops == by_op["batch_norm"]
+        assert cost.pool_flops == by_op["adaptive_avg_pool2d"]
+        assert cost.fvcore_default == analysis.total()
+        assert set(analysis.unsupported_ops()) <= NOT_COUNTED_BY_FVCORE
+        model = nas.build_model(arch)
+        assert cost.params == sum(p.numel() for p in model.parameters())
+
+
+def test_count_matches_per_module_fvcore(space: nas.Space) -> None:
+    arch = space.random(3).arch
+    by_module = fvcore_analysis(arch).by_module()
+    for op in nas.ops(arch):
+        if op.kind in ("conv", "linear"):
+            assert op.madds == by_module[op.name], op
+
+
+DENSE = nas.CompressionSpec(huffman=False)
+
+
+def test_dense_storage_is_32_bits_per_parameter(space: nas.Space) -> None:
+    for seed in range(10):
+        arch = space.random(seed).arch
+        assert nas.size_bits(arch, DENSE) == 32 * nas.count(arch).params
+
+
+def test_each_compression_knob_saves_storage(space: nas.Space) -> None:
+    arch = space.random(1).arch
+    dense = nas.size_bits(arch, DENSE)
+    for spec in (
+        nas.CompressionSpec(sparsity_conv=0.9, sparsity_linear=0.9, huffman=False),
+        nas.CompressionSpec(codebook_bits=5, huffman=False),
+        nas.CompressionSpec(quantization="binary", huffman=False),
+        nas.CompressionSpec(quantization="ternary", huffman=False),
+        nas.CompressionSpec(lowrank_ratio=0.25, huffman=False),
+    ):
+        assert nas.size_bits(arch, spec) < dense, spec
+    # Fewer codebook bits, more sparsity and Huffman coding each shrink it further.
+    assert nas.size_bits(arch, nas.CompressionSpec(codebook_bits=4, huffman=False)) < \
+        nas.size_bits(arch, nas.CompressionSpec(codebook_bits=8, huffman=False))
+    pruned = [nas.size_bits(arch, nas.CompressionSpec(sparsity_conv=s, sparsity_linear=s, codebook_bits=5))
+              for s in (0.5, 0.75, 0.9)]
+    assert pruned == sorted(pruned, reverse=True)
+    spec = nas.CompressionSpec(sparsity_conv=0.7, sparsity_linear=0.9, codebook_bits=5)
+    assert nas.size_bits(arch, spec) < nas.size_bits(arch, nas.CompressionSpec(**{**spec.to_dict(), "huffman": False}))
+
+
+def test_binary_weights_cost_one_bit_each() -> None:
+    arch = nas.ArchSpec((100,), (nas.Linear(10, bias=False),))
+    assert nas.size_bits(arch, nas.CompressionSpec(quantization="binary", huffman=False)) == 1000 + 32
+
+
+@pytest.mark.parametrize("sparsity,kind", [(0.5, "conv"), (0.9, "conv"), (0.92, "linear"), (0.97, "linear")])
+def test_filler_zero_estimate_matches_simulated_masks(sparsity: float, kind: str) -> None:
+    """The closed-form filler count equals what storing random masks actually needs."""
+    rng = np.random.default_rng(0)
+    span = 2 ** INDEX_BITS[kind]
+    mask = rng.random(2_000_000) >= sparsity
+    positions = np.flatnonzero(mask)
+    gaps = np.diff(np.concatenate([[-1], positions]))
+    fillers = int(((gaps - 1) // span).sum())
+    expected, _ = _index_stats(sparsity, INDEX_BITS[kind])
+    assert fillers / len(positions) == pytest.approx(expected, rel=0.05, abs=1e-4)
+
+
+def test_lowrank_factorization_counts() -> None:
+    op = nas.Op("linear", "fc", 300, 100)
+    assert nas.cost._stored_weights(op, 0.5) == 50 * 400  # rank 50 of min(300, 100) = 100
+    assert nas.cost._stored_weights(op, 1.0) == 300 * 100  # no saving: not applied
+    conv = nas.Op("conv", "c", 64, 64, 8, 8, kernel=3)
+    assert nas.cost._stored_weights(conv, 0.25) == 48 * 3 * 128  # rank ceil(0.25 * 3 * 64) = 48
+    depthwise = nas.Op("conv", "d", 64, 64, 8, 8, kernel=3, groups=64)
+    assert nas.cost._stored_weights(depthwise, 0.25) == depthwise.weight_count
+
+
+def test_deep_compression_lenet_300_100_rate() -> None:
+    """Han et al. 2016, Table 2: LeNet-300-100 with 8% of weights kept, 6-bit codebooks and
+    5-bit relative indices compresses to 3.1% (P+Q) of its 32-bit size.
+
+    Our estimate uses 6 bits everywhere (the paper also uses 6 bits for all FC layers)
+    and random positions for the filler-zero count; it lands at 3.2%, and the test
+    allows the paper's rounding of one digit (3.05% .. 3.35%).
+    """
+    space = nas.load_space("lenet")
+    arch = space.config.build(
+        lambda name, opts: {"variant": "lenet-300-100", "mlp.hidden": "300-100"}.get(name, opts[0]))
+    spec = nas.CompressionSpec(sparsity_linear=0.92, codebook_bits=6, huffman=False)
+    rate = nas.size_bits(arch, spec) / nas.size_bits(arch, DENSE)
+    assert 0.0305 <= rate <= 0.0335, rate
+    # Huffman coding: the paper measures 2.32% (4.4 bits per weight, 3.7 per index). Our
+    # entropy estimate gives 2.50%: weight entropy 3.8-4.3 bits, but index entropy 4.6
+    # bits, since random positions are less predictable than real, clustered masks. The
+    # estimate must stay on the conservative side of the paper and within 10% of it.
+    rate_h = nas.size_bits(arch, nas.CompressionSpec(sparsity_linear=0.92, codebook_bits=6)) / \
+        nas.size_bits(arch, DENSE)
+    assert 0.0232 <= rate_h <= 0.0232 * 1.10, rate_h
+
+
+def test_size_report_covers_every_weight_layer(space: nas.Space) -> None:
+    cand = space.random(5)
+    report = nas.size_report(cand.arch, cand.compression)
+    weighted = [op.name for op in nas.ops(cand.arch) if op.kind in ("conv", "linear")]
+    assert [layer.name for layer in report] == weighted
+    for layer in report:
+        assert 0 < layer.kept <= layer.stored <= layer.weights
+        assert layer.entries >= layer.kept
+        assert layer.bits_pqh <= layer.bits_pq + 1e-6
+
+
+def test_costs_are_random_candidates_not_constants() -> None:
+    space = nas.load_space("mobilenetv2")
+    madds = {nas.count(space.random(s).arch).madds for s in range(20)}
+    assert len(madds) > 10
+    assert all(isinstance(m, int) and m > 0 for m in madds)
+    rng = random.Random(0)
+    for _ in range(5):
+        cand = space.random(rng.randrange(10**6))
+        assert math.isfinite(nas.size_bits(cand.arch, cand.compression))
