@@ -18,3 +18,11 @@ class SpaceError(NasError):
 
 class SpecError(NasError):
     """An ``ArchSpec`` / ``CompressionSpec`` / ``Candidate`` is invalid or cannot be decoded."""
+
+
+class DataError(NasError):
+    """A dataset is unknown, missing from disk or malformed; the message says where it looked."""
+
+
+class TrainError(NasError):
+    """Training, distillation or a checkpoint was given settings or files it cannot use."""
