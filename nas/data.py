@@ -1,0 +1,357 @@
+"""Datasets: a small registry of local image datasets with fixed, seeded splits.
+
+Every dataset is read from disk (or generated) and split the same way each time:
+
+- ``train`` / ``val`` come from the dataset's training pool: ``val`` is a
+  stratified 10% drawn with ``seed``; the search trains on ``train`` and prunes
+  on ``val``.
+- ``test`` is the dataset's official test set when it has one (Fashion-MNIST,
+  CIFAR-10); otherwise a stratified 20% drawn with a *fixed* seed, so changing
+  ``seed`` never moves test images into training. Only final reports read it.
+
+Images are float32 ``(N, C, H, W)``, scaled to [0, 1] and then standardised per
+channel with the mean and standard deviation of the ``train`` split; labels are
+int64. Nothing is ever downloaded: a missing dataset raises
+:class:`~nas.errors.DataError` naming the folders it searched and how to get it.
+
+Registered datasets:
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, ships inside
+  scikit-learn): the embedded default.
+- ``fashion-mnist``: 28x28 IDX files (``*-idx?-ubyte[.gz]``) from
+  ``$NAS_DATA/fashion-mnist`` or ``/usr/share/datasets/fashion-mnist`` (Debian
+  package ``dataset-fashion-mnist``).
+- ``cifar10``: the python-pickle batches (``data_batch_*``, ``test_batch``) from
+  ``root`` or ``$NAS_DATA/cifar10``.
+- ``synthetic``: 1,500 generated 8x8 images of 10 noisy class prototypes, for
+  fast tests (a small net reaches about 95% validation accuracy in seconds).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from nas.errors import DataError
+
+#: Fraction of the training pool held out for validation (stratified, seeded).
+VAL_FRACTION = 0.1
+#: Fraction held out as the test set for datasets without an official one.
+TEST_FRACTION = 0.2
+#: Seed of that test hold-out; fixed so that no ``seed`` moves test images into training.
+TEST_SEED = 12345
+
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """One dataset split three ways; ``input_shape`` is ``(C, H, W)`` without the batch."""
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+    #: Per-channel mean and standard deviation (of [0, 1]-scaled pixels) used to standardise.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    #: Where the files were read from ("" for embedded or generated data).
+    source: str = ""
+
+
+class _Raw(NamedTuple):
+    """A dataset as read: uint8 or float images in [0, 1] scale, and labels."""
+
+    x_pool: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    y_pool: np.ndarray  # (N,) int64
+    x_test: np.ndarray | None  # official test set, or None to hold out TEST_FRACTION of the pool
+    y_test: np.ndarray | None
+    num_classes: int
+    source: str
+
+
+_Loader = Callable[[Path | None], _Raw]
+_REGISTRY: dict[str, _Loader] = {}
+
+
+def _register(name: str) -> Callable[[_Loader], _Loader]:
+    def deco(fn: _Loader) -> _Loader:
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def available_datasets() -> list[str]:
+    """Names :func:`load_dataset` accepts (whether or not their files are installed)."""
+    return sorted(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- digits / synthetic
+
+
+@_register("digits")
+def _digits(root: Path | None) -> _Raw:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return _Raw(x, np.asarray(bunch.target, dtype=np.int64), None, None, 10, "scikit-learn (embedded)")
+
+
+@_register("synthetic")
+def _synthetic(root: Path | None) -> _Raw:
+    """10 classes of 8x8 images: a fixed random prototype per class plus Gaussian noise."""
+    rng = np.random.default_rng(20240501)
+    classes, per_class = 10, 150
+    protos = rng.uniform(0.0, 1.0, size=(classes, 1, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(classes, dtype=np.int64), per_class)
+    x = protos[y] + rng.normal(0.0, 0.35, size=(len(y), 1, 8, 8)).astype(np.float32)
+    order = rng.permutation(len(y))
+    return _Raw(np.clip(x[order], 0.0, 1.0), y[order], None, None, classes, "generated")
+
+
+# --------------------------------------------------------------------------- fashion-mnist (IDX)
+
+_FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def _search_dirs(subdir: str, root: Path | None, system: bool) -> list[Path]:
+    """Folders to look in: ``root`` (and ``root/subdir``) if given, else ``$NAS_DATA/subdir`` and the system folder."""
+    if root is not None:
+        return [root, root / subdir]
+    dirs = []
+    env = os.environ.get("NAS_DATA")
+    if env:
+        dirs.append(Path(env) / subdir)
+    if system:
+        dirs.append(SYSTEM_DATA_DIR / subdir)
+    return dirs
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse one IDX file (big-endian header: magic, then one uint32 per dimension; uint8 data)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {str(path)!r}: {exc}; the file is damaged, reinstall it.") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
+        found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+        raise DataError(f"{str(path)!r} is not an IDX file of the expected kind: magic number must be "
+                        f"{magic:#010x}, but got {found if found is None else hex(found)}.")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        raise DataError(f"{str(path)!r} is truncated or padded: header dims {dims} need {expected} bytes of data, "
+                        f"but the file has {len(data) - header}.")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+@_register("fashion-mnist")
+def _fashion_mnist(root: Path | None) -> _Raw:
+    dirs = _search_dirs("fashion-mnist", root, system=True)
+    for d in dirs:
+        found = {}
+        for key, stem in _FASHION_FILES.items():
+            for candidate in (d / f"{stem}.gz", d / stem):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+        if len(found) == len(_FASHION_FILES):
+            x_tr = _read_idx(found["x_train"], 0x803)
+            y_tr = _read_idx(found["y_train"], 0x801)
+            x_te = _read_idx(found["x_test"], 0x803)
+            y_te = _read_idx(found["y_test"], 0x801)
+            for xs, ys, part in ((x_tr, y_tr, "train"), (x_te, y_te, "t10k")):
+                if len(xs) != len(ys):
+                    raise DataError(f"fashion-mnist in {str(d)!r}: {part} images ({len(xs)}) and labels "
+                                    f"({len(ys)}) differ in number.")
+            scale = np.float32(1 / 255)
+            return _Raw((x_tr[:, None] * scale).astype(np.float32), y_tr.astype(np.int64),
+                        (x_te[:, None] * scale).astype(np.float32), y_te.astype(np.int64), 10, str(d))
+    raise DataError(
+        f"dataset 'fashion-mnist' not found: looked for {sorted(_FASHION_FILES.values())} (.gz or plain) in "
+        f"{[str(d) for d in dirs]}. Install it with `apt-get install dataset-fashion-mnist`, or put the four IDX "
+        f"files in $NAS_DATA/fashion-mnist (or pass root=). Nothing is downloaded at run time.")
+
+
+# --------------------------------------------------------------------------- cifar10 (python pickles)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR-10's documented python batches hold: dicts, lists,
+    strings, numbers and plain numpy arrays. Any other global (a class, a function)
+    is refused, so a hostile file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise DataError(f"refusing to unpickle {module}.{name}: a CIFAR-10 batch holds only a dict of numpy arrays "
+                        f"and lists.")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged pickle raises many kinds of errors
+        raise DataError(f"cannot read CIFAR-10 batch {str(path)!r}: {type(exc).__name__}: {exc}.") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{str(path)!r}: a CIFAR-10 batch must be a dict, but got {type(batch).__name__}.")
+    get = lambda key: batch.get(key.encode(), batch.get(key))  # noqa: E731  (keys are bytes in the original files)
+    data, labels = get("data"), get("labels")
+    if data is None or labels is None:
+        raise DataError(f"{str(path)!r}: a CIFAR-10 batch needs keys 'data' and 'labels', but has "
+                        f"{sorted(map(str, batch))}.")
+    data = np.asarray(data)
+    labels = np.asarray(labels, dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(f"{str(path)!r}: 'data' must be uint8 of shape (N, 3072) matching {len(labels)} labels, "
+                        f"but got {data.dtype} {data.shape}.")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{str(path)!r}: labels must be in [0, 9], but got range [{labels.min()}, {labels.max()}].")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+@_register("cifar10")
+def _cifar10(root: Path | None) -> _Raw:
+    dirs = _search_dirs("cifar10", root, system=False)
+    dirs += [d / "cifar-10-batches-py" for d in dirs]
+    for d in dirs:
+        train_files = sorted(d.glob("data_batch_*"))
+        if train_files and (d / "test_batch").is_file():
+            parts = [_read_cifar_batch(p) for p in train_files]
+            x_te, y_te = _read_cifar_batch(d / "test_batch")
+            x_tr = np.concatenate([p[0] for p in parts])
+            y_tr = np.concatenate([p[1] for p in parts])
+            scale = np.float32(1 / 255)
+            return _Raw((x_tr * scale).astype(np.float32), y_tr, (x_te * scale).astype(np.float32), y_te, 10, str(d))
+    where = [str(d) for d in dirs] or ["(nowhere: $NAS_DATA is not set and no root was given)"]
+    raise DataError(
+        f"dataset 'cifar10' not found: looked for data_batch_* and test_batch in {where}. Download "
+        f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, "
+        f"extract it into $NAS_DATA/cifar10 (or pass root=). Nothing is downloaded at run time.")
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): ``round(fraction * n_c)`` of every class ``c`` held out, seeded."""
+    rng = np.random.default_rng(seed)
+    keep, hold = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = int(round(fraction * len(idx)))
+        hold.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
+
+
+@lru_cache(maxsize=4)
+def _load_raw(name: str, root: Path | None) -> _Raw:
+    return _REGISTRY[name](root)
+
+
+def load_dataset(name: str, *, seed: int = 0, root: str | Path | None = None) -> Splits:
+    """Load dataset ``name`` and split it into train / val / test (see the module docstring).
+
+    ``seed`` chooses the validation split; ``root`` is a folder to read the files
+    from instead of ``$NAS_DATA`` and the system folder. Raw files are read once
+    per process and cached. Raises :class:`~nas.errors.DataError` when the name is
+    unknown or the files are missing or damaged.
+    """
+    if name not in _REGISTRY:
+        raise DataError(f"unknown dataset {name!r}; available: {available_datasets()}.")
+    raw = _load_raw(name, None if root is None else Path(root).expanduser().resolve())
+    if raw.x_test is None or raw.y_test is None:
+        pool_idx, test_idx = _stratified_holdout(raw.y_pool, TEST_FRACTION, TEST_SEED)
+        x_pool, y_pool = raw.x_pool[pool_idx], raw.y_pool[pool_idx]
+        x_test, y_test = raw.x_pool[test_idx], raw.y_pool[test_idx]
+    else:
+        x_pool, y_pool, x_test, y_test = raw.x_pool, raw.y_pool, raw.x_test, raw.y_test
+    train_idx, val_idx = _stratified_holdout(y_pool, VAL_FRACTION, seed)
+    if len(train_idx) == 0:
+        raise DataError(f"dataset {name!r} from {raw.source!r} has too few images ({len(y_pool)}) to split.")
+    x_train = x_pool[train_idx]
+    mean = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = np.maximum(x_train.std(axis=(0, 2, 3), dtype=np.float64), 1e-6)
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        xs = (x - mean[None, :, None, None].astype(np.float32)) / std[None, :, None, None].astype(np.float32)
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32)),
+                             torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+
+    return Splits(
+        name=name,
+        train=tensors(x_train, y_pool[train_idx]),
+        val=tensors(x_pool[val_idx], y_pool[val_idx]),
+        test=tensors(x_test, y_test),
+        input_shape=tuple(int(d) for d in x_pool.shape[1:]),
+        num_classes=raw.num_classes,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        source=raw.source,
+    )
+
+
+# --------------------------------------------------------------------------- fitting data to an architecture
+
+
+def fit_input(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Reshape a batch ``(N, C, H, W)`` to ``(N, *input_shape)``: flattens images for MLPs
+    (``input_shape == (features,)``); a no-op when the shapes already agree."""
+    if tuple(x.shape[1:]) == tuple(input_shape):
+        return x
+    per_sample = int(np.prod(x.shape[1:]))
+    if per_sample != int(np.prod(input_shape)):
+        raise DataError(f"a batch of shape {tuple(x.shape[1:])} ({per_sample} values per sample) cannot feed an "
+                        f"architecture with input_shape {tuple(input_shape)}.")
+    return x.reshape(x.shape[0], *input_shape)
+
+
+def check_fits(splits: Splits, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Raise :class:`DataError` unless a network with ``input_shape`` and ``num_classes`` outputs can learn ``splits``.
+
+    A spatial mismatch (an 8x8 space on 28x28 images) asks for
+    ``space.with_input(splits.input_shape, splits.num_classes)``.
+    """
+    data_values = int(np.prod(splits.input_shape))
+    if tuple(input_shape) != splits.input_shape and int(np.prod(input_shape)) != data_values:
+        raise DataError(f"the architecture takes input {tuple(input_shape)} but dataset {splits.name!r} has images "
+                        f"{splits.input_shape}; draw the candidate from space.with_input({splits.input_shape}, "
+                        f"{splits.num_classes}).")
+    if num_classes != splits.num_classes:
+        raise DataError(f"the architecture has {num_classes} outputs but dataset {splits.name!r} has "
+                        f"{splits.num_classes} classes.")
