@@ -26,3 +26,7 @@ class DataError(NasError):
 
 class TrainError(NasError):
     """Training, distillation or a checkpoint was given settings or files it cannot use."""
+
+
+class CompressError(NasError):
+    """A compression setting cannot be applied, or a compressed container is truncated, altered or unreadable."""
