@@ -1,0 +1,306 @@
+"""A plain, fast CPU training loop: SGD with momentum, cosine or step schedule.
+
+The search trains many small candidates for a few epochs each, so the loop is
+kept minimal: batches are sliced from in-memory tensors (no worker processes),
+the learning-rate schedule is per step, and validation accuracy is reported
+after every epoch through ``on_epoch`` so that Optuna pruners or Ray schedulers
+can stop weak trials early. A non-finite or exploding loss ends the run with a
+reason in :attr:`TrainResult.failed`; it never raises into the search.
+
+Runs are deterministic for a given ``seed`` on one thread (the data order comes
+from a seeded generator; the model's initial weights are the caller's, so seed
+before :func:`nas.build_model`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from nas.data import Splits, fit_input
+from nas.errors import TrainError
+
+Schedule = Literal["cosine", "step"]
+#: ``loss_fn(logits, batch)`` where ``batch`` is the tuple of the training
+#: dataset's tensors for this step: ``(inputs, targets, *extra columns)``.
+LossFn = Callable[[torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]
+#: ``on_epoch(epoch, val_accuracy)``; return True to stop training now (pruning).
+EpochCallback = Callable[[int, float], Union[bool, None]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``max_samples`` caps the budget in training samples seen
+    (across epochs); the run stops at whichever of ``epochs`` or ``max_samples``
+    comes first, and the schedule spans exactly that many steps.
+
+    ``lr`` is the peak learning rate; ``schedule="cosine"`` anneals it to 0 per
+    step, ``"step"`` multiplies it by ``step_gamma`` at 50% and 75% of the run.
+    ``diverge_above`` treats a finite training loss above it as divergence.
+    ``progress``: a tqdm bar on stderr; ``None`` shows it only when stderr is a
+    terminal and the run has more than 200 steps.
+    """
+
+    epochs: int = 10
+    max_samples: int | None = None
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+    step_gamma: float = 0.1
+    nesterov: bool = True
+    seed: int = 0
+    threads: int = 1
+    diverge_above: float = 1e4
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise TrainError(f"TrainConfig: {message}")
+
+        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an int >= 1, but got {self.epochs!r}.")
+        need(self.max_samples is None or (isinstance(self.max_samples, int) and self.max_samples >= 1),
+             f"max_samples must be None (no cap) or an int >= 1, but got {self.max_samples!r}.")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 2,
+             f"batch_size must be an int >= 2 (batch norm needs two samples), but got {self.batch_size!r}.")
+        need(self.lr > 0, f"lr must be > 0, but got {self.lr}.")
+        need(0 <= self.momentum < 1, f"momentum must satisfy 0 <= momentum < 1, but got {self.momentum}.")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, but got {self.weight_decay}.")
+        need(self.schedule in ("cosine", "step"), f"schedule must be 'cosine' or 'step', but got {self.schedule!r}.")
+        need(0 < self.step_gamma <= 1, f"step_gamma must be in (0, 1], but got {self.step_gamma}.")
+        need(isinstance(self.threads, int) and self.threads >= 1, f"threads must be an int >= 1, but got {self.threads!r}.")
+        need(self.diverge_above > 0, f"diverge_above must be > 0, but got {self.diverge_above}.")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Accuracies are fractions in [0, 1]."""
+
+    history: list[float] = field(default_factory=list)  # validation accuracy after each epoch
+    losses: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    val_accuracy: float = 0.0  # of the final weights
+    failed: str | None = None  # why the run ended badly (NaN, divergence), else None
+    stopped_early: bool = False  # on_epoch asked to stop
+    epochs: int = 0  # epochs run (the last may be partial when max_samples cuts it)
+    samples: int = 0  # training samples seen
+    seconds: float = 0.0  # wall time
+
+
+class Plan:
+    """The step budget of a run: ``steps_per_epoch`` full batches, ``epochs``, ``total_steps``."""
+
+    def __init__(self, n_train: int, config: TrainConfig) -> None:
+        if n_train < 2:
+            raise TrainError(f"training needs at least 2 samples, but the training set has {n_train}.")
+        self.batch_size = min(config.batch_size, n_train)
+        # A last batch of one sample would break batch norm, so a remainder of 1 is dropped.
+        self.steps_per_epoch = n_train // self.batch_size + (1 if n_train % self.batch_size >= 2 else 0)
+        total = self.steps_per_epoch * config.epochs
+        if config.max_samples is not None:
+            total = min(total, max(1, math.ceil(config.max_samples / self.batch_size)))
+        self.total_steps = total
+        self.epochs = math.ceil(total / self.steps_per_epoch)
+
+
+def as_tensors(dataset: Dataset[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """The columns of ``dataset`` as tensors (free for a :class:`TensorDataset`; others are stacked once)."""
+    if isinstance(dataset, TensorDataset):
+        return tuple(dataset.tensors)
+    items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    if not items:
+        raise TrainError("the dataset is empty.")
+    return tuple(torch.stack([torch.as_tensor(item[k]) for item in items]) for k in range(len(items[0])))
+
+
+def batches(columns: Sequence[torch.Tensor], plan: Plan, generator: torch.Generator, epoch_steps: int
+            ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``epoch_steps`` batches of one epoch in a fresh seeded order."""
+    order = torch.randperm(len(columns[0]), generator=generator)
+    for step in range(epoch_steps):
+        idx = order[step * plan.batch_size:(step + 1) * plan.batch_size]
+        yield tuple(col[idx] for col in columns)
+
+
+def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig, total_steps: int
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD (momentum, Nesterov, weight decay on weights only, not on biases or batch-norm) and a per-step schedule."""
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                           {"params": rest, "weight_decay": 0.0}],
+                          lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    if config.schedule == "cosine":
+        def factor(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    else:
+        milestones = (total_steps // 2, (3 * total_steps) // 4)
+
+        def factor(step: int) -> float:
+            return float(config.step_gamma ** sum(step >= m for m in milestones))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a built :class:`nas.models.Network` expects (``None`` for other modules)."""
+    spec = getattr(model, "spec", None)
+    shape = getattr(spec, "input_shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with ``x`` reshaped to the model's input shape (images flattened for MLPs)."""
+    shape = input_shape_of(model)
+    return model(fit_input(x, shape) if shape is not None else x)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1] (eval mode; the mode is restored)."""
+    x, y = as_tensors(dataset)[:2]
+    if len(y) == 0:
+        raise TrainError("cannot evaluate on an empty dataset.")
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(y), batch_size):
+            correct += int((forward(model, x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(y)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on every row of ``x`` in eval mode (used to cache a teacher's outputs)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([forward(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def cross_entropy(logits: torch.Tensor, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The default loss: cross-entropy against the batch's integer labels."""
+    return F.cross_entropy(logits, batch[1])
+
+
+def _split(data: Splits | tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple[torch.Tensor, ...]]]
+           ) -> tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple[torch.Tensor, ...]]]:
+    if isinstance(data, Splits):
+        return data.train, data.val
+    if isinstance(data, tuple) and len(data) == 2:
+        return data
+    raise TrainError(f"train() needs a Splits or a (train, val) pair of datasets, but got {type(data).__name__}.")
+
+
+def loss_problem(loss: torch.Tensor, config: TrainConfig, epoch: int, step: int) -> str | None:
+    """A failure reason when ``loss`` is not finite or above ``config.diverge_above``, else None."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return f"non-finite training loss ({value}) at epoch {epoch}, step {step}"
+    if value > config.diverge_above:
+        return f"training loss diverged: {value:.4g} > diverge_above={config.diverge_above:g} at epoch {epoch}, step {step}"
+    return None
+
+
+def progress_bar(config: TrainConfig, total: int, desc: str) -> object | None:
+    """A tqdm bar over ``total`` steps, or None when disabled (see :attr:`TrainConfig.progress`)."""
+    show = config.progress if config.progress is not None else (sys.stderr.isatty() and total > 200)
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+
+class _Threads:
+    """Sets ``torch.set_num_threads`` for the run and restores the caller's setting afterwards."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.saved = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
+
+
+def train(model: nn.Module,
+          splits_or_train_val: Splits | tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple[torch.Tensor, ...]]],
+          config: TrainConfig, *, loss_fn: LossFn | None = None, on_epoch: EpochCallback | None = None,
+          ) -> TrainResult:
+    """Train ``model`` in place and report validation accuracy after every epoch.
+
+    ``loss_fn(logits, batch)`` replaces cross-entropy (distillation uses it);
+    when it is an :class:`nn.Module`, its trainable parameters (adapters) are
+    optimised together with the model's. ``on_epoch(epoch, val_acc)`` may
+    return True to stop (pruning), or raise (``optuna.TrialPruned``) to abort;
+    its exception propagates. Non-finite or diverging losses end the run with
+    :attr:`TrainResult.failed` set instead of raising.
+    """
+    train_set, val_set = _split(splits_or_train_val)
+    columns = as_tensors(train_set)
+    plan = Plan(len(columns[0]), config)
+    loss_fn = loss_fn or cross_entropy
+    params = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(loss_fn, nn.Module):
+        params += [p for p in loss_fn.parameters() if p.requires_grad]
+    result = TrainResult()
+    start = time.perf_counter()
+    with _Threads(config.threads):
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        opt, sched = make_optimizer(params, config, plan.total_steps)
+        bar = progress_bar(config, plan.total_steps, "train")
+        step = 0
+        model.train()
+        try:
+            for epoch in range(plan.epochs):
+                epoch_steps = min(plan.steps_per_epoch, plan.total_steps - step)
+                total, count = 0.0, 0
+                for batch in batches(columns, plan, generator, epoch_steps):
+                    loss = loss_fn(forward(model, batch[0]), batch)
+                    problem = loss_problem(loss, config, epoch, step)
+                    if problem:
+                        result.failed = problem
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    total += float(loss.detach()) * len(batch[0])
+                    count += len(batch[0])
+                    if bar is not None:
+                        bar.update(1)  # type: ignore[attr-defined]
+                result.samples += count
+                result.epochs = epoch + 1
+                if count:
+                    result.losses.append(total / count)
+                if result.failed:
+                    break
+                acc = evaluate(model, val_set)
+                result.history.append(acc)
+                if on_epoch is not None and on_epoch(epoch, acc):
+                    result.stopped_early = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()  # type: ignore[attr-defined]
+        result.val_accuracy = result.history[-1] if result.history and not result.failed else evaluate(model, val_set)
+    result.seconds = time.perf_counter() - start
+    return result
