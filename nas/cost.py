@@ -22,8 +22,8 @@ import math
 from functools import lru_cache
 from typing import NamedTuple
 
-from nas.graph import Op, ops
-from nas.spec import ArchSpec, CompressionSpec
+from nas.graph import Op, layer_ops, ops
+from nas.spec import ArchSpec, CompressionSpec, Layer
 
 FLOAT_BITS = 32
 #: Deep Compression's relative-index widths: 8 bits for conv layers, 5 for fully connected.
@@ -54,9 +54,28 @@ def count_ops(op_list: list[Op]) -> Cost:
     return Cost(madds, params, norm, pool)
 
 
+@lru_cache(maxsize=1 << 16)
+def _layer_cost(layer: Layer, shape: tuple[int, ...]) -> tuple[Cost, tuple[int, ...]]:
+    op_list, out_shape = layer_ops(layer, "", shape)
+    return count_ops(op_list), out_shape
+
+
 def count(arch: ArchSpec) -> Cost:
-    """Exact MAdds and parameters of ``arch`` (see the module docstring for the convention)."""
-    return count_ops(ops(arch))
+    """Exact MAdds and parameters of ``arch`` (see the module docstring for the convention).
+
+    The sum over layers of :func:`count_ops` on each layer's ops, memoized per
+    (layer, input shape): candidates of one space share most of their blocks, so
+    a search costs each distinct block once. ``count(arch) == count_ops(ops(arch))``.
+    """
+    madds = params = norm = pool = 0
+    shape = arch.input_shape
+    for layer in arch.layers:
+        cost, shape = _layer_cost(layer, shape)
+        madds += cost.madds
+        params += cost.params
+        norm += cost.norm_flops
+        pool += cost.pool_flops
+    return Cost(madds, params, norm, pool)
 
 
 # --------------------------------------------------------------------------- storage
@@ -112,7 +131,8 @@ def _value_entropy(sparsity: float, quantization: str, bits: int | None, log2_n:
     Pruning removes ``|z| < t`` with ``P(|z| < t) = sparsity``. Codebooks are
     linearly initialized over ``[-zmax, zmax]`` with ``zmax = sqrt(2 ln n)``, the
     expected extreme of ``n`` Gaussian weights (Deep Compression's best
-    initialization); ternary codes use TWN's threshold ``0.7 * E|z|``.
+    initialization), ``log2_n`` being the bit length of the weight count; ternary
+    codes use TWN's threshold ``0.7 * E|z|``.
     """
     t = _inv_phi((1.0 + sparsity) / 2.0) if sparsity > 0 else 0.0
     if quantization == "binary":
@@ -166,14 +186,14 @@ def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float]:
     return fillers, min(float(index_bits), _entropy(probs))
 
 
-def _stored_weights(op: Op, ratio: float | None) -> int:
+def _stored_weights(op: Op | _WeightOp, ratio: float | None) -> int:
     """Weights after low-rank factorization with rank ``ceil(ratio * full rank)``.
 
     Linear and 1x1 conv: truncated SVD, full rank ``min(cin, cout)``, ``r * (cin + cout)``
     weights. k x k conv with groups = 1: Jaderberg's two-component scheme (k x 1 conv
     to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)``, ``r * k * (cin + cout)``
-    weights. Grouped and depthwise convs are not factorized; a
-    factorization that would not save weights is not applied.
+    weights. Grouped and depthwise convs are not factorized; a factorization that
+    would not save weights is not applied.
     """
     dense = op.weight_count
     if ratio is None or op.groups != 1:
@@ -182,6 +202,68 @@ def _stored_weights(op: Op, ratio: float | None) -> int:
     rank = max(1, math.ceil(ratio * k * min(op.cin, op.cout)))  # full rank of the (cin*k) x (cout*k) unfolding
     factored = rank * k * (op.cin + op.cout)
     return factored if factored < dense else dense
+
+
+class _WeightOp(NamedTuple):
+    """A conv/linear op with the 32-bit parameters stored beside it (its bias, the BN after it)."""
+
+    name: str
+    kind: str
+    cin: int
+    cout: int
+    kernel: int
+    groups: int
+    weight_count: int
+    other_bits: int
+
+
+def _weight_ops(op_list: list[Op]) -> list[_WeightOp]:
+    out: list[_WeightOp] = []
+    for op in op_list:
+        if op.kind == "bn" and out:
+            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + op.params * FLOAT_BITS)
+        elif op.kind in INDEX_BITS:
+            out.append(_WeightOp(op.name, op.kind, op.cin, op.cout, op.kernel, op.groups, op.weight_count,
+                                 (op.cout if op.bias else 0) * FLOAT_BITS))
+    return out
+
+
+class _Plan(NamedTuple):
+    """What a :class:`CompressionSpec` means for one kind of weight op; computed once per spec."""
+
+    sparsity: float
+    value_bits: int
+    table_bits: int
+    index_bits: int  # 0: stored dense
+    fillers: float  # expected filler zeros per kept weight
+    index_entropy: float
+
+
+@lru_cache(maxsize=4096)
+def _plan(compression: CompressionSpec, kind: str) -> _Plan:
+    sparsity = round(compression.sparsity_conv if kind == "conv" else compression.sparsity_linear, 4)
+    if compression.quantization == "binary":
+        value_bits, table = 1, FLOAT_BITS
+    elif compression.quantization == "ternary":
+        value_bits, table = 2, FLOAT_BITS
+    elif compression.codebook_bits is not None:
+        value_bits, table = compression.codebook_bits, FLOAT_BITS * 2**compression.codebook_bits
+    else:
+        value_bits, table = FLOAT_BITS, 0
+    if sparsity > 0:
+        fillers, index_h = _index_stats(sparsity, INDEX_BITS[kind])
+        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h)
+    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0)
+
+
+def _storage(w: _WeightOp, plan: _Plan, compression: CompressionSpec) -> LayerSize:
+    stored = _stored_weights(w, compression.lowrank_ratio)
+    kept = stored - round(stored * plan.sparsity)
+    entries = kept + round(kept * plan.fillers) if plan.index_bits else kept
+    value_h = float(FLOAT_BITS) if plan.value_bits == FLOAT_BITS else \
+        _value_entropy(plan.sparsity, compression.quantization, compression.codebook_bits, max(1, stored.bit_length()))
+    return LayerSize(w.name, w.kind, w.weight_count, stored, kept, entries, plan.value_bits, plan.index_bits,
+                     value_h, plan.index_entropy, plan.table_bits, w.other_bits)
 
 
 def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
@@ -196,47 +278,30 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     Huffman coding is estimated by the entropy of values and indices (see
     ``_value_entropy`` and ``_index_stats``): an estimate, not a measured file.
     """
-    out: list[LayerSize] = []
-    quant, bits = compression.quantization, compression.codebook_bits
-    for op in ops(arch):
-        if op.kind == "bn" and out:
-            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + op.params * FLOAT_BITS)
-            continue
-        if op.kind not in INDEX_BITS:
-            continue
-        sparsity = compression.sparsity_conv if op.kind == "conv" else compression.sparsity_linear
-        stored = _stored_weights(op, compression.lowrank_ratio)
-        kept = stored - round(stored * sparsity)
-        if quant == "binary":
-            value_bits, table = 1, FLOAT_BITS
-        elif quant == "ternary":
-            value_bits, table = 2, FLOAT_BITS
-        elif bits is not None:
-            value_bits, table = bits, FLOAT_BITS * 2**bits
-        else:
-            value_bits, table = FLOAT_BITS, 0
-        quantized = value_bits != FLOAT_BITS
-        value_h = _value_entropy(round(sparsity, 4), quant, bits, max(1, round(math.log2(max(stored, 2))))) \
-            if quantized else float(value_bits)
-        if sparsity > 0:
-            index_bits = INDEX_BITS[op.kind]
-            fillers, index_h = _index_stats(round(sparsity, 4), index_bits)
-            entries = kept + round(kept * fillers)
-        else:
-            index_bits, index_h, entries = 0, 0.0, kept
-        out.append(LayerSize(op.name, op.kind, op.weight_count, stored, kept, entries, value_bits, index_bits,
-                             value_h, index_h, table, (op.cout if op.bias else 0) * FLOAT_BITS))
-    return out
+    return [_storage(w, _plan(compression, w.kind), compression) for w in _weight_ops(ops(arch))]
+
+
+@lru_cache(maxsize=1 << 16)
+def _layer_weight_ops(layer: Layer, shape: tuple[int, ...]) -> tuple[tuple[_WeightOp, ...], tuple[int, ...]]:
+    op_list, out_shape = layer_ops(layer, "", shape)
+    return tuple(_weight_ops(op_list)), out_shape
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     """Estimated storage of ``arch`` compressed by ``compression``, in bits.
 
     The sum of :func:`size_report` over layers: P+Q+H (Huffman estimate) when
-    ``compression.huffman`` is set, P+Q otherwise. Dense 32-bit storage is
+    ``compression.huffman`` is set, P+Q otherwise. Each layer's weight ops are
+    memoized per (layer, input shape) like :func:`count`. Dense 32-bit storage is
     ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
     """
-    layers = size_report(arch, compression)
-    if compression.huffman:
-        return math.ceil(sum(layer.bits_pqh for layer in layers))
-    return sum(layer.bits_pq for layer in layers)
+    pq, pqh = 0, 0.0
+    plans = {kind: _plan(compression, kind) for kind in INDEX_BITS}
+    shape = arch.input_shape
+    for layer in arch.layers:
+        weight_ops, shape = _layer_weight_ops(layer, shape)
+        for w in weight_ops:
+            size = _storage(w, plans[w.kind], compression)
+            pq += size.bits_pq
+            pqh += size.bits_pqh
+    return math.ceil(pqh) if compression.huffman else pq

@@ -151,3 +151,13 @@ def test_costs_are_random_candidates_not_constants() -> None:
     for _ in range(5):
         cand = space.random(rng.randrange(10**6))
         assert math.isfinite(nas.size_bits(cand.arch, cand.compression))
+
+
+def test_memoized_totals_equal_the_full_op_list(space: nas.Space) -> None:
+    for seed in range(30):
+        cand = space.random(seed)
+        assert nas.count(cand.arch) == nas.cost.count_ops(nas.ops(cand.arch))
+        report = nas.size_report(cand.arch, cand.compression)
+        expected = math.ceil(sum(r.bits_pqh for r in report)) if cand.compression.huffman else \
+            sum(r.bits_pq for r in report)
+        assert nas.size_bits(cand.arch, cand.compression) == expected

@@ -1,0 +1,102 @@
+"""How fast candidates are scored: analytic op-list costing vs fvcore on built models.
+
+Scores the same random candidates twice in one run:
+
+- analytic: ``nas.count(arch)`` (MAdds, params) + ``nas.size_bits(arch, compression)``,
+  starting each timed pass with empty per-layer memo caches;
+- baseline: ``nas.build_model(arch)`` then fvcore's ``FlopCountAnalysis(...).total()``
+  (timed with and without the model build).
+
+and checks that both give identical MAdds for every candidate. Writes
+``results/bench/scoring.json`` and a row of ``results/bench/README.md``.
+
+    .venv/bin/python benchmarks/scoring.py --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+import warnings
+
+import torch
+from tqdm import tqdm
+
+import nas
+from _common import write_result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="candidates to score")
+    parser.add_argument("--space", default="mobilenetv2")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the (fast) analytic pass")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's import runs torch.jit.script
+        from fvcore.nn import FlopCountAnalysis
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+
+    space = nas.load_space(args.space)
+    cands = [space.random(seed) for seed in range(args.n)]
+
+    analytic_times = []
+    for _ in range(args.repeats):
+        # Every pass starts cold: the per-layer memo only helps within one pass, as in one search.
+        nas.cost._layer_cost.cache_clear()
+        nas.cost._layer_weight_ops.cache_clear()
+        start = time.perf_counter()
+        scores = [(nas.count(c.arch), nas.size_bits(c.arch, c.compression)) for c in cands]
+        analytic_times.append(time.perf_counter() - start)
+    analytic = statistics.median(analytic_times)
+
+    build_time = fvcore_time = 0.0
+    mismatches = []
+    for cand, (cost, _) in zip(cands, tqdm(scores, desc="fvcore", unit="cand")):
+        start = time.perf_counter()
+        model = nas.build_model(cand.arch).eval()
+        x = torch.zeros(1, *cand.arch.input_shape)
+        mid = time.perf_counter()
+        analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        total = analysis.total()
+        by_op = analysis.by_operator()
+        end = time.perf_counter()
+        build_time += mid - start
+        fvcore_time += end - mid
+        if total != cost.fvcore_default or by_op["conv"] + by_op["linear"] + by_op["addmm"] != cost.madds:
+            mismatches.append(cand.to_dict())
+
+    rate = {
+        "analytic": args.n / analytic,
+        "fvcore": args.n / fvcore_time,
+        "build_plus_fvcore": args.n / (build_time + fvcore_time),
+    }
+    ratio = rate["analytic"] / rate["fvcore"]
+    data = {
+        "space": args.space,
+        "candidates": args.n,
+        "candidates_per_second": rate,
+        "analytic_seconds_per_pass": analytic_times,
+        "fvcore_seconds": fvcore_time,
+        "build_seconds": build_time,
+        "speedup_vs_fvcore": ratio,
+        "speedup_vs_build_plus_fvcore": rate["analytic"] / rate["build_plus_fvcore"],
+        "madds_identical": not mismatches,
+        "mismatches": mismatches[:5],
+        "goal": ">= 1000x more candidates/s than fvcore, identical MAdds",
+    }
+    path = write_result(
+        "scoring", data,
+        f"{args.space}, {args.n} candidates: analytic {rate['analytic']:,.0f}/s vs fvcore {rate['fvcore']:,.1f}/s "
+        f"= **{ratio:,.0f}x** ({data['speedup_vs_build_plus_fvcore']:,.0f}x incl. model build); "
+        f"MAdds identical: {'yes' if not mismatches else f'NO ({len(mismatches)} differ)'}")
+    print(f"analytic {rate['analytic']:,.0f} cand/s, fvcore {rate['fvcore']:,.1f} cand/s "
+          f"({rate['build_plus_fvcore']:,.1f} with build): {ratio:,.0f}x; mismatches {len(mismatches)} -> {path}")
+
+
+if __name__ == "__main__":
+    main()
