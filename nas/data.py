@@ -192,7 +192,7 @@ def _fashion_mnist(root: Path | None) -> _Raw:
     raise DataError(
         f"dataset 'fashion-mnist' not found: looked for {sorted(_FASHION_FILES.values())} (.gz or plain) in "
         f"{[str(d) for d in dirs]}. Install it with `apt-get install dataset-fashion-mnist`, or put the four IDX "
-        f"files in $NAS_DATA/fashion-mnist (or pass root=). Nothing is downloaded at run time.")
+        f"files in $NAS_DATA/fashion-mnist (or pass root= / --data-root). Nothing is downloaded at run time.")
 
 
 # --------------------------------------------------------------------------- cifar10 (python pickles)
@@ -261,7 +261,7 @@ def _cifar10(root: Path | None) -> _Raw:
     raise DataError(
         f"dataset 'cifar10' not found: looked for data_batch_* and test_batch in {where}. Download "
         f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, "
-        f"extract it into $NAS_DATA/cifar10 (or pass root=). Nothing is downloaded at run time.")
+        f"extract it into $NAS_DATA/cifar10 (or pass root= / --data-root). Nothing is downloaded at run time.")
 
 
 # --------------------------------------------------------------------------- splitting
