@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_space_commands(sub)
+    __import__("nas.finetune").finetune.add_commands(sub)
     return parser
 
 
