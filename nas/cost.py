@@ -237,6 +237,7 @@ class _Plan(NamedTuple):
     index_bits: int  # 0: stored dense
     fillers: float  # expected filler zeros per kept weight
     index_entropy: float
+    value_entropy: dict[int, float]  # by bit length of the stored weight count, filled on demand
 
 
 @lru_cache(maxsize=4096)
@@ -252,16 +253,21 @@ def _plan(compression: CompressionSpec, kind: str) -> _Plan:
         value_bits, table = FLOAT_BITS, 0
     if sparsity > 0:
         fillers, index_h = _index_stats(sparsity, INDEX_BITS[kind])
-        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h)
-    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0)
+        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h, {})
+    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0, {})
 
 
 def _storage(w: _WeightOp, plan: _Plan, compression: CompressionSpec) -> LayerSize:
-    stored = _stored_weights(w, compression.lowrank_ratio)
+    ratio = compression.lowrank_ratio
+    stored = w.weight_count if ratio is None else _stored_weights(w, ratio)
     kept = stored - round(stored * plan.sparsity)
     entries = kept + round(kept * plan.fillers) if plan.index_bits else kept
-    value_h = float(FLOAT_BITS) if plan.value_bits == FLOAT_BITS else \
-        _value_entropy(plan.sparsity, compression.quantization, compression.codebook_bits, max(1, stored.bit_length()))
+    if plan.value_bits == FLOAT_BITS:
+        value_h = float(FLOAT_BITS)
+    else:
+        bit_length = max(1, stored.bit_length())
+        value_h = plan.value_entropy.get(bit_length) or plan.value_entropy.setdefault(bit_length, _value_entropy(
+            plan.sparsity, compression.quantization, compression.codebook_bits, bit_length))
     return LayerSize(w.name, w.kind, w.weight_count, stored, kept, entries, plan.value_bits, plan.index_bits,
                      value_h, plan.index_entropy, plan.table_bits, w.other_bits)
 
