@@ -1,0 +1,61 @@
+"""Compression methods that produce real, smaller files (Deep Compression and friends).
+
+- :mod:`~nas.compress.pruning`: unstructured magnitude pruning, schedules, lottery tickets.
+- :mod:`~nas.compress.structured`: channel/filter and neuron pruning that makes a smaller dense network.
+- :mod:`~nas.compress.sharing`: k-means weight sharing with centroid fine-tuning.
+- :mod:`~nas.compress.binary`: binary/ternary weights with the Htanh straight-through estimator.
+- :mod:`~nas.compress.lowrank`: SVD, two-component and CP factorization.
+- :mod:`~nas.compress.huffman`: canonical Huffman coding.
+- :mod:`~nas.compress.container`: the binary file format, ``save``/``load``.
+
+:func:`apply_compression` applies a whole :class:`~nas.spec.CompressionSpec`.
+"""
+
+from __future__ import annotations
+
+from nas.compress._apply import apply_compression, stages
+from nas.compress._base import CompressionMethod, LowRank, MagnitudePruning, Quantization, WeightSharing
+from nas.compress.binary import QuantizedWeight, hard_sigmoid, htanh, quantize_weights, straight_through
+from nas.compress.container import ContainerReport, LayerStorage, decode, encode, load, save
+from nas.compress.lowrank import CPConv, LowRankLinear, TwoComponentConv, apply_lowrank, rank_for
+from nas.compress.pruning import PruneSchedule, iterative_prune, magnitude_prune, make_permanent, masks, rewind
+from nas.compress.sharing import SharedWeight, kmeans_codebook, share_weights
+from nas.compress.structured import ChannelPruning, channel_importance, prune_channels
+
+__all__ = [
+    "CPConv",
+    "ChannelPruning",
+    "CompressionMethod",
+    "ContainerReport",
+    "LayerStorage",
+    "LowRank",
+    "LowRankLinear",
+    "MagnitudePruning",
+    "PruneSchedule",
+    "Quantization",
+    "QuantizedWeight",
+    "SharedWeight",
+    "TwoComponentConv",
+    "WeightSharing",
+    "apply_compression",
+    "apply_lowrank",
+    "channel_importance",
+    "decode",
+    "encode",
+    "hard_sigmoid",
+    "htanh",
+    "iterative_prune",
+    "kmeans_codebook",
+    "load",
+    "magnitude_prune",
+    "make_permanent",
+    "masks",
+    "prune_channels",
+    "quantize_weights",
+    "rank_for",
+    "rewind",
+    "save",
+    "share_weights",
+    "stages",
+    "straight_through",
+]

@@ -1,0 +1,63 @@
+"""Apply a whole :class:`~nas.spec.CompressionSpec` to a trained model, stage by stage."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import nn
+
+from nas.compress._base import CompressionMethod, LowRank, MagnitudePruning, Quantization, WeightSharing
+from nas.compress.lowrank import Method as LowRankMethod
+from nas.compress.pruning import Scope
+from nas.compress.sharing import Init
+from nas.errors import CompressError
+from nas.spec import CompressionSpec
+
+#: Called after each stage with the model and the stage name ("lowrank", "prune", "quantize"),
+#: e.g. to fine-tune it; the model is already compressed by that stage.
+Retrain = Callable[[nn.Module, str], object]
+
+
+def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linear",
+           lowrank_method: LowRankMethod = "two_component", stochastic: bool = False,
+           seed: int = 0) -> list[tuple[str, CompressionMethod]]:
+    """The methods a spec asks for, in Deep Compression's order: factorize, prune, quantize.
+
+    ``student_width`` is not a compression of a given model (it picks the distilled
+    student's width, see :mod:`nas.distill`), so it is not a stage here.
+    """
+    out: list[tuple[str, CompressionMethod]] = []
+    if spec.lowrank_ratio is not None:
+        out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
+    if spec.sparsity_conv > 0 or spec.sparsity_linear > 0:
+        out.append(("prune", MagnitudePruning(spec.sparsity_conv, spec.sparsity_linear, scope)))
+    if spec.quantization != "none":
+        out.append(("quantize", Quantization(spec.quantization, stochastic=stochastic)))
+    elif spec.codebook_bits is not None:
+        out.append(("quantize", WeightSharing(spec.codebook_bits, init, seed)))
+    return out
+
+
+def apply_compression(model: nn.Module, compression: CompressionSpec, *, retrain: Retrain | None = None,
+                      scope: Scope = "layer", init: Init = "linear", lowrank_method: LowRankMethod = "two_component",
+                      stochastic: bool = False, seed: int = 0, inplace: bool = False) -> nn.Module:
+    """Compress a trained ``model`` as ``compression`` says; returns the compressed model.
+
+    Stages run in Deep Compression's order (low-rank, pruning, then k-means codebooks
+    or binary/ternary weights), calling ``retrain(model, stage)`` after each one so the
+    caller can fine-tune (pruning masks and codebook assignments stay fixed while it
+    trains). The model is copied first unless ``inplace``. Save the result with
+    :func:`nas.compress.save`; its file size is what :func:`nas.size_bits` estimates
+    for the same arch and spec (see :mod:`nas.compress.container` for the tolerance).
+    """
+    if not isinstance(compression, CompressionSpec):
+        raise CompressError(f"apply_compression needs a CompressionSpec, but got {type(compression).__name__}.")
+    if not inplace:
+        model = copy.deepcopy(model)
+    for name, method in stages(compression, scope=scope, init=init, lowrank_method=lowrank_method,
+                               stochastic=stochastic, seed=seed):
+        model = method.apply(model)
+        if retrain is not None:
+            retrain(model, name)
+    return model

@@ -1,0 +1,91 @@
+"""One small shape for every compression method: apply it to a model, report the model's size.
+
+A method is a frozen settings object. :meth:`CompressionMethod.apply` is called
+once, on a trained :class:`nas.models.Network` (after training, before the
+fine-tuning that recovers accuracy), and changes the model in place;
+:meth:`CompressionMethod.report` is called afterwards, as often as wanted, and
+measures the model as the container would store it (real bytes, not an estimate).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from torch import nn
+
+from nas.compress.binary import Mode, quantize_weights
+from nas.compress.container import ContainerReport, encode
+from nas.compress.lowrank import Method as LowRankMethod
+from nas.compress.lowrank import apply_lowrank
+from nas.compress.pruning import Importance, Scope, magnitude_prune
+from nas.compress.sharing import Init, share_weights
+
+
+class CompressionMethod(ABC):
+    """Base of the methods; subclasses are frozen dataclasses of their settings."""
+
+    @abstractmethod
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Compress ``model`` (called once, on a trained model) and return the model to use.
+
+        Most methods change ``model`` in place and return it; structured pruning returns
+        a new, smaller network.
+        """
+
+    def report(self, model: nn.Module, *, huffman_coding: bool = True) -> ContainerReport:
+        """Measured per-layer storage of ``model`` in the container format (called after :meth:`apply`)."""
+        return encode(model, huffman_coding=huffman_coding)[1]
+
+
+@dataclass(frozen=True)
+class MagnitudePruning(CompressionMethod):
+    """Unstructured magnitude pruning (:func:`nas.compress.pruning.magnitude_prune`)."""
+
+    sparsity_conv: float = 0.0
+    sparsity_linear: float = 0.0
+    scope: Scope = "layer"
+    importance: Importance = "l1"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        magnitude_prune(model, sparsity_conv=self.sparsity_conv, sparsity_linear=self.sparsity_linear,
+                        scope=self.scope, importance=self.importance)
+        return model
+
+
+@dataclass(frozen=True)
+class WeightSharing(CompressionMethod):
+    """Per-layer k-means codebooks of ``2**bits`` centroids (:func:`nas.compress.sharing.share_weights`)."""
+
+    bits: int = 5
+    init: Init = "linear"
+    seed: int = 0
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        share_weights(model, self.bits, init=self.init, seed=self.seed)
+        return model
+
+
+@dataclass(frozen=True)
+class Quantization(CompressionMethod):
+    """Binary or ternary weights with a per-layer scale (:func:`nas.compress.binary.quantize_weights`)."""
+
+    mode: Mode = "binary"
+    stochastic: bool = False
+    threshold: float = 0.7
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        quantize_weights(model, self.mode, stochastic=self.stochastic, threshold=self.threshold)
+        return model
+
+
+@dataclass(frozen=True)
+class LowRank(CompressionMethod):
+    """Low-rank factorization at ``ratio`` of full rank (:func:`nas.compress.lowrank.apply_lowrank`)."""
+
+    ratio: float = 0.5
+    method: LowRankMethod = "two_component"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        apply_lowrank(model, self.ratio, self.method)
+        return model

@@ -1,0 +1,110 @@
+"""Binary (BinaryConnect) and ternary (TWN-style) weights with a per-layer scale.
+
+The real-valued weight stays as the trainable latent variable; the layer's
+``weight`` becomes a :mod:`torch.nn.utils.parametrize` parametrization returning
+``scale * b`` with ``b`` in ``{-1, +1}`` (binary) or ``{-1, 0, +1}`` (ternary).
+
+- Sign binarization: ``b = sign(w)`` (``sign(0) = +1``).
+- Stochastic binarization: ``b = +1`` with probability ``hard_sigmoid(w) =
+  clip((w + 1) / 2, 0, 1)``, else ``-1``; used while the module is in training
+  mode, sign in eval mode (BinaryConnect's test-time rule for a deterministic file).
+- Ternary: ``b = sign(w)`` where ``|w| > threshold * mean|w|`` (0.7 in TWN), else 0.
+
+Gradients use the straight-through estimator through ``Htanh(x) = clip(x, -1, 1)``:
+the forward value is ``scale * b`` exactly, the backward is that of ``scale * Htanh(w)``,
+i.e. ``scale * 1[|w| <= 1]``. The scale is ``mean |w|`` over kept weights (binary,
+XNOR-Net) or over the weights kept non-zero (ternary), treated as a constant.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from nas.compress.pruning import weight_layers
+from nas.compress.sharing import _take_mask
+from nas.errors import CompressError
+
+Mode = Literal["binary", "ternary"]
+
+
+def htanh(x: torch.Tensor) -> torch.Tensor:
+    """Hard tanh ``clip(x, -1, 1)``."""
+    return x.clamp(-1.0, 1.0)
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``clip((x + 1) / 2, 0, 1)``: BinaryConnect's probability of +1."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def straight_through(values: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """``values`` in the forward pass, the gradient of ``Htanh(latent)`` in the backward pass.
+
+    ``h - h.detach()`` is exactly zero, so the forward value is ``values`` bit for bit.
+    """
+    h = htanh(latent)
+    return values + (h - h.detach())
+
+
+class QuantizedWeight(nn.Module):
+    """Parametrization ``weight = scale * b * mask`` with an STE through Htanh (see the module docstring)."""
+
+    def __init__(self, mode: Mode, mask: torch.Tensor | None, *, stochastic: bool = False,
+                 threshold: float = 0.7) -> None:
+        super().__init__()
+        if mode not in ("binary", "ternary"):
+            raise CompressError(f"quantization mode must be 'binary' or 'ternary', but got {mode!r}.")
+        if stochastic and mode != "binary":
+            raise CompressError("stochastic rounding is defined for binary weights only (hard sigmoid).")
+        if not threshold > 0:
+            raise CompressError(f"ternary threshold must be > 0, but got {threshold}.")
+        self.mode, self.stochastic, self.threshold = mode, stochastic, threshold
+        self.register_buffer("mask", mask.bool().clone() if mask is not None else None)
+
+    def levels(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``b`` in {-1, 0, +1}, scale), both without gradient."""
+        w = latent.detach()
+        keep = self.mask if self.mask is not None else torch.ones_like(w, dtype=torch.bool)
+        mags = w.abs()[keep]
+        if self.mode == "binary":
+            if self.stochastic and self.training:
+                b = torch.where(torch.rand_like(w) < hard_sigmoid(w), 1.0, -1.0)
+            else:
+                b = torch.where(w >= 0, 1.0, -1.0)
+            scale = mags.mean() if mags.numel() else torch.zeros(())
+        else:
+            delta = self.threshold * (mags.mean() if mags.numel() else torch.zeros(()))
+            b = torch.where(w > delta, 1.0, torch.where(w < -delta, -1.0, 0.0))
+            big = mags[mags > delta]
+            scale = big.mean() if big.numel() else torch.zeros(())
+        b = torch.where(keep, b, torch.zeros((), dtype=b.dtype))
+        return b.to(w.dtype), scale.to(w.dtype)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        b, scale = self.levels(latent)
+        out = straight_through(b, latent) * scale
+        if self.mask is not None:
+            out = out * self.mask
+        return out
+
+
+def quantize_weights(model: nn.Module, mode: Mode, *, stochastic: bool = False, threshold: float = 0.7,
+                     layers: list[str] | None = None) -> dict[str, QuantizedWeight]:
+    """Make every conv/linear weight (or those in ``layers``) binary or ternary, in place.
+
+    Pruned layers keep their mask: pruned weights stay zero and do not count in the scale.
+    """
+    out: dict[str, QuantizedWeight] = {}
+    for name, module in weight_layers(model):
+        if layers is not None and name not in layers:
+            continue
+        if parametrize.is_parametrized(module, "weight"):
+            raise CompressError(f"{mode} weights: layer {name!r} is already quantized; apply one quantizer only.")
+        quant = QuantizedWeight(mode, _take_mask(module), stochastic=stochastic, threshold=threshold)
+        parametrize.register_parametrization(module, "weight", quant)
+        out[name] = quant
+    return out

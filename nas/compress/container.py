@@ -1,0 +1,516 @@
+"""The compressed-model container: a documented binary file that really is small.
+
+Layout (all integers little-endian; ``u8/u16/u32`` unsigned)::
+
+    magic        4 bytes  b"NASZ"
+    version      u16      1
+    header_len   u32      then header_len bytes of UTF-8 JSON:
+                          {"arch": ArchSpec.to_dict(), "factored": {module: {"kind", "rank"}}, "huffman": bool}
+    n_records    u32      then n_records records:
+      name_len u16, name (UTF-8 state_dict key, e.g. "layers.0.0.weight")
+      form u8             0 = raw float32 tensor, 1 = coded weight
+      ndim u8, shape u32 * ndim
+      raw:   numel float32 values
+      coded: index_bits u8     relative-index width (0: stored dense, every position in order)
+             value_kind u8     0 float32, 1 k-means codebook, 2 binary, 3 ternary
+             value_bits u8     bits per value code (32 for float32)
+             coding u8         0 fixed width, 1 canonical Huffman
+             table_len u32, table_len float32   codebook, or the levels (-s, s) / (-s, 0, s)
+             kept u32          values stored (kept weights)
+             entries u32       relative-index symbols (kept + filler zeros); only when index_bits > 0
+             [index stream]    only when index_bits > 0
+             value stream      float32 * kept when value_kind = 0, else a coded stream
+      coded stream: fixed width: ceil(count * width / 8) bytes;
+                    Huffman: alphabet u32, alphabet code lengths u8 (the canonical table),
+                             nbits u32, ceil(nbits / 8) bytes
+    crc32        u32      zlib.crc32 of every byte before it
+
+Relative indices (Deep Compression, section 2): with ``b`` index bits and
+``M = 2**b``, the gap ``d`` (1 <= d <= M - 1) from the previous kept weight in the
+flattened (row-major) tensor is stored as symbol ``d - 1``; a gap of ``M`` or more
+first emits *filler* symbols ``M - 1``, each advancing ``M - 1`` positions over zeros.
+Deep Compression stores a zero value for each filler; here the filler's zero is
+implied by its symbol, so the value stream carries kept weights only. Conv
+layers use 8-bit and linear layers 5-bit indices, as :data:`nas.cost.INDEX_BITS`.
+
+Everything a loader needs is in the file: :func:`load` rebuilds the network with
+:func:`nas.build_model` from the header's arch, swaps in the low-rank factored
+modules named in ``factored``, and fills every tensor; the result computes the same
+function as the saved model in eval mode (same float32 weights, bit for bit).
+Anything truncated, altered or inconsistent raises :class:`~nas.errors.CompressError`.
+
+Agreement with :func:`nas.size_bits`: the cost model prices a network whose kept
+positions are random and whose weights are Gaussian, and it estimates Huffman
+coding by entropy; the file pays real Huffman codes (at most 1 bit per symbol above
+the entropy, typically < 0.05), the Huffman tables, names, shapes and the header
+(a few hundred bytes per layer), and stores batch-norm running statistics that the
+cost model does not count. For random masks and Gaussian weights the file is within
+±10% of ``size_bits`` plus that fixed overhead (:func:`overhead_bits`); trained
+networks, with clustered masks and peaked weight histograms, are usually smaller.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize, prune
+
+from nas.compress import huffman
+from nas.compress.binary import QuantizedWeight
+from nas.compress.lowrank import FACTORED, shaped_like
+from nas.compress.sharing import SharedWeight
+from nas.cost import INDEX_BITS
+from nas.errors import CompressError, SpecError
+from nas.graph import ops
+from nas.models import Network, build_model
+from nas.spec import ArchSpec
+
+MAGIC = b"NASZ"
+VERSION = 1
+FLOAT, CODEBOOK, BINARY, TERNARY = 0, 1, 2, 3
+VALUE_KINDS = {FLOAT: "float32", CODEBOOK: "codebook", BINARY: "binary", TERNARY: "ternary"}
+
+
+class LayerStorage(NamedTuple):
+    """Measured storage of one weight op in the file, in bits (Deep Compression's table columns).
+
+    ``bits_pq`` prices the same streams at fixed width (pruning + quantization, no
+    Huffman); ``bits_file`` is what the layer's records really take, Huffman tables,
+    names and shapes included. ``other_bits`` are biases and batch-norm tensors.
+    """
+
+    name: str
+    kind: str
+    weights: int  # dense weight count of the original op
+    stored: int  # weights after low-rank factorization
+    kept: int  # values in the file
+    entries: int  # relative-index symbols (kept + fillers); 0 when stored dense
+    value_bits: int
+    index_bits: int
+    table_bits: int
+    other_bits: int
+    value_stream_bits: int  # bits of the value streams as written (Huffman or fixed)
+    index_stream_bits: int
+    bits_file: int
+
+    @property
+    def bits_pq(self) -> int:
+        return self.kept * self.value_bits + self.entries * self.index_bits + self.table_bits + self.other_bits
+
+    @property
+    def dense_bits(self) -> int:
+        return 32 * self.weights + self.other_bits
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    """What :func:`save` wrote: per-layer storage and the file size in bytes."""
+
+    layers: list[LayerStorage]
+    file_bytes: int
+    dense_bits: int
+
+    @property
+    def rate(self) -> float:
+        """Compression rate: 32-bit dense parameters over the file size."""
+        return self.dense_bits / (8 * self.file_bytes)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+class _Coded(NamedTuple):
+    mask: np.ndarray | None  # flat keep-mask, None when every position is stored
+    codes: np.ndarray  # one code per kept value (empty for float32)
+    values: np.ndarray  # float32 kept values (float32 kind only)
+    kind: int
+    bits: int
+    table: np.ndarray
+
+
+def _coded_weight(module: nn.Module) -> _Coded:
+    """Codes, table and keep-mask of a conv/linear weight as its quantizer holds it."""
+    if parametrize.is_parametrized(module, "weight"):
+        param = module.parametrizations.weight[0]
+        if isinstance(param, SharedWeight):
+            codes = param.codes.flatten().numpy()
+            keep = codes >= 0
+            table = param.centroids.detach().float().numpy()
+            return _Coded(None if keep.all() else keep, codes[keep], np.zeros(0, np.float32), CODEBOOK,
+                          param.bits, table)
+        if isinstance(param, QuantizedWeight):
+            was = param.training
+            param.eval()
+            b, scale = param.levels(module.parametrizations.weight.original)
+            param.train(was)
+            keep = (param.mask if param.mask is not None else torch.ones_like(b, dtype=torch.bool)).flatten().numpy()
+            b_flat = b.flatten().numpy()[keep]
+            s = float(scale)
+            if param.mode == "binary":
+                return _Coded(None if keep.all() else keep, (b_flat > 0).astype(np.int64), np.zeros(0, np.float32),
+                              BINARY, 1, np.array([-s, s], np.float32))
+            return _Coded(None if keep.all() else keep, (b_flat + 1).astype(np.int64), np.zeros(0, np.float32),
+                          TERNARY, 2, np.array([-s, 0.0, s], np.float32))
+        raise CompressError(f"container: unknown weight parametrization {type(param).__name__}.")
+    weight = module.weight.detach().float().flatten().numpy()
+    if prune.is_pruned(module) and hasattr(module, "weight_mask"):
+        keep = module.weight_mask.detach().flatten().numpy() != 0
+    else:
+        keep = weight != 0
+    return _Coded(None if keep.all() else keep, np.zeros(0, np.int64), weight[keep], FLOAT, 32,
+                  np.zeros(0, np.float32))
+
+
+def relative_indices(mask: np.ndarray, index_bits: int) -> np.ndarray:
+    """Relative-index symbols of the kept positions of a flat ``mask`` (see the module docstring)."""
+    span = 2**index_bits - 1  # largest gap one symbol holds; symbol `span` is the filler
+    positions = np.flatnonzero(mask)
+    gaps = np.diff(np.concatenate(([-1], positions)))
+    fillers = (gaps - 1) // span
+    total = int(fillers.sum()) + positions.size
+    symbols = np.full(total, span, dtype=np.int64)
+    real = np.cumsum(fillers + 1) - 1
+    symbols[real] = gaps - fillers * span - 1
+    return symbols
+
+
+def positions_from_indices(symbols: np.ndarray, index_bits: int, numel: int) -> np.ndarray:
+    """Inverse of :func:`relative_indices`: the flat kept positions."""
+    span = 2**index_bits - 1
+    filler = symbols == span
+    advance = np.where(filler, span, symbols + 1)
+    pos = np.cumsum(advance) - 1
+    kept = pos[~filler]
+    if kept.size and (kept[-1] >= numel or kept[0] < 0):
+        raise CompressError(f"relative indices point past the tensor's {numel} weights; the file is altered.")
+    return kept
+
+
+def _write_stream(out: BinaryIO, symbols: np.ndarray, width: int, use_huffman: bool) -> int:
+    """Write a coded stream; returns its payload bits (without the table)."""
+    if use_huffman:
+        alphabet = 2**width
+        lengths = huffman.code_lengths(np.bincount(symbols, minlength=alphabet))
+        if symbols.size and max(lengths) > huffman.MAX_CODE_LENGTH:
+            raise CompressError(f"Huffman code longer than {huffman.MAX_CODE_LENGTH} bits; use fixed-width coding.")
+        data, nbits = huffman.encode(symbols, lengths)
+        out.write(struct.pack("<I", alphabet))
+        out.write(bytes(lengths))
+        out.write(struct.pack("<I", nbits))
+        out.write(data)
+        return nbits
+    out.write(huffman.pack(symbols, np.full(symbols.size, width)))
+    return int(symbols.size * width)
+
+
+def _write_weight(out: BinaryIO, coded: _Coded, index_bits: int, use_huffman: bool) -> tuple[int, int, int]:
+    """Write a coded weight body; returns (entries, index stream bits, value stream bits)."""
+    sparse = coded.mask is not None
+    out.write(struct.pack("<BBBB", index_bits if sparse else 0, coded.kind, coded.bits, int(use_huffman)))
+    out.write(struct.pack("<I", coded.table.size))
+    out.write(coded.table.astype("<f4").tobytes())
+    kept = coded.values.size if coded.kind == FLOAT else coded.codes.size
+    out.write(struct.pack("<I", kept))
+    entries = index_stream = 0
+    if sparse:
+        assert coded.mask is not None
+        symbols = relative_indices(coded.mask, index_bits)
+        entries = symbols.size
+        out.write(struct.pack("<I", entries))
+        index_stream = _write_stream(out, symbols, index_bits, use_huffman)
+    if coded.kind == FLOAT:
+        out.write(coded.values.astype("<f4").tobytes())
+        value_stream = 32 * kept
+    else:
+        value_stream = _write_stream(out, coded.codes, coded.bits, use_huffman)
+    return entries, index_stream, value_stream
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, nn.Module | None, torch.Tensor | None]]:
+    """(state key, weight layer or None, raw tensor or None) in a fixed order: the effective model."""
+    items: list[tuple[str, nn.Module | None, torch.Tensor | None]] = []
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            items.append((f"{prefix}weight", module, None))
+            if module.bias is not None:
+                items.append((f"{prefix}bias", None, module.bias.detach()))
+            continue
+        if mod_name.endswith("parametrizations.weight") or ".parametrizations." in mod_name:
+            continue
+        for pname, p in module.named_parameters(recurse=False):
+            items.append((f"{prefix}{pname}", None, p.detach()))
+        for bname, b in module.named_buffers(recurse=False):
+            if b is not None and b.is_floating_point():
+                items.append((f"{prefix}{bname}", None, b.detach()))
+    return items
+
+
+def _owners(arch: ArchSpec) -> dict[str, str]:
+    """Module path -> the weight op it is accounted to (batch norms go to the conv before them)."""
+    owner: dict[str, str] = {}
+    last = ""
+    for op in ops(arch):
+        if op.kind in INDEX_BITS:
+            last = op.name
+            owner[op.name] = op.name
+        elif op.kind == "bn":
+            owner[op.name] = last
+    return owner
+
+
+def _owner(owners: dict[str, str], key: str) -> str:
+    parts = key.split(".")[:-1]
+    while parts:
+        name = ".".join(parts)
+        if name in owners:
+            return owners[name]
+        parts.pop()
+    raise CompressError(f"container: tensor {key!r} belongs to no conv/linear/batch-norm op of the arch.")
+
+
+def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, ContainerReport]:
+    """The container bytes of ``model`` (a :class:`nas.models.Network`, possibly compressed) and its report."""
+    arch = getattr(model, "spec", None)
+    if not isinstance(arch, ArchSpec):
+        raise CompressError("container: the model must be a nas Network (built by nas.build_model), "
+                            f"but got {type(model).__name__} without an ArchSpec.")
+    factored = {name: {"kind": type(m).__name__, "rank": int(m.rank)}
+                for name, m in model.named_modules() if isinstance(m, FACTORED)}
+    header = json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding},
+                        sort_keys=True).encode()
+    body = io.BytesIO()
+    body.write(MAGIC + struct.pack("<HI", VERSION, len(header)) + header)
+    items = _tensors(model)
+    body.write(struct.pack("<I", len(items)))
+    owners = _owners(arch)
+    dense_ops = {op.name: op for op in ops(arch) if op.kind in INDEX_BITS}
+    acc: dict[str, dict[str, int]] = {name: dict(stored=0, kept=0, entries=0, value_bits=0, index_bits=0,
+                                                 table_bits=0, other_bits=0, vs=0, is_=0, file=0)
+                                      for name in dense_ops}
+    for key, module, raw in items:
+        start = body.tell()
+        owner = _owner(owners, key)
+        a = acc[owner]
+        name = key.encode()
+        body.write(struct.pack("<H", len(name)) + name)
+        tensor = module.weight if module is not None else raw
+        assert tensor is not None
+        shape = tuple(tensor.shape)
+        body.write(struct.pack("<BB", 0 if module is None else 1, len(shape)) + struct.pack(f"<{len(shape)}I", *shape))
+        if module is None:
+            body.write(tensor.detach().float().contiguous().numpy().astype("<f4").tobytes())
+            a["other_bits"] += 32 * tensor.numel()
+        else:
+            coded = _coded_weight(module)
+            index_bits = INDEX_BITS[dense_ops[owner].kind]
+            entries, index_stream, value_stream = _write_weight(body, coded, index_bits, huffman_coding)
+            a["stored"] += tensor.numel()
+            a["kept"] += coded.values.size if coded.kind == FLOAT else coded.codes.size
+            a["entries"] += entries
+            a["value_bits"] = coded.bits
+            a["index_bits"] = index_bits if coded.mask is not None else a["index_bits"]
+            a["table_bits"] += 32 * coded.table.size
+            a["vs"] += value_stream
+            a["is_"] += index_stream
+        a["file"] += 8 * (body.tell() - start)
+    payload = body.getvalue()
+    data = payload + struct.pack("<I", zlib.crc32(payload))
+    fixed = 8 * (len(data) - sum(a["file"] for a in acc.values()) // 8)
+    layers = [LayerStorage(name, op.kind, op.weight_count, a["stored"], a["kept"], a["entries"], a["value_bits"],
+                           a["index_bits"], a["table_bits"], a["other_bits"], a["vs"], a["is_"], a["file"])
+              for (name, op), a in zip(dense_ops.items(), acc.values())]
+    if layers:  # header, record count and checksum are charged to the first layer
+        layers[0] = layers[0]._replace(bits_file=layers[0].bits_file + fixed)
+    dense_bits = sum(layer.dense_bits for layer in layers)
+    return data, ContainerReport(layers, len(data), dense_bits)
+
+
+def save(model: nn.Module, path: str | Path, *, huffman_coding: bool = True) -> ContainerReport:
+    """Write ``model`` to ``path`` in the container format; returns the measured per-layer storage."""
+    data, report = encode(model, huffman_coding=huffman_coding)
+    Path(path).write_bytes(data)
+    return report
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise CompressError(f"container is truncated: needs {n} bytes at offset {self.pos}, "
+                                f"but only {len(self.data) - self.pos} remain.")
+        out = self.data[self.pos: self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+
+def _read_stream(r: _Reader, count: int, width: int, use_huffman: bool) -> np.ndarray:
+    if use_huffman:
+        (alphabet,) = r.unpack("<I")
+        if alphabet != 2**width:
+            raise CompressError(f"Huffman table has {alphabet} symbols, but {width}-bit codes need {2**width}.")
+        lengths = list(r.take(alphabet))
+        (nbits,) = r.unpack("<I")
+        return huffman.decode(r.take((nbits + 7) // 8), nbits, count, lengths)
+    return huffman.unpack_fixed(r.take((count * width + 7) // 8), count, width)
+
+
+class _Decoded(NamedTuple):
+    weight: torch.Tensor
+    mask: torch.Tensor | None  # keep-mask when stored sparse
+    codes: torch.Tensor | None  # codebook layers: code per position, -1 where pruned
+    table: torch.Tensor | None
+    bits: int
+
+
+def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
+    numel = math.prod(shape)
+    index_bits, kind, bits, use_huffman = r.unpack("<BBBB")
+    if kind not in VALUE_KINDS or not 1 <= bits <= 32 or index_bits > 16 or use_huffman > 1:
+        raise CompressError(f"{key}: unknown coding (value kind {kind}, {bits} value bits, {index_bits} index bits).")
+    (table_len,) = r.unpack("<I")
+    table = np.frombuffer(r.take(4 * table_len), dtype="<f4")
+    (kept,) = r.unpack("<I")
+    if kept > numel:
+        raise CompressError(f"{key}: {kept} values declared for a tensor of {numel} weights.")
+    if index_bits:
+        (entries,) = r.unpack("<I")
+        positions = positions_from_indices(_read_stream(r, entries, index_bits, bool(use_huffman)), index_bits, numel)
+        if positions.size != kept:
+            raise CompressError(f"{key}: relative indices give {positions.size} kept weights, but {kept} are declared.")
+    else:
+        if kept != numel:
+            raise CompressError(f"{key}: dense storage needs {numel} values, but {kept} are declared.")
+        positions = np.arange(numel)
+    if kind == FLOAT:
+        values = np.frombuffer(r.take(4 * kept), dtype="<f4")
+    else:
+        codes = _read_stream(r, kept, bits, bool(use_huffman))
+        if codes.size and codes.max() >= table.size:
+            raise CompressError(f"{key}: a code {int(codes.max())} is outside its {table.size}-entry table.")
+        values = table[codes]
+    flat = np.zeros(numel, dtype=np.float32)
+    flat[positions] = values
+    mask = None
+    if index_bits:
+        keep = np.zeros(numel, dtype=bool)
+        keep[positions] = True
+        mask = torch.from_numpy(keep.reshape(shape))
+    if kind != CODEBOOK:
+        return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, None, None, bits)
+    full = np.full(numel, -1, dtype=np.int64)
+    full[positions] = codes
+    return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, torch.from_numpy(full.reshape(shape)),
+                    torch.from_numpy(table.astype(np.float32)), bits)
+
+
+def decode(data: bytes) -> Network:
+    """The network stored in container ``data`` (see the module docstring)."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise CompressError(f"not a nas compressed container: expected magic {MAGIC!r}, but got {bytes(data[:4])!r}.")
+    if len(data) < 14:
+        raise CompressError(f"container is truncated: {len(data)} bytes is shorter than the fixed header.")
+    (stored_crc,) = struct.unpack("<I", data[-4:])
+    if zlib.crc32(data[:-4]) != stored_crc:
+        raise CompressError("container checksum mismatch: the file is truncated or altered "
+                            f"(crc32 {zlib.crc32(data[:-4]):#010x}, stored {stored_crc:#010x}).")
+    r = _Reader(data[:-4])
+    r.take(4)
+    version, header_len = r.unpack("<HI")
+    if version != VERSION:
+        raise CompressError(f"container version {version} is not supported; this nas reads version {VERSION}.")
+    try:
+        header = json.loads(r.take(header_len).decode())
+        arch = ArchSpec.from_dict(header["arch"])
+        model = build_model(arch)
+        for name, info in header["factored"].items():
+            original = model.get_submodule(name)
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, leaf,
+                    shaped_like(original, info["kind"], int(info["rank"])))
+    except (ValueError, KeyError, TypeError, AttributeError, SpecError) as exc:
+        raise CompressError(f"container header is malformed: {exc}") from None
+    (count,) = r.unpack("<I")
+    state: dict[str, torch.Tensor] = {}
+    coded: dict[str, _Decoded] = {}
+    for _ in range(count):
+        (name_len,) = r.unpack("<H")
+        try:
+            key = r.take(name_len).decode()
+        except UnicodeDecodeError:
+            raise CompressError("container record name is not UTF-8; the file is altered.") from None
+        form, ndim = r.unpack("<BB")
+        shape = tuple(int(n) for n in r.unpack(f"<{ndim}I"))
+        if form == 0:
+            numel = math.prod(shape)
+            state[key] = torch.from_numpy(np.frombuffer(r.take(4 * numel), dtype="<f4").astype(np.float32)
+                                          .reshape(shape))
+        elif form == 1:
+            coded[key] = _read_weight(r, key, shape)
+            state[key] = coded[key].weight
+        else:
+            raise CompressError(f"{key}: unknown record form {form}.")
+    if r.pos != len(r.data):
+        raise CompressError(f"container has {len(r.data) - r.pos} unread bytes after its records.")
+    expected = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+    if set(state) != expected:
+        raise CompressError(f"container tensors do not match the arch: missing {sorted(expected - set(state))[:5]}, "
+                            f"unexpected {sorted(set(state) - expected)[:5]}.")
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if tuple(own[key].shape) != tuple(tensor.shape):
+            raise CompressError(f"{key}: shape {tuple(tensor.shape)} in the file, {tuple(own[key].shape)} in the arch.")
+    model.load_state_dict(state, strict=False)
+    _restore_compression(model, coded)
+    model.eval()
+    return model
+
+
+def _restore_compression(model: nn.Module, coded: dict[str, _Decoded]) -> None:
+    """Put codebooks and pruning masks back, so the loaded model saves to the same bytes and can be fine-tuned.
+
+    Codebook layers get their :class:`SharedWeight` parametrization (same codes and
+    centroids); other sparse layers get a :mod:`torch.nn.utils.prune` mask. Binary and
+    ternary layers come back as their float values (``±scale`` and 0).
+    """
+    for key, dec in coded.items():
+        module = model.get_submodule(key.rpartition(".")[0])
+        if dec.codes is not None and dec.table is not None:
+            parametrize.register_parametrization(module, "weight", SharedWeight(dec.table, dec.codes, dec.bits))
+            module.parametrizations.weight.original.requires_grad_(False)
+        elif dec.mask is not None:
+            prune.custom_from_mask(module, "weight", dec.mask.to(module.weight.dtype))
+
+
+def load(path: str | Path) -> Network:
+    """Read a container written by :func:`save`; the returned network is in eval mode."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CompressError(f"cannot read container {str(path)!r}: {exc.strerror}.") from None
+    return decode(data)
+
+
+def overhead_bits(report: ContainerReport) -> int:
+    """Bits of the file that are not weights, codebooks or biases: header, names, shapes, Huffman tables."""
+    payload = sum(layer.value_stream_bits + layer.index_stream_bits + layer.table_bits + layer.other_bits
+                  for layer in report.layers)
+    return 8 * report.file_bytes - payload

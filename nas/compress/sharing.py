@@ -1,0 +1,126 @@
+"""Deep Compression weight sharing: per-layer k-means codebooks with centroid fine-tuning.
+
+Each conv/linear weight tensor is clustered (scikit-learn ``KMeans``, 1-d) into
+``2**bits`` centroids; the layer then stores a ``bits``-bit index per kept weight
+plus the codebook. The layer's ``weight`` becomes a
+:mod:`torch.nn.utils.parametrize` parametrization :class:`SharedWeight` computing
+``centroids[codes]`` (zero where pruned). Autograd through that gather adds up the
+gradients of all weights of a cluster, which is exactly Deep Compression's centroid
+update ``dL/dC_k = sum_{i in cluster k} dL/dW_i``; fine-tuning trains the centroids
+(and biases) while the assignment stays fixed.
+
+Initialization (Han et al. 2016, section 3.1): ``linear`` spaces centroids evenly
+between the smallest and largest kept weight (best in the paper: it keeps the
+rare large weights, which matter most); ``density`` puts them at evenly spaced
+quantiles; ``random`` picks kept weights at random (Forgy).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from torch import nn
+from torch.nn.utils import parametrize, prune
+
+from nas.compress.pruning import weight_layers
+from nas.errors import CompressError
+
+Init = Literal["linear", "density", "random"]
+INITS = ("linear", "density", "random")
+
+
+class SharedWeight(nn.Module):
+    """Parametrization ``weight = centroids[codes]``; ``codes == -1`` marks pruned weights (zero).
+
+    ``centroids`` is the trainable codebook (``2**bits`` float32 values); ``codes``
+    is a buffer of cluster indices with the weight's shape. The original weight is
+    ignored (and frozen) once the layer is shared.
+    """
+
+    def __init__(self, centroids: torch.Tensor, codes: torch.Tensor, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.centroids = nn.Parameter(centroids.detach().clone().float())
+        self.register_buffer("codes", codes.detach().clone().long())
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        codes: torch.Tensor = self.codes
+        shared = self.centroids[codes.clamp(min=0)]
+        return torch.where(codes >= 0, shared, torch.zeros((), dtype=shared.dtype))
+
+
+def _init_centroids(values: np.ndarray, k: int, init: Init, rng: np.random.Generator) -> np.ndarray:
+    if init == "linear":
+        return np.linspace(values.min(), values.max(), k)
+    if init == "density":
+        return np.quantile(values, np.linspace(0.0, 1.0, k))
+    return rng.choice(values, size=k, replace=False)
+
+
+def kmeans_codebook(values: np.ndarray, bits: int, init: Init = "linear", *, seed: int = 0,
+                    max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids of length ``2**bits``, code of each value) by 1-d k-means from ``init``.
+
+    When the values have fewer distinct entries than ``2**bits``, each distinct
+    value is its own centroid and the codebook is padded by repeating the last one
+    (k-means would have nothing to do).
+    """
+    if init not in INITS:
+        raise CompressError(f"weight sharing: init must be one of {list(INITS)}, but got {init!r}.")
+    if not 1 <= bits <= 16:
+        raise CompressError(f"weight sharing: bits must be in [1, 16], but got {bits}.")
+    k = 2**bits
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return np.zeros(k, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    distinct = np.unique(values)
+    if distinct.size <= k:
+        centroids = np.concatenate([distinct, np.full(k - distinct.size, distinct[-1])])
+        return centroids.astype(np.float32), np.searchsorted(distinct, values).astype(np.int64)
+    start = _init_centroids(values, k, init, np.random.default_rng(seed))
+    if np.unique(start).size < k:  # degenerate quantiles (many equal weights): fall back to linear
+        start = np.linspace(values.min(), values.max(), k)
+    km = KMeans(n_clusters=k, init=start.reshape(-1, 1), n_init=1, max_iter=max_iter, random_state=seed)
+    km.fit(values.reshape(-1, 1))
+    centroids = km.cluster_centers_.ravel().astype(np.float32)
+    # assign with the float32 centroids actually stored, so codes and codebook agree exactly
+    codes = np.abs(values.reshape(-1, 1) - centroids.reshape(1, -1).astype(np.float64)).argmin(axis=1)
+    return centroids, codes.astype(np.int64)
+
+
+def _take_mask(module: nn.Module) -> torch.Tensor | None:
+    """The keep-mask of a pruned layer, folding torch's pruning container into a plain weight."""
+    if prune.is_pruned(module) and hasattr(module, "weight_mask"):
+        mask = module.weight_mask.detach().bool().clone()
+        prune.remove(module, "weight")
+        return mask
+    return None
+
+
+def share_weights(model: nn.Module, bits: int, *, init: Init = "linear", seed: int = 0,
+                  layers: list[str] | None = None) -> dict[str, SharedWeight]:
+    """Replace each conv/linear weight (or those in ``layers``) by a k-means codebook, in place.
+
+    Pruned weights (a :mod:`torch.nn.utils.prune` mask, see :mod:`nas.compress.pruning`)
+    stay zero and are not clustered. Returns the parametrization of each layer.
+    """
+    out: dict[str, SharedWeight] = {}
+    for name, module in weight_layers(model):
+        if layers is not None and name not in layers:
+            continue
+        if parametrize.is_parametrized(module, "weight"):
+            raise CompressError(f"weight sharing: layer {name!r} is already quantized; apply one quantizer only.")
+        mask = _take_mask(module)
+        weight = module.weight.detach()
+        keep = mask if mask is not None else torch.ones_like(weight, dtype=torch.bool)
+        centroids, kept_codes = kmeans_codebook(weight[keep].cpu().numpy(), bits, init, seed=seed)
+        codes = torch.full(weight.shape, -1, dtype=torch.long)
+        codes[keep] = torch.from_numpy(kept_codes)
+        shared = SharedWeight(torch.from_numpy(centroids), codes, bits)
+        parametrize.register_parametrization(module, "weight", shared)
+        module.parametrizations.weight.original.requires_grad_(False)
+        out[name] = shared
+    return out
