@@ -268,19 +268,21 @@ def _cifar10(root: Path | None) -> _Raw:
 
 
 def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held out): ``round(fraction * n_c)`` of every class ``c`` held out, seeded."""
+    """Indices (kept, held out): ``round(fraction * n_c)`` of every class ``c`` held out, seeded
+    (at least one of every class with two or more images, so tiny datasets still validate)."""
     rng = np.random.default_rng(seed)
     keep, hold = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n = int(round(fraction * len(idx)))
+        n = max(1, int(round(fraction * len(idx)))) if len(idx) >= 2 else 0
         hold.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
 
 
 @lru_cache(maxsize=4)
-def _load_raw(name: str, root: Path | None) -> _Raw:
+def _load_raw(name: str, root: Path | None, nas_data: str | None) -> _Raw:
+    """Read once per (dataset, folder, ``$NAS_DATA``); the loaders read ``$NAS_DATA`` themselves."""
     return _REGISTRY[name](root)
 
 
@@ -294,7 +296,7 @@ def load_dataset(name: str, *, seed: int = 0, root: str | Path | None = None) ->
     """
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset {name!r}; available: {available_datasets()}.")
-    raw = _load_raw(name, None if root is None else Path(root).expanduser().resolve())
+    raw = _load_raw(name, None if root is None else Path(root).expanduser().resolve(), os.environ.get("NAS_DATA"))
     if raw.x_test is None or raw.y_test is None:
         pool_idx, test_idx = _stratified_holdout(raw.y_pool, TEST_FRACTION, TEST_SEED)
         x_pool, y_pool = raw.x_pool[pool_idx], raw.y_pool[pool_idx]
