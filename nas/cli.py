@@ -14,7 +14,9 @@ import traceback
 from collections.abc import Sequence
 
 from nas import __version__
+from nas.cost import Cost
 from nas.errors import NasError
+from nas.spec import ArchSpec, Candidate
 
 
 def _add_space_commands(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,79 @@ def _add_space_commands(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, default=0, help="first seed; candidate i uses seed + i")
     sample.add_argument("--json", action="store_true", help="print one candidate JSON per line instead of a table")
     sample.set_defaults(run=_run_sample)
+
+
+def _add_cost_command(sub: argparse._SubParsersAction) -> None:
+    cost = sub.add_parser(
+        "cost", help="params, MAdds and a per-stage table of an architecture",
+        description="Cost one architecture: a built-in name (e.g. mobilenetv2-1.0-224), a space YAML file "
+                    "(its candidate for --seed) or a candidate JSON file.")
+    cost.add_argument("arch", help="built-in space name, space YAML file, or candidate JSON file")
+    cost.add_argument("--seed", type=int, default=0, help="which candidate of a searchable space (default: 0)")
+    cost.add_argument("--vs", choices=["fvcore"], help="cross-check the counts with fvcore on the built model")
+    cost.set_defaults(run=_run_cost)
+
+
+def _load_candidate(arch: str, seed: int) -> tuple[Candidate, str]:
+    from pathlib import Path
+
+    from nas.space import load_space
+
+    if arch.endswith(".json"):
+        try:
+            text = Path(arch).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise NasError(f"cannot read candidate file {arch!r}: {exc.strerror}.") from None
+        return Candidate.from_json(text), arch
+    space = load_space(arch)
+    label = space.name if space.is_fixed else f"{space.name}, seed {seed}"
+    return space.random(seed), label
+
+
+def _run_cost(args: argparse.Namespace) -> int:
+    from nas.cost import count, stage_costs
+
+    cand, label = _load_candidate(args.arch, args.seed)
+    arch = cand.arch
+    cost = count(arch)
+    print(f"{label}: input {'x'.join(map(str, arch.input_shape))}, {arch.num_classes} classes")
+    header = f"{'stage':<28} {'modules':<14} {'output':<14} {'params':>12} {'MAdds':>15} {'% MAdds':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in stage_costs(arch):
+        shape = "x".join(map(str, row.out_shape))
+        print(f"{row.name:<28} {row.layers:<14} {shape:<14} {row.params:>12,} {row.madds:>15,} "
+              f"{100 * row.madds / max(cost.madds, 1):>7.1f}%")
+    print("-" * len(header))
+    print(f"{'total':<58} {cost.params:>12,} {cost.madds:>15,}")
+    print(f"params {cost.params / 1e6:.3f}M ({cost.params_without_norm / 1e6:.3f}M without batch norm), "
+          f"MAdds {cost.madds / 1e6:.1f}M (conv + linear multiply-adds, batch 1)")
+    if args.vs == "fvcore":
+        return _check_fvcore(arch, cost)
+    return 0
+
+
+def _check_fvcore(arch: ArchSpec, cost: Cost) -> int:
+    import logging
+    import warnings
+
+    import torch
+
+    from nas.models import build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's import runs torch.jit.script
+        from fvcore.nn import FlopCountAnalysis
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    model = build_model(arch).eval()
+    analysis = FlopCountAnalysis(model, torch.zeros(1, *arch.input_shape))
+    by_op = analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_operator()
+    fv_madds = by_op["conv"] + by_op["linear"] + by_op["addmm"]
+    fv_params = sum(p.numel() for p in model.parameters())
+    ok = fv_madds == cost.madds and analysis.total() == cost.fvcore_default and fv_params == cost.params
+    print(f"fvcore: conv + linear {fv_madds:,} MAdds, default total {analysis.total():,}; "
+          f"torch: {fv_params:,} params -> {'identical' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
 
 
 def _run_spaces(args: argparse.Namespace) -> int:
@@ -86,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_space_commands(sub)
+    _add_cost_command(sub)
     __import__("nas.finetune").finetune.add_commands(sub)
     return parser
 

@@ -35,6 +35,13 @@ class Cost(NamedTuple):
     params: int
     norm_flops: int = 0
     pool_flops: int = 0
+    norm_params: int = 0  # batch-norm scale and shift, included in ``params``
+
+    @property
+    def params_without_norm(self) -> int:
+        """Conv and linear weights and biases only: the count of the MobileNet papers'
+        reference implementations, which leave batch norm out."""
+        return self.params - self.norm_params
 
     @property
     def fvcore_default(self) -> int:
@@ -43,15 +50,16 @@ class Cost(NamedTuple):
 
 
 def count_ops(op_list: list[Op]) -> Cost:
-    madds = params = norm = pool = 0
+    madds = params = norm = pool = norm_params = 0
     for op in op_list:
         madds += op.madds
         params += op.params
         if op.kind == "bn":
             norm += 2 * op.cout * op.h * op.w
+            norm_params += op.params
         elif op.kind == "gap":
             pool += op.cin * op.h * op.w
-    return Cost(madds, params, norm, pool)
+    return Cost(madds, params, norm, pool, norm_params)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -67,15 +75,15 @@ def count(arch: ArchSpec) -> Cost:
     (layer, input shape): candidates of one space share most of their blocks, so
     a search costs each distinct block once. ``count(arch) == count_ops(ops(arch))``.
     """
-    madds = params = norm = pool = 0
+    if arch.detector is not None:  # heads read feature maps across layers: cost the whole op list
+        return count_ops(ops(arch))
+    total = [0] * len(Cost._fields)
     shape = arch.input_shape
     for layer in arch.layers:
         cost, shape = _layer_cost(layer, shape)
-        madds += cost.madds
-        params += cost.params
-        norm += cost.norm_flops
-        pool += cost.pool_flops
-    return Cost(madds, params, norm, pool)
+        for i, value in enumerate(cost):
+            total[i] += value
+    return Cost(*total)
 
 
 # --------------------------------------------------------------------------- storage
@@ -302,12 +310,69 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
     """
     pq, pqh = 0, 0.0
-    plans = {kind: _plan(compression, kind) for kind in INDEX_BITS}
-    shape = arch.input_shape
-    for layer in arch.layers:
-        weight_ops, shape = _layer_weight_ops(layer, shape)
-        for w in weight_ops:
-            size = _storage(w, plans[w.kind], compression)
-            pq += size.bits_pq
-            pqh += size.bits_pqh
+    if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
+        sizes = size_report(arch, compression)
+        pq, pqh = sum(s.bits_pq for s in sizes), sum(s.bits_pqh for s in sizes)
+    else:
+        plans = {kind: _plan(compression, kind) for kind in INDEX_BITS}
+        shape = arch.input_shape
+        for layer in arch.layers:
+            weight_ops, shape = _layer_weight_ops(layer, shape)
+            for w in weight_ops:
+                size = _storage(w, plans[w.kind], compression)
+                pq += size.bits_pq
+                pqh += size.bits_pqh
     return math.ceil(pqh) if compression.huffman else pq
+
+
+class StageCost(NamedTuple):
+    """One row of a per-stage table: consecutive layers that form a stage."""
+
+    name: str
+    layers: str  # the module names it covers, e.g. "layers.2-4"
+    out_shape: tuple[int, ...]
+    params: int
+    madds: int
+
+
+def _stage_key(name: str, arch: ArchSpec) -> tuple[str, str]:
+    """(group key, label) of the op ``name``: IR blocks group by output width, heads by map."""
+    from nas.spec import Conv, InvertedResidual, Linear
+
+    parts = name.split(".")
+    if parts[0] == "extras":
+        return "extras", "extra feature maps"
+    if parts[0] == "heads":
+        return f"heads.{parts[1]}", f"box + class heads, map {parts[1]}"
+    i = int(parts[1])
+    layer = arch.layers[i]
+    if isinstance(layer, InvertedResidual):
+        first = i
+        while first > 0 and isinstance(arch.layers[first - 1], InvertedResidual) and \
+                arch.layers[first - 1].out == layer.out:
+            first -= 1
+        return f"ir.{first}", f"blocks -> {layer.out} ch"
+    if isinstance(layer, Conv):
+        stem = i == 0 and any(isinstance(x, InvertedResidual) for x in arch.layers)
+        return f"conv.{i}", "stem conv" if stem else f"conv {layer.kernel}x{layer.kernel} -> {layer.out} ch"
+    if isinstance(layer, Linear):
+        return f"linear.{i}", "classifier" if i == len(arch.layers) - 1 else f"linear -> {layer.out}"
+    return "", ""  # pooling / flatten: joins the previous stage
+
+
+def stage_costs(arch: ArchSpec) -> list[StageCost]:
+    """Params and MAdds per stage (stem, each run of blocks of one width, head, classifier, detector parts)."""
+    rows: list[list] = []  # [key, label, first name, last name, out_shape, params, madds]
+    for op in ops(arch):
+        key, label = _stage_key(op.name, arch)
+        module = ".".join(op.name.split(".")[:2])
+        if not rows or (key and key != rows[-1][0]):
+            rows.append([key, label, module, module, op.out_shape, 0, 0])
+        row = rows[-1]
+        row[3] = module
+        if op.kind in ("conv", "linear", "maxpool", "gap", "flatten", "add"):  # not the elementwise ones
+            row[4] = op.out_shape
+        row[5] += op.params
+        row[6] += op.madds
+    return [StageCost(label, first if first == last else f"{first}-{last.split('.')[1]}", shape, params, madds)
+            for _, label, first, last, shape, params, madds in rows]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from nas.errors import SpecError
-from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, InvertedResidual, Layer, Linear, MaxPool
+from nas.spec import ArchSpec, Conv, Detector, Flatten, GlobalAvgPool, InvertedResidual, Layer, Linear, MaxPool
 
 #: Op kinds. ``conv`` and ``linear`` carry weights; ``bn`` carries 2 * cout
 #: affine parameters; the rest carry none.
@@ -73,6 +73,16 @@ class Op(NamedTuple):
         if self.kind == "linear":
             return self.weight_count
         return 0
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Output shape without batch: ``(features,)`` for linear, gap and flatten;
+        ``(C, H, W)`` for the rest (elementwise ops after a linear layer report H = W = 1)."""
+        if self.kind in ("linear", "gap", "flatten"):
+            return (self.cout,)
+        if self.kind in ("conv", "maxpool"):
+            return (self.cout, self.out_h, self.out_w)
+        return (self.cout, self.h, self.w)
 
     @property
     def signature(self) -> tuple[str, int, int, int, int, int, int, int]:
@@ -150,17 +160,63 @@ def _inverted_residual_ops(block: InvertedResidual, prefix: str, c: int, h: int,
     return out, (block.out, oh, ow)
 
 
+def detector_ops(detector: Detector, backbone: list[Op]) -> list[Op]:
+    """Ops of the SSD extra layers (``extras.i``) and prediction heads (``heads.i.box``/``.cls``)."""
+    index = {op.name: i for i, op in enumerate(backbone)}
+    for i, op in enumerate(backbone):  # a layer's module ("layers.3") outputs its last op's result
+        index[".".join(op.name.split(".")[:2])] = i
+    maps: list[tuple[int, ...]] = []
+    last = -1
+    for src in detector.sources:
+        if src not in index:
+            raise SpecError(f"detector.sources: no op named {src!r}; sources are op names from nas.ops(arch), "
+                            f"e.g. {backbone[-1].name!r} for the last backbone op.")
+        if index[src] <= last:
+            raise SpecError(f"detector.sources must be in execution order, but {src!r} runs before the previous source.")
+        last = index[src]
+        shape = backbone[index[src]].out_shape
+        if any(op.kind in ("linear", "gap", "flatten") for op in backbone[:last + 1]):
+            raise SpecError(f"detector.sources: {src!r} outputs {shape}, not a (C, H, W) feature map.")
+        maps.append(shape)
+    out: list[Op] = []
+    c, h, w = maps[-1]
+    for i, d in enumerate(detector.extras):
+        p = f"extras.{i}"
+        squeeze, h, w = _conv_ops(f"{p}.0", c, d // 2, h, w, 1, 1, 1, 0, True, "relu6")
+        if detector.separable:
+            down, h, w = _conv_ops(f"{p}.1", d // 2, d // 2, h, w, 3, 2, d // 2, 1, True, "relu6")
+            down += _conv_ops(f"{p}.2", d // 2, d, h, w, 1, 1, 1, 0, True, "relu6")[0]
+        else:
+            down, h, w = _conv_ops(f"{p}.1", d // 2, d, h, w, 3, 2, 1, 1, True, "relu6")
+        out += squeeze + down
+        c = d
+        maps.append((c, h, w))
+    for i, ((c, h, w), anchors) in enumerate(zip(maps, detector.anchors)):
+        for head, outputs in (("box", anchors * 4), ("cls", anchors * detector.num_classes)):
+            p = f"heads.{i}.{head}"
+            if detector.separable:
+                out += _conv_ops(f"{p}.0", c, c, h, w, 3, 1, c, 1, True, "relu6")[0]
+                out.append(Op("conv", f"{p}.1", c, outputs, h, w, 1, 1, 1, 0, bias=True))
+            else:
+                out.append(Op("conv", f"{p}.0", c, outputs, h, w, 3, 1, 1, 1, bias=True))
+    return out
+
+
 def ops(arch: ArchSpec) -> list[Op]:
     """The flat operator list of ``arch``, in execution order.
 
     Layer ``i`` of the spec becomes module ``layers.i`` of the built model; inside
-    it, units are numbered as in ``nn.Sequential``. Raises :class:`SpecError` when
-    a layer does not fit its input (groups not dividing channels, a kernel larger
-    than the feature map, a linear layer on an unflattened input).
+    it, units are numbered as in ``nn.Sequential``. A detector adds ``extras.i``
+    and ``heads.i.box`` / ``heads.i.cls`` (see :func:`detector_ops`). Raises
+    :class:`SpecError` when a layer does not fit its input (groups not dividing
+    channels, a kernel larger than the feature map, a linear layer on an
+    unflattened input).
     """
     out: list[Op] = []
     shape = arch.input_shape
     for i, layer in enumerate(arch.layers):
         layer_list, shape = layer_ops(layer, f"layers.{i}", shape)
         out += layer_list
+    if arch.detector is not None:
+        out += detector_ops(arch.detector, out)
     return out

@@ -24,12 +24,41 @@ class Residual(nn.Sequential):
         return x + super().forward(x)
 
 
-class Network(nn.Sequential):
-    """The built network; ``spec`` is the :class:`ArchSpec` it was built from."""
+class Network(nn.Module):
+    """The built network; ``spec`` is the :class:`ArchSpec` it was built from.
 
-    def __init__(self, spec: ArchSpec, layers: nn.Sequential) -> None:
-        super().__init__(OrderedDict(layers=layers))
+    Children follow the op names: ``layers`` (the backbone, an ``nn.Sequential``
+    over the spec's layers) and, for detectors, ``extras`` and ``heads``. A
+    classifier returns logits; a detector returns ``(boxes, scores)`` with all
+    anchors of all feature maps concatenated, shapes ``(N, anchors * 4)`` and
+    ``(N, anchors * num_classes)``.
+    """
+
+    def __init__(self, spec: ArchSpec, parts: dict[str, nn.Sequential]) -> None:
+        super().__init__()
         self.spec = spec
+        for name, part in parts.items():
+            self.add_module(name, part)
+        self._maps: list[torch.Tensor] = []
+        if spec.detector is not None:
+            for source in spec.detector.sources:
+                self.get_submodule(source).register_forward_hook(self._collect)
+
+    def _collect(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self._maps.append(output)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.spec.detector is None:
+            return self.layers(x)
+        self._maps = []
+        self.layers(x)
+        maps, self._maps = self._maps, []
+        if "extras" in self._modules:
+            for extra in self.extras:
+                maps.append(extra(maps[-1]))
+        boxes = [head.box(m).flatten(1) for head, m in zip(self.heads, maps)]
+        scores = [head.cls(m).flatten(1) for head, m in zip(self.heads, maps)]
+        return torch.cat(boxes, 1), torch.cat(scores, 1)
 
 
 def _module(op: Op) -> nn.Module:
@@ -77,18 +106,19 @@ def _init(model: nn.Module) -> None:
 
 
 def build_model(arch: ArchSpec) -> Network:
-    """The torch module for ``arch``; input ``(batch, *arch.input_shape)``, output logits."""
+    """The torch module for ``arch``; input ``(batch, *arch.input_shape)``, output logits
+    (or ``(boxes, scores)`` for a detector)."""
     tree: dict[str, Any] = {}
     residual: set[str] = set()
     for op in ops(arch):
         *path, leaf = op.name.split(".")
         if op.kind == "add":
-            residual.add("." + ".".join(path[1:]))
+            residual.add(".".join(path))
             continue
         node = tree
-        for part in path[1:]:  # path[0] is "layers"
+        for part in path:
             node = node.setdefault(part, {})
         node[leaf] = _module(op)
-    model = Network(arch, _assemble(tree, "", residual))
+    model = Network(arch, {name: _assemble(sub, name, residual) for name, sub in tree.items()})
     _init(model)
     return model

@@ -32,6 +32,7 @@ from nas.spec import (
     CompressionSpec,
     Conv,
     ConvKind,
+    Detector,
     Flatten,
     GlobalAvgPool,
     InvertedResidual,
@@ -64,10 +65,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Act = Literal["relu", "relu6"]
+
+
 class StemConfig(_Strict):
     channels: PositiveInt
     kernel: PositiveInt = 3
     stride: PositiveInt = 1
+    act: Act = "relu6"
 
 
 class StageConfig(_Strict):
@@ -78,6 +83,11 @@ class StageConfig(_Strict):
     conv: Annotated[list[ConvKind], Field(min_length=1)] = ["depthwise"]
     groups: list[PositiveInt] = []
     stride: Literal[1, 2] = 1
+    act: Act = "relu6"
+    #: MobileNetV2's linear bottleneck (no activation after the projection); false for MobileNetV1.
+    linear: bool = True
+    #: Residual add where shapes allow; false for MobileNetV1.
+    residual: bool = True
 
     @model_validator(mode="after")
     def _groups_match_conv(self) -> StageConfig:
@@ -89,7 +99,41 @@ class StageConfig(_Strict):
 
 
 class HeadConfig(_Strict):
+    """The 1x1 conv before pooling; MobileNetV2 widens it only for multipliers above 1."""
+
     channels: Choices
+
+
+class SourceConfig(_Strict):
+    """A feature map for detection heads: a block's expansion output or output, or the last layer."""
+
+    at: Literal["expansion", "output", "last"]
+    stage: int | None = None
+    block: int = 0
+
+    @model_validator(mode="after")
+    def _stage_given(self) -> SourceConfig:
+        if (self.at == "last") != (self.stage is None):
+            raise ValueError("give 'stage' (and optionally 'block') for at: expansion/output, and neither for at: last")
+        return self
+
+
+class DetectorConfig(_Strict):
+    """SSD (3x3 conv heads and extras) or SSDLite (depthwise-separable) prediction layers."""
+
+    kind: Literal["ssd", "ssdlite"]
+    num_classes: PositiveInt  # background included, e.g. 81 for COCO's 80 classes
+    anchors: Annotated[list[PositiveInt], Field(min_length=1)]
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    extras: list[Annotated[int, Field(ge=2, multiple_of=2)]] = []
+
+    @model_validator(mode="after")
+    def _one_anchor_count_per_map(self) -> DetectorConfig:
+        maps = len(self.sources) + len(self.extras)
+        if len(self.anchors) != maps:
+            raise ValueError(f"anchors needs one entry per feature map ({len(self.sources)} sources + "
+                             f"{len(self.extras)} extras = {maps}), but has {len(self.anchors)}")
+        return self
 
 
 class SparsityConfig(_Strict):
@@ -144,12 +188,36 @@ def make_divisible(value: float, divisor: int) -> int:
 
 
 class MobileNetV2Space(_SpaceBase):
-    family: Literal["mobilenetv2"]
+    """Inverted-residual networks; ``family: mobilenetv1`` marks files that use V1 blocks
+    (``expansion: [1]``, ``linear: false``, ``residual: false``), which the same schema expresses."""
+
+    family: Literal["mobilenetv2", "mobilenetv1"]
     width_multiplier: FloatChoices = [1.0]
     channel_divisor: PositiveInt = 8
     stem: StemConfig
     stages: Annotated[list[StageConfig], Field(min_length=1)]
-    head: HeadConfig
+    head: HeadConfig | None = None
+    #: Global average pooling and a linear classifier; false for a detector backbone.
+    classifier: bool = True
+    detector: DetectorConfig | None = None
+
+    @model_validator(mode="after")
+    def _detector_or_classifier(self) -> MobileNetV2Space:
+        if (self.detector is None) != self.classifier:
+            raise ValueError("a network has either 'classifier: true' or a 'detector' section, not both or neither")
+        for k, src in enumerate(self.detector.sources if self.detector else []):
+            if src.stage is None:
+                continue
+            if not 0 <= src.stage < len(self.stages):
+                raise ValueError(f"detector.sources.{k}.stage must be in [0, {len(self.stages)}), got {src.stage}")
+            stage = self.stages[src.stage]
+            if src.block >= min(stage.depth):
+                raise ValueError(f"detector.sources.{k}: block {src.block} does not exist in every choice of "
+                                 f"stages[{src.stage}].depth {stage.depth}")
+            if src.at == "expansion" and 1 in stage.expansion:
+                raise ValueError(f"detector.sources.{k}: at 'expansion' needs an expansion conv, but "
+                                 f"stages[{src.stage}].expansion allows 1")
+        return self
 
     @model_validator(mode="after")
     def _groups_divide_channels(self) -> MobileNetV2Space:
@@ -176,13 +244,16 @@ class MobileNetV2Space(_SpaceBase):
     def build(self, choose: Chooser) -> ArchSpec:
         mult = choose("width_multiplier", self.width_multiplier)
         div = self.channel_divisor
-        layers: list[Layer] = [Conv(make_divisible(self.stem.channels * mult, div), self.stem.kernel, self.stem.stride)]
+        stem = self.stem
+        layers: list[Layer] = [Conv(make_divisible(stem.channels * mult, div), stem.kernel, stem.stride, act=stem.act)]
+        positions: dict[tuple[int, int], int] = {}
         for i, stage in enumerate(self.stages):
             depth = choose(f"s{i}.depth", stage.depth)
             width = make_divisible(choose(f"s{i}.width", stage.width) * mult, div) if depth else 0
             for j in range(depth):
                 p = f"s{i}.b{j}"
                 conv = choose(f"{p}.conv", stage.conv)
+                positions[i, j] = len(layers)
                 layers.append(InvertedResidual(
                     out=width,
                     expansion=choose(f"{p}.expansion", stage.expansion),
@@ -190,10 +261,29 @@ class MobileNetV2Space(_SpaceBase):
                     stride=stage.stride if j == 0 else 1,
                     conv=conv,
                     groups=choose(f"{p}.groups", stage.groups) if conv == "grouped" else 1,
+                    act=stage.act,
+                    linear=stage.linear,
+                    residual=stage.residual,
                 ))
-        head = choose("head.channels", self.head.channels)
-        layers += [Conv(make_divisible(head * max(1.0, mult), div), 1), GlobalAvgPool(), Linear(self.num_classes)]
-        return ArchSpec(tuple(self.input_shape), tuple(layers), self.family)
+        if self.head is not None:
+            head = choose("head.channels", self.head.channels)
+            layers.append(Conv(make_divisible(head * max(1.0, mult), div), 1, act=stem.act))
+        if self.classifier:
+            layers += [GlobalAvgPool(), Linear(self.num_classes)]
+        detector = None
+        if self.detector is not None:
+            d = self.detector
+            detector = Detector(d.num_classes, tuple(d.anchors), tuple(
+                _source_name(src, positions, len(layers)) for src in d.sources), tuple(d.extras), d.kind == "ssdlite")
+        return ArchSpec(tuple(self.input_shape), tuple(layers), self.family, detector)
+
+
+def _source_name(src: SourceConfig, positions: dict[tuple[int, int], int], n_layers: int) -> str:
+    """The module name (see :func:`nas.ops`) whose output feeds a detection head."""
+    if src.at == "last":
+        return f"layers.{n_layers - 1}"
+    layer = positions[src.stage, src.block]  # type: ignore[index]  # validated: the block exists
+    return f"layers.{layer}.0.2" if src.at == "expansion" else f"layers.{layer}"
 
 
 class MlpConfig(_Strict):
@@ -256,7 +346,7 @@ class LeNetSpace(_SpaceBase):
 
 
 SpaceConfig = Annotated[Union[MobileNetV2Space, LeNetSpace], Field(discriminator="family")]
-FAMILIES = ("mobilenetv2", "lenet")
+FAMILIES = ("mobilenetv2", "mobilenetv1", "lenet")
 
 
 class Space:
@@ -282,6 +372,14 @@ class Space:
     def _draw(self, choose: Chooser) -> Candidate:
         arch = self.config.build(choose)
         return Candidate(arch, self.config.compression.sample(choose))
+
+    @property
+    def is_fixed(self) -> bool:
+        """True when the space is a single point (every decision has one choice), like
+        the published architectures ``mobilenetv2-1.0-224`` or ``ssdlite-mobilenetv2``."""
+        widths: list[int] = []
+        self._draw(lambda name, options: widths.append(len(options)) or options[0])
+        return max(widths, default=1) == 1
 
     def sample(self, trial: Any) -> Candidate:
         """Draw through an ``optuna.Trial`` (categorical parameters, conditional on depth/variant)."""
@@ -324,7 +422,7 @@ def _validate(data: Any, source: str) -> MobileNetV2Space | LeNetSpace:
     family = data.get("family")
     if family not in FAMILIES:
         raise SpaceError(f"{source}: family: must be one of {list(FAMILIES)} (given: {family!r}).")
-    model = MobileNetV2Space if family == "mobilenetv2" else LeNetSpace
+    model = LeNetSpace if family == "lenet" else MobileNetV2Space
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -339,7 +437,8 @@ def load_space(path_or_name: str | Path) -> Space:
     that cannot be built.
     """
     path = Path(path_or_name)
-    if not path.suffix and not path.exists():
+    looks_like_file = path.suffix in (".yaml", ".yml") or len(path.parts) > 1
+    if not path.is_file() and not looks_like_file:
         path = BUILTIN_DIR / f"{path_or_name}.yaml"
         if not path.exists():
             raise SpaceError(f"unknown search space {str(path_or_name)!r}; built-in spaces: {builtin_spaces()}, "

@@ -183,6 +183,40 @@ def layer_from_dict(data: dict[str, Any], where: str = "layer") -> Layer:
 
 
 @dataclass(frozen=True)
+class Detector:
+    """SSD-style detection heads on feature maps of the backbone (no GAP/classifier then).
+
+    ``sources`` are op names (see :func:`nas.ops`) whose outputs feed the first
+    heads, e.g. MobileNetV2's ``layer_15/expansion_output`` and its last 1x1 conv.
+    Each entry of ``extras`` adds one feature map: a 1x1 conv to ``d / 2``
+    channels, then a stride-2 3x3 conv to ``d`` (depthwise-separable when
+    ``separable``). Every feature map gets a box head (``anchors[i] * 4`` outputs)
+    and a class head (``anchors[i] * num_classes`` outputs, background included):
+    a 3x3 conv (SSD) or a 3x3 depthwise conv + BN + ReLU6 and a 1x1 conv (SSDLite).
+    """
+
+    type: ClassVar[str] = "detector"
+    num_classes: int
+    anchors: tuple[int, ...]
+    sources: tuple[str, ...]
+    extras: tuple[int, ...] = ()
+    separable: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "anchors", tuple(self.anchors))
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "extras", tuple(self.extras))
+        _positive("detector", num_classes=self.num_classes, **{f"anchors[{i}]": a for i, a in enumerate(self.anchors)})
+        _check(len(self.sources) >= 1, "detector.sources must name at least one op.")
+        _check(all(d >= 2 and d % 2 == 0 for d in self.extras),
+               f"detector.extras must be even channel counts >= 2, but got {list(self.extras)}.")
+        maps = len(self.sources) + len(self.extras)
+        _check(len(self.anchors) == maps,
+               f"detector.anchors needs one entry per feature map ({len(self.sources)} sources + "
+               f"{len(self.extras)} extras = {maps}), but got {len(self.anchors)}.")
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """A whole network: the input it takes (without batch) and its layers in order.
 
@@ -194,6 +228,7 @@ class ArchSpec:
     input_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
     family: str = ""
+    detector: Detector | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_shape)
@@ -205,25 +240,35 @@ class ArchSpec:
 
     @property
     def num_classes(self) -> int:
+        if self.detector is not None:
+            return self.detector.num_classes
         last = self.layers[-1]
         _check(isinstance(last, Linear), "ArchSpec: the last layer must be the Linear classifier.")
         assert isinstance(last, Linear)
         return last.out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "family": self.family,
             "input_shape": list(self.input_shape),
             "layers": [layer_to_dict(layer) for layer in self.layers],
         }
+        if self.detector is not None:
+            out["detector"] = {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in dataclasses.asdict(self.detector).items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         if not isinstance(data, dict):
             raise SpecError(f"ArchSpec must be a mapping, but got {type(data).__name__}.")
-        unknown = sorted(set(data) - {"family", "input_shape", "layers"})
+        allowed = ["detector", "family", "input_shape", "layers"]
+        unknown = sorted(set(data) - set(allowed))
         if unknown:
-            raise SpecError(f"ArchSpec: unknown field(s) {unknown}; allowed: ['family', 'input_shape', 'layers'].")
+            raise SpecError(f"ArchSpec: unknown field(s) {unknown}; allowed: {allowed}.")
+        detector = data.get("detector")
+        if detector is not None and not isinstance(detector, dict):
+            raise SpecError(f"ArchSpec.detector must be a mapping, but got {detector!r}.")
         layers = data.get("layers")
         if not isinstance(layers, list):
             raise SpecError(f"ArchSpec.layers must be a list, but got {layers!r}.")
@@ -231,6 +276,7 @@ class ArchSpec:
             input_shape=tuple(data.get("input_shape", ())),
             layers=tuple(layer_from_dict(item, f"ArchSpec.layers[{i}]") for i, item in enumerate(layers)),
             family=str(data.get("family", "")),
+            detector=None if detector is None else _from_fields(Detector, detector, "ArchSpec.detector"),
         )
 
 

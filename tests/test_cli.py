@@ -58,3 +58,23 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback() -> None:
     result = run("--debug", "sample", "no-such-space")
     assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_cost_prints_stage_table_and_matches_fvcore() -> None:
+    result = run("cost", "ssdlite-mobilenetv2", "--vs", "fvcore")
+    assert result.returncode == 0, result.stderr
+    cost = nas.count(nas.load_space("ssdlite-mobilenetv2").random(0).arch)
+    assert f"{cost.params:,}" in result.stdout and f"{cost.madds:,}" in result.stdout
+    assert "box + class heads, map 5" in result.stdout and "-> identical" in result.stdout
+
+
+def test_cost_of_a_candidate_json_file(tmp_path: Path) -> None:
+    cand = nas.load_space("mobilenetv2-tiny").random(4)
+    path = tmp_path / "cand.json"
+    path.write_text(cand.to_json())
+    result = run("cost", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"{nas.count(cand.arch).madds:,}" in result.stdout
+    path.write_text('{"arch": {"input_shape": [1, 8, 8], "layers": [{"type": "conv", "out": 0}]}}')
+    result = run("cost", str(path))
+    assert result.returncode == 2 and "conv.out must be a positive integer, but got 0" in result.stderr

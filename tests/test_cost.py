@@ -28,8 +28,9 @@ def fvcore_analysis(arch: nas.ArchSpec) -> FlopCountAnalysis:
 @pytest.mark.slow
 def test_count_equals_fvcore_and_torch_on_200_candidates(space: nas.Space) -> None:
     """MAdds = fvcore's conv + linear (+ addmm) counts; fvcore's default total adds BN and GAP."""
-    for seed in range(200):
-        arch = space.random(seed).arch
+    archs = list(dict.fromkeys(space.random(seed).arch for seed in range(200)))  # a fixed space has one
+    assert len(archs) == 1 if space.is_fixed else len(archs) >= 190
+    for seed, arch in enumerate(archs):
         cost = nas.count(arch)
         analysis = fvcore_analysis(arch)
         by_op = analysis.by_operator()

@@ -133,3 +133,45 @@ def test_spec_errors_are_clear() -> None:
         nas.ops(nas.ArchSpec((8, 4, 4), (nas.Conv(6, groups=3), nas.GlobalAvgPool(), nas.Linear(2))))
     with pytest.raises(nas.SpecError, match="needs a flat input"):
         nas.ops(nas.ArchSpec((3, 4, 4), (nas.Linear(2),)))
+
+
+def ssdlite() -> dict:
+    return yaml.safe_load((nas.space.BUILTIN_DIR / "ssdlite-mobilenetv2.yaml").read_text())
+
+
+def test_detector_needs_one_anchor_count_per_feature_map(tmp_path: Path) -> None:
+    data = ssdlite()
+    data["detector"]["anchors"] = [3, 6, 6]
+    message = error_for(tmp_path, data)
+    assert "detector" in message and "2 sources + 4 extras = 6" in message and "has 3" in message
+
+
+def test_detector_source_must_exist_in_every_choice(tmp_path: Path) -> None:
+    data = ssdlite()
+    data["detector"]["sources"][0] = {"at": "expansion", "stage": 9}
+    assert "detector.sources.0.stage must be in [0, 7), got 9" in error_for(tmp_path, data)
+    data["detector"]["sources"][0] = {"at": "output", "stage": 6, "block": 1}
+    assert "block 1 does not exist" in error_for(tmp_path, data)
+    data["detector"]["sources"][0] = {"at": "expansion", "stage": 0}
+    assert "expansion allows 1" in error_for(tmp_path, data)
+
+
+def test_detector_and_classifier_exclude_each_other(tmp_path: Path) -> None:
+    data = ssdlite()
+    data["classifier"] = True
+    assert "either 'classifier: true' or a 'detector'" in error_for(tmp_path, data)
+
+
+def test_names_with_dots_resolve_to_builtins() -> None:
+    assert nas.load_space("mobilenetv2-1.0-224").is_fixed
+    with pytest.raises(nas.SpaceError, match="unknown search space 'mobilenetv2-9.0-224'"):
+        nas.load_space("mobilenetv2-9.0-224")
+
+
+def test_detector_spec_errors() -> None:
+    with pytest.raises(nas.SpecError, match="one entry per feature map"):
+        nas.spec.Detector(81, (3, 6), ("layers.0",), (512,) * 2)
+    arch = nas.ArchSpec((3, 32, 32), (nas.Conv(8, stride=2), nas.Conv(16, stride=2)),
+                        detector=nas.spec.Detector(5, (3,), ("layers.7",)))
+    with pytest.raises(nas.SpecError, match="no op named 'layers.7'"):
+        nas.ops(arch)

@@ -13,16 +13,32 @@ from nas.graph import OP_KINDS
 
 
 def test_builtin_spaces_are_shipped() -> None:
-    assert {"mobilenetv2", "mobilenetv2-tiny", "lenet"} <= set(nas.builtin_spaces())
+    assert {"mobilenetv2", "mobilenetv2-tiny", "lenet", "mobilenetv2-imagenet"} <= set(nas.builtin_spaces())
+
+
+def distinct_seed(space: nas.Space, seed: int) -> nas.Candidate:
+    """The candidate for ``seed``; a fixed space (one point) is exercised once, not per seed."""
+    if space.is_fixed and seed > 0:
+        pytest.skip("fixed architecture: one candidate")
+    return space.random(seed)
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_candidate_builds_runs_and_backprops(space: nas.Space, seed: int) -> None:
-    cand = space.random(seed)
+    cand = distinct_seed(space, seed)
     model = nas.build_model(cand.arch)
     x = torch.randn(2, *cand.arch.input_shape)
     y = model(x)
-    assert y.shape == (2, cand.arch.num_classes)
+    if cand.arch.detector is None:
+        assert y.shape == (2, cand.arch.num_classes)
+    else:  # (boxes, scores): every anchor of every feature map, 4 box offsets and num_classes scores each
+        heads = [op for op in nas.ops(cand.arch)  # the last conv of each head (not the depthwise one)
+                 if op.name.startswith("heads.") and op.kind == "conv" and op.groups == 1]
+        boxes = sum(op.cout * op.out_h * op.out_w for op in heads if ".box." in op.name)
+        scores = sum(op.cout * op.out_h * op.out_w for op in heads if ".cls." in op.name)
+        assert y[0].shape == (2, boxes) and y[1].shape == (2, scores)
+        assert boxes // 4 == scores // cand.arch.num_classes  # the same anchors for boxes and classes
+        y = torch.cat(y, 1)
     assert torch.isfinite(y).all()
     y.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -31,7 +47,7 @@ def test_random_candidate_builds_runs_and_backprops(space: nas.Space, seed: int)
 
 @pytest.mark.parametrize("seed", range(5))
 def test_module_shapes_match_op_list(space: nas.Space, seed: int) -> None:
-    arch = space.random(seed).arch
+    arch = distinct_seed(space, seed).arch
     model = nas.build_model(arch).eval()
     modules = dict(model.named_modules())
     seen: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
@@ -71,7 +87,7 @@ def test_candidate_json_round_trip(space: nas.Space) -> None:
 
 def test_random_is_deterministic_per_seed(space: nas.Space) -> None:
     assert space.random(7) == space.random(7)
-    assert len({space.random(s) for s in range(30)}) > 1
+    assert (len({space.random(s) for s in range(30)}) == 1) == space.is_fixed
 
 
 def test_sampling_through_a_real_optuna_trial(space: nas.Space) -> None:
