@@ -217,3 +217,6 @@ def rewind(model: nn.Module, early: dict[str, torch.Tensor]) -> None:
         for name, buf in model.named_buffers():
             if name in early and not name.endswith("weight_mask"):
                 buf.copy_(early[name])
+        for _, module in weight_layers(model):  # torch recomputes `weight` only in forward; do it now
+            if prune.is_pruned(module) and hasattr(module, "weight_mask"):
+                module.weight = module.weight_orig * module.weight_mask
