@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_commands(sub)
     _add_cost_command(sub)
     __import__("nas.finetune").finetune.add_commands(sub)
+    __import__("nas.compress.cli").compress.cli.add_commands(sub)
     return parser
 
 
