@@ -50,6 +50,9 @@ def _read_json(text_or_path: str, what: str) -> Any:
 def _load_model(args: argparse.Namespace) -> tuple[Any, Any]:
     from nas.spec import Candidate
 
+    import torch
+
+    torch.manual_seed(args.seed)  # a candidate without --weights gets reproducible initial weights
     path = Path(args.model)
     if not path.exists():
         raise CompressError(f"MODEL {args.model!r} does not exist; give a checkpoint or a candidate JSON file.")
@@ -87,6 +90,7 @@ def table(report: Any) -> list[str]:
                      f"{layer.value_bits:>10} {wh:>6.2f} {layer.index_bits or '-':>12} "
                      f"{(f'{ih:.2f}' if layer.entries else '-'):>6} {layer.bits_file // 8:>9,} "
                      f"{100 * layer.bits_file / layer.dense_bits:>6.2f}%")
+    lines.append(f"{'(header)':<16} {'':>10} {'':>7} {'':>10} {'':>6} {'':>12} {'':>6} {report.header_bytes:>9,}")
     weights = sum(layer.weights for layer in report.layers)
     kept = sum(layer.kept for layer in report.layers)
     lines.append("-" * len(head))

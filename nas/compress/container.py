@@ -119,6 +119,7 @@ class ContainerReport:
     layers: list[LayerStorage]
     file_bytes: int
     dense_bits: int
+    header_bytes: int = 0  # magic, version, JSON header, record count, checksum (in no layer's bits_file)
 
     @property
     def rate(self) -> float:
@@ -330,10 +331,8 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
     layers = [LayerStorage(name, op.kind, op.weight_count, a["stored"], a["kept"], a["entries"], a["value_bits"],
                            a["index_bits"], a["table_bits"], a["other_bits"], a["vs"], a["is_"], a["file"])
               for (name, op), a in zip(dense_ops.items(), acc.values())]
-    if layers:  # header, record count and checksum are charged to the first layer
-        layers[0] = layers[0]._replace(bits_file=layers[0].bits_file + fixed)
     dense_bits = sum(layer.dense_bits for layer in layers)
-    return data, ContainerReport(layers, len(data), dense_bits)
+    return data, ContainerReport(layers, len(data), dense_bits, fixed // 8)
 
 
 def save(model: nn.Module, path: str | Path, *, huffman_coding: bool = True) -> ContainerReport:
