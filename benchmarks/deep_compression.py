@@ -41,10 +41,12 @@ NETS: dict[str, dict[str, Any]] = {
     "lenet-300-100": {
         "choices": {"variant": "lenet-300-100", "mlp.hidden": "300-100"},
         "sparsity": {"layers.0.0": 0.92, "layers.1.0": 0.91, "layers.2.0": 0.74},
+        "epochs": (4, 3, 1),  # dense training, retraining after pruning, centroid fine-tuning
     },
     "lenet-5": {
         "choices": {"variant": "lenet-5", "conv.channels": "20-50", "conv.kernel": 5, "conv.fc": "500"},
         "sparsity": {"layers.0.0": 0.34, "layers.2.0": 0.88, "layers.5.0": 0.92, "layers.6.0": 0.81},
+        "epochs": (3, 2, 1),
     },
 }
 
@@ -103,18 +105,21 @@ def run_net(name: str, splits: Any, args: argparse.Namespace) -> dict[str, Any]:
     arch = build_arch(name)
     model = nas.build_model(arch)
     base = dict(batch_size=args.batch_size, seed=args.seed, threads=args.threads, progress=False)
-    dense = train(model, splits, TrainConfig(epochs=args.dense_epochs, lr=args.lr, **base))
+    dense_epochs, retrain_epochs, centroid_epochs = args.epochs or NETS[name]["epochs"]
+    dense = train(model, splits, TrainConfig(epochs=dense_epochs, lr=args.lr, **base))
     dense_acc = evaluate(model, splits.test)
     t_dense = time.perf_counter() - t0
 
     magnitude_prune(model, layers=NETS[name]["sparsity"])
     pruned_acc_before = evaluate(model, splits.test)
-    train(model, splits, TrainConfig(epochs=args.retrain_epochs, lr=args.lr / 5, **base))
+    # retrain with the masks fixed (torch's prune hook keeps pruned weights at zero)
+    train(model, splits, TrainConfig(epochs=retrain_epochs, lr=args.lr, **base))
     pruned_acc = evaluate(model, splits.test)
 
     share_weights(model, args.bits, init="linear", seed=args.seed)
     shared_acc_before = evaluate(model, splits.test)
-    train(model, splits, TrainConfig(epochs=args.centroid_epochs, lr=args.lr / 50, weight_decay=0.0, **base))
+    # only centroids and biases train; no weight decay pulling shared values to zero
+    train(model, splits, TrainConfig(epochs=centroid_epochs, lr=args.lr / 50, weight_decay=0.0, **base))
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.nasz"
@@ -155,9 +160,8 @@ def run_net(name: str, splits: Any, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
-    parser.add_argument("--dense-epochs", type=int, default=8)
-    parser.add_argument("--retrain-epochs", type=int, default=4)
-    parser.add_argument("--centroid-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, nargs=3, metavar=("DENSE", "RETRAIN", "CENTROID"),
+                        help="epochs of the three training phases for every net (default: per net, see NETS)")
     parser.add_argument("--bits", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=128)

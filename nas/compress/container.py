@@ -4,7 +4,7 @@ Layout (all integers little-endian; ``u8/u16/u32`` unsigned)::
 
     magic        4 bytes  b"NASZ"
     version      u16      1
-    header_len   u32      then header_len bytes of UTF-8 JSON:
+    header_len   u32      then header_len bytes of zlib-compressed UTF-8 JSON:
                           {"arch": ArchSpec.to_dict(), "factored": {module: {"kind", "rank"}}, "huffman": bool}
     n_records    u32      then n_records records:
       name_len u16, name (UTF-8 state_dict key, e.g. "layers.0.0.weight")
@@ -288,8 +288,8 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
                             f"but got {type(model).__name__} without an ArchSpec.")
     factored = {name: {"kind": type(m).__name__, "rank": int(m.rank)}
                 for name, m in model.named_modules() if isinstance(m, FACTORED)}
-    header = json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding},
-                        sort_keys=True).encode()
+    header = zlib.compress(json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding},
+                                      sort_keys=True, separators=(",", ":")).encode(), 9)
     body = io.BytesIO()
     body.write(MAGIC + struct.pack("<HI", VERSION, len(header)) + header)
     items = _tensors(model)
@@ -437,7 +437,7 @@ def decode(data: bytes) -> Network:
     if version != VERSION:
         raise CompressError(f"container version {version} is not supported; this nas reads version {VERSION}.")
     try:
-        header = json.loads(r.take(header_len).decode())
+        header = json.loads(zlib.decompress(r.take(header_len)).decode())
         arch = ArchSpec.from_dict(header["arch"])
         model = build_model(arch)
         for name, info in header["factored"].items():
@@ -445,7 +445,7 @@ def decode(data: bytes) -> Network:
             parent_name, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, leaf,
                     shaped_like(original, info["kind"], int(info["rank"])))
-    except (ValueError, KeyError, TypeError, AttributeError, SpecError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, SpecError, zlib.error) as exc:
         raise CompressError(f"container header is malformed: {exc}") from None
     (count,) = r.unpack("<I")
     state: dict[str, torch.Tensor] = {}
