@@ -43,8 +43,8 @@ def test_count_equals_fvcore_and_torch_on_200_candidates(space: nas.Space) -> No
         assert cost.params == sum(p.numel() for p in model.parameters())
 
 
-def test_count_matches_per_module_fvcore(space: nas.Space) -> None:
-    arch = space.random(3).arch
+def test_count_matches_per_module_fvcore(runnable_space: nas.Space) -> None:
+    arch = runnable_space.random(3).arch
     by_module = fvcore_analysis(arch).by_module()
     for op in nas.ops(arch):
         if op.kind in ("conv", "linear"):
