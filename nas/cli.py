@@ -162,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_space_commands(sub)
     _add_cost_command(sub)
-    __import__("nas.finetune").finetune.add_commands(sub)
-    __import__("nas.compress.cli").compress.cli.add_commands(sub)
+    from nas import finetune
+    from nas.compress import cli as compress_cli
+    from nas.hardware import cli as hardware_cli
+
+    for module in (finetune, compress_cli, hardware_cli):
+        module.add_commands(sub)
     return parser
 
 

@@ -30,3 +30,7 @@ class TrainError(NasError):
 
 class CompressError(NasError):
     """A compression setting cannot be applied, or a compressed container is truncated, altered or unreadable."""
+
+
+class HardwareError(NasError):
+    """A hardware profile is unknown, malformed, or lacks operators a candidate needs."""

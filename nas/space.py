@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from nas.errors import SpaceError
+from nas.graph import layer_ops
 from nas.spec import (
     ArchSpec,
     Candidate,
@@ -278,6 +279,56 @@ class MobileNetV2Space(_SpaceBase):
         return ArchSpec(tuple(self.input_shape), tuple(layers), self.family, detector)
 
 
+    def layer_inputs(self) -> set[tuple[Layer, tuple[int, ...]]]:
+        """Every (layer, input shape) any point of the space contains: what a latency table
+        must hold. Exact, stage by stage, without enumerating whole networks."""
+        div, out = self.channel_divisor, set()
+        c, h, w = self.input_shape
+        states = set()  # (multiplier, channels, height, width) entering the next stage
+        for mult in self.width_multiplier:
+            stem = Conv(make_divisible(self.stem.channels * mult, div), self.stem.kernel, self.stem.stride,
+                        act=self.stem.act)
+            out.add((stem, (c, h, w)))
+            states.add((mult, *layer_ops(stem, "", (c, h, w))[1]))
+        for stage in self.stages:
+            new_states = set(states) if 0 in stage.depth else set()
+            for mult, cin, hh, ww in states:
+                for width in stage.width:
+                    width = make_divisible(width * mult, div)
+                    for position in ("first", "rest") if max(stage.depth) > 1 else ("first",):
+                        if position == "first":
+                            shape, stride = (cin, hh, ww), stage.stride
+                        else:
+                            shape, stride = next_shape, 1
+                        for block in self._blocks(stage, width, stride):
+                            out.add((block, shape))
+                            next_shape = layer_ops(block, "", shape)[1]
+                    if max(stage.depth) > 0:
+                        new_states.add((mult, *next_shape))
+            states = new_states
+        for mult, cin, hh, ww in states:
+            shape: tuple[int, ...] = (cin, hh, ww)
+            if self.head is not None:
+                for head in self.head.channels:
+                    conv = Conv(make_divisible(head * max(1.0, mult), div), 1, act=self.stem.act)
+                    out.add((conv, shape))
+                    if self.classifier:
+                        tail_shape = layer_ops(conv, "", shape)[1]
+                        out.add((GlobalAvgPool(), tail_shape))
+                        out.add((Linear(self.num_classes), (tail_shape[0],)))
+            elif self.classifier:
+                out.add((GlobalAvgPool(), shape))
+                out.add((Linear(self.num_classes), (cin,)))
+        return out
+
+    @staticmethod
+    def _blocks(stage: StageConfig, width: int, stride: int) -> list[InvertedResidual]:
+        convs = [(conv, g) for conv in stage.conv for g in (stage.groups if conv == "grouped" else [1])]
+        return [InvertedResidual(out=width, expansion=e, kernel=k, stride=stride, conv=conv, groups=g, act=stage.act,
+                                 linear=stage.linear, residual=stage.residual)
+                for e in stage.expansion for k in stage.kernel for conv, g in convs]
+
+
 def _source_name(src: SourceConfig, positions: dict[tuple[int, int], int], n_layers: int) -> str:
     """The module name (see :func:`nas.ops`) whose output feeds a detection head."""
     if src.at == "last":
@@ -349,6 +400,34 @@ SpaceConfig = Annotated[Union[MobileNetV2Space, LeNetSpace], Field(discriminator
 FAMILIES = ("mobilenetv2", "mobilenetv1", "lenet")
 
 
+def all_architectures(build: Callable[[Chooser], ArchSpec], limit: int = 100_000) -> list[ArchSpec]:
+    """Every architecture ``build`` can produce, by depth-first replay over its decisions.
+
+    Meant for small spaces (LeNet's handful of variants); raises :class:`SpaceError`
+    past ``limit`` points rather than running for ever.
+    """
+    found: list[ArchSpec] = []
+    stack: list[list[int]] = [[]]
+    while stack:
+        prefix = stack.pop()
+        path: list[int] = []
+
+        def choose(name: str, options: Sequence[Any]) -> Any:
+            k = len(path)
+            if k < len(prefix):
+                index = prefix[k]
+            else:
+                index = 0
+                stack.extend(path + [alt] for alt in range(1, len(options)))
+            path.append(index)
+            return options[index]
+
+        found.append(build(choose))
+        if len(found) > limit:
+            raise SpaceError(f"the space has more than {limit} architectures; enumerate it per layer instead.")
+    return found
+
+
 class Space:
     """A validated search space; draws :class:`Candidate` objects.
 
@@ -372,6 +451,18 @@ class Space:
     def _draw(self, choose: Chooser) -> Candidate:
         arch = self.config.build(choose)
         return Candidate(arch, self.config.compression.sample(choose))
+
+    def layer_inputs(self) -> set[tuple[Layer, tuple[int, ...]]]:
+        """Every (layer, input shape) that some network of the space contains."""
+        if isinstance(self.config, MobileNetV2Space):
+            return self.config.layer_inputs()
+        out: set[tuple[Layer, tuple[int, ...]]] = set()
+        for arch in all_architectures(self.config.build):
+            shape = arch.input_shape
+            for layer in arch.layers:
+                out.add((layer, shape))
+                shape = layer_ops(layer, "", shape)[1]
+        return out
 
     @property
     def is_fixed(self) -> bool:

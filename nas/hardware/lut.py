@@ -1,0 +1,208 @@
+"""Measured look-up-table profiles: one entry per layer signature, calibrated on whole networks.
+
+A *layer signature* is derived from the op list: the ops of one layer of the
+built network (``layers.i``: conv + BN + activation units, the residual add) with
+their kinds, channels, input size, kernel, stride and groups. Layers are timed as
+whole modules, in the context they run in (fused BN/activation, residual add,
+real input shapes), rather than op by op: isolated tiny ops are dominated by
+dispatch overhead that the network does not pay per op.
+
+A plain sum of layer medians still misses per-network effects (the Python call
+of the network itself, cache warmth between consecutive layers). A linear
+calibration ``latency = intercept + slope * sum`` fitted on measured whole
+networks (``nas hardware calibrate``) corrects it; ``nas hardware validate``
+measures held-out networks to show how well it does.
+
+File format: ``hardware/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nas.errors import HardwareError
+from nas.graph import Op, ops
+from nas.hardware._base import HardwareProfile
+from nas.spec import ArchSpec
+
+FORMAT = "nas-lut/1"
+
+
+def group_name(op: Op) -> str:
+    """The layer an op belongs to: ``layers.3``, ``extras.0``, ``heads.1``."""
+    return op.name.split(".", 2)[0] + "." + op.name.split(".", 2)[1]
+
+
+def layer_groups(op_list: list[Op]) -> dict[str, list[Op]]:
+    groups: dict[str, list[Op]] = {}
+    for op in op_list:
+        groups.setdefault(group_name(op), []).append(op)
+    return groups
+
+
+def layer_key(group: list[Op]) -> str:
+    """The signature of one layer: its ops without names, e.g. ``conv:16:96:8x8:k1:s1:g1|bn:...``."""
+    return "|".join(f"{o.kind}:{o.cin}:{o.cout}:{o.h}x{o.w}:k{o.kernel}:s{o.stride}:g{o.groups}" for o in group)
+
+
+def layer_structure(group: list[Op]) -> str:
+    """The signature with channel counts blanked: layers that interpolation may compare."""
+    return "|".join(f"{o.kind}:{o.h}x{o.w}:k{o.kernel}:s{o.stride}:{'dw' if o.groups == o.cin > 1 else o.groups}"
+                    for o in group)
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    median_ms: Annotated[float, Field(gt=0)]
+    mean_ms: Annotated[float, Field(gt=0)]
+    std_ms: Annotated[float, Field(ge=0)]
+    count: Annotated[int, Field(ge=1)]
+    madds: Annotated[int, Field(ge=0)]
+    structure: str
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    intercept_ms: float
+    slope: float
+    networks: Annotated[int, Field(ge=2)]
+    space: str
+    fit: str = "least squares of measured end-to-end latency on the sum of layer medians"
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    warmup: int
+    rounds: int
+    target_ms: float
+    statistic: str = "median over interleaved rounds of the mean time per call"
+    context: str = "each layer as one torch module (conv + BN + activation units, residual add), eval mode, inference_mode"
+
+
+class LutFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["nas-lut/1"]
+    name: str
+    device: str
+    framework: str
+    framework_version: str
+    threads: Annotated[int, Field(ge=1)]
+    batch: Annotated[int, Field(ge=1)]
+    dtype: Literal["float32"]
+    date: str
+    method: Method
+    spaces: dict[str, list[int]] = {}  # space name -> input shape measured
+    calibration: Calibration | None = None
+    entries: dict[str, Entry] = {}
+
+
+class Prediction(NamedTuple):
+    ms: float  # calibrated when the profile has a calibration
+    naive_ms: float  # plain sum of layer medians
+    layers: list[tuple[str, float]]  # (layer, median ms) in execution order
+    interpolated: list[str]  # layers whose time was interpolated across channel counts
+
+
+class LutProfile(HardwareProfile):
+    """A measured look-up table (``*.json`` in ``hardware/``)."""
+
+    kind = "measured"
+
+    def __init__(self, data: LutFile, path: str = "<memory>") -> None:
+        self.data = data
+        self.name = data.name
+        self.path = path
+        self._by_structure: dict[str, list[tuple[int, float]]] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> LutProfile:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HardwareError(f"{path}: cannot read latency table: {exc}") from None
+        if isinstance(raw, dict) and raw.get("format") != FORMAT:
+            raise HardwareError(f"{path}: format must be {FORMAT!r}, but got {raw.get('format')!r}.")
+        try:
+            return cls(LutFile.model_validate(raw), str(path))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()[:5])
+            raise HardwareError(f"{path}: {problems}") from None
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write atomically (temp file + rename): an interrupted write never leaves a broken table."""
+        target = Path(path or self.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(self.data.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        self.path = str(target)
+        return target
+
+    def missing(self, arch: ArchSpec) -> list[str]:
+        return [key for key in (layer_key(g) for g in layer_groups(ops(arch)).values()) if key not in self.data.entries]
+
+    def predict(self, arch: ArchSpec, *, interpolate: bool = False) -> Prediction:
+        """Latency of ``arch`` with its per-layer breakdown.
+
+        A layer missing from the table is an error naming the missing signatures
+        and the command that measures them, unless ``interpolate`` is set: then its
+        time is scaled by MAdds from the measured layer of the same structure
+        (kinds, kernels, strides, input size) nearest in MAdds, and reported in
+        ``Prediction.interpolated``.
+        """
+        layers: list[tuple[str, float]] = []
+        missing: list[str] = []
+        interpolated: list[str] = []
+        for name, group in layer_groups(ops(arch)).items():
+            entry = self.data.entries.get(layer_key(group))
+            if entry is not None:
+                layers.append((name, entry.median_ms))
+                continue
+            estimate = self._interpolate(group) if interpolate else None
+            if estimate is None:
+                missing.append(layer_key(group))
+            else:
+                layers.append((name, estimate))
+                interpolated.append(name)
+        if missing:
+            spaces = ", ".join(self.data.spaces) or "none yet"
+            raise HardwareError(
+                f"profile {self.name!r} has no entry for {len(missing)} layer(s) of this network, e.g. "
+                f"{missing[0]!r}; it covers the spaces: {spaces}. Measure them with "
+                f"`nas hardware build --space SPACE --name {self.name}` (SPACE: the space this network "
+                f"comes from), or allow interpolation across channel counts.")
+        naive = sum(ms for _, ms in layers)
+        cal = self.data.calibration
+        return Prediction(cal.intercept_ms + cal.slope * naive if cal else naive, naive, layers, interpolated)
+
+    def _interpolate(self, group: list[Op]) -> float | None:
+        if self._by_structure is None:
+            self._by_structure = {}
+            for e in self.data.entries.values():
+                self._by_structure.setdefault(e.structure, []).append((e.madds, e.median_ms))
+        candidates = self._by_structure.get(layer_structure(group), [])
+        madds = sum(o.madds for o in group)
+        if not candidates or madds == 0:
+            return None
+        ref_madds, ref_ms = min(candidates, key=lambda c: abs(math.log((c[0] + 1) / (madds + 1))))
+        return ref_ms * (madds + 1) / (ref_madds + 1)
+
+    def latency_ms(self, arch: ArchSpec) -> float:
+        return self.predict(arch).ms
+
+    def provenance(self) -> dict[str, Any]:
+        d = self.data
+        return {"kind": "measured (latency look-up table)", "file": self.path, "device": d.device,
+                "framework": f"{d.framework} {d.framework_version}", "threads": d.threads, "batch": d.batch,
+                "dtype": d.dtype, "date": d.date, "entries": len(d.entries), "spaces": sorted(d.spaces),
+                "calibrated": d.calibration is not None, "method": d.method.model_dump()}

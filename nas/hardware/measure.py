@@ -1,0 +1,212 @@
+"""Measuring latency with torch on this machine: layer tables, calibration, validation.
+
+Protocol (the same for layers and whole networks): a fixed thread count, eval
+mode under ``torch.inference_mode``, a warm-up, then ``rounds`` interleaved
+rounds in which every item is timed once (a mean over enough calls to last
+about ``target_ms``), in a freshly shuffled order each round so that drift and
+background load spread over all items instead of biasing some. The statistic
+kept is the median over rounds; the spread (std) and count go into the table.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nas.cost import count_ops
+from nas.errors import HardwareError
+from nas.graph import layer_ops
+from nas.hardware.lut import Calibration, Entry, LutFile, LutProfile, Method, layer_key, layer_structure
+from nas.models import build_model
+from nas.space import Space
+from nas.spec import ArchSpec, Layer
+
+WARMUP = 10
+
+
+def device_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Timer:
+    """Times a module on a fixed input; calls per sample chosen so one sample lasts ~target_ms."""
+
+    def __init__(self, module: torch.nn.Module, x: torch.Tensor, target_ms: float) -> None:
+        self.module, self.x = module.eval(), x
+        with torch.inference_mode():
+            for _ in range(WARMUP):
+                module(x)
+            start = time.perf_counter()
+            module(x)
+            once = (time.perf_counter() - start) * 1e3
+        self.calls = max(1, min(200, round(target_ms / max(once, 1e-3))))
+
+    def sample(self) -> float:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for _ in range(self.calls):
+                self.module(self.x)
+            return (time.perf_counter() - start) * 1e3 / self.calls
+
+
+def measure(items: Sequence[tuple[torch.nn.Module, torch.Tensor]], *, rounds: int, target_ms: float,
+            seed: int = 0, progress: str | None = None) -> list[list[float]]:
+    """Interleaved timing of every (module, input); returns the per-round samples of each item (ms)."""
+    timers = [Timer(m, x, target_ms) for m, x in items]
+    samples: list[list[float]] = [[] for _ in items]
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    with tqdm(total=rounds * len(items), desc=progress, unit="run", disable=progress is None, leave=False) as bar:
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for i in order:
+                samples[i].append(timers[i].sample())
+                bar.update()
+    return samples
+
+
+def _layer_module(layer: Layer, shape: tuple[int, ...], batch: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The layer's own module (``layers.0`` of a one-layer network): no wrapper calls timed."""
+    torch.manual_seed(0)
+    return build_model(ArchSpec(shape, (layer,))).layers[0], torch.randn(batch, *shape)
+
+
+def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch: int = 1, rounds: int = 7,
+                target_ms: float = 2.0, chunk: int = 64, log: Callable[[str], None] = print) -> LutProfile:
+    """Measure every layer signature ``space`` can produce into the table at ``path``.
+
+    Entries already in the file are kept (an interrupted build resumes where it
+    stopped; the file is rewritten after every chunk). The table records the
+    device, torch version, threads, batch and date; measuring into an existing
+    table made with other settings is refused.
+    """
+    torch.set_num_threads(threads)
+    if path.exists():
+        profile = LutProfile.load(path)
+        d = profile.data
+        if (d.threads, d.batch, d.framework_version) != (threads, batch, torch.__version__):
+            raise HardwareError(f"{path} was measured with threads={d.threads}, batch={d.batch}, torch "
+                                f"{d.framework_version}; this run has threads={threads}, batch={batch}, torch "
+                                f"{torch.__version__}. Use another --name, or the same settings.")
+    else:
+        profile = LutProfile(LutFile(
+            format="nas-lut/1", name=name, device=device_name(), framework="torch",
+            framework_version=torch.__version__, threads=threads, batch=batch, dtype="float32",
+            date=datetime.now(timezone.utc).date().isoformat(),
+            method=Method(warmup=WARMUP, rounds=rounds, target_ms=target_ms)), str(path))
+    todo: dict[str, tuple[Layer, tuple[int, ...], list[Any]]] = {}
+    for layer, shape in sorted(space.layer_inputs(), key=repr):
+        group = layer_ops(layer, "layers.0", shape)[0]
+        key = layer_key(group)
+        if key not in profile.data.entries:
+            todo.setdefault(key, (layer, shape, group))
+    total = len(todo)
+    profile.data.spaces[space.name] = list(space.input_shape)
+    if not todo:
+        log(f"{name}: all layer signatures of {space.name!r} are measured ({len(profile.data.entries)} entries).")
+        profile.save(path)
+        return profile
+    keys = list(todo)
+    probe = keys[:: max(1, len(keys) // 8)][:8]
+    start = time.perf_counter()
+    measure([_layer_module(todo[k][0], todo[k][1], batch) for k in probe], rounds=1, target_ms=target_ms)
+    # The probe paid set-up, warm-up and one sample per item; each further round adds one sample.
+    per_item = (time.perf_counter() - start) / len(probe) + (rounds - 1) * target_ms / 1e3
+    log(f"{name}: measuring {total} layer signatures of {space.name!r} on {profile.data.device}, "
+        f"{threads} thread(s), batch {batch}, {rounds} rounds: about {per_item * total / 60:.1f} min. "
+        f"Interrupt at any time: measured entries are kept and the next run resumes.")
+    with tqdm(total=total, desc=f"hardware build {name}", unit="layer") as bar:
+        for i in range(0, total, chunk):
+            part = keys[i:i + chunk]
+            samples = measure([_layer_module(todo[k][0], todo[k][1], batch) for k in part], rounds=rounds,
+                              target_ms=target_ms, seed=i)
+            for key, s in zip(part, samples):
+                group = todo[key][2]
+                profile.data.entries[key] = Entry(
+                    median_ms=statistics.median(s), mean_ms=statistics.fmean(s),
+                    std_ms=statistics.stdev(s) if len(s) > 1 else 0.0, count=len(s),
+                    madds=count_ops(group).madds, structure=layer_structure(group))
+            profile.save(path)
+            bar.update(len(part))
+    return profile
+
+
+def measure_networks(archs: Iterable[ArchSpec], *, batch: int, rounds: int, target_ms: float, seed: int = 0,
+                     progress: str | None = None) -> list[float]:
+    """End-to-end medians (ms) of whole networks, interleaved like the layer table."""
+    items = []
+    for arch in archs:
+        torch.manual_seed(0)
+        items.append((build_model(arch), torch.randn(batch, *arch.input_shape)))
+    return [statistics.median(s) for s in measure(items, rounds=rounds, target_ms=target_ms, seed=seed,
+                                                   progress=progress)]
+
+
+def calibrate(profile: LutProfile, space: Space, n: int = 30, *, seed: int = 10_000, rounds: int = 5) -> Calibration:
+    """Fit ``measured = intercept + slope * sum of layer medians`` on ``n`` random networks
+    (seeds ``seed ..``; validation uses other seeds) and store it in the profile."""
+    if n < 2:
+        raise HardwareError(f"calibration needs at least 2 networks, but got n={n}.")
+    torch.set_num_threads(profile.data.threads)
+    archs = [space.random(seed + i).arch for i in range(n)]
+    naive = np.array([profile.predict(a).naive_ms for a in archs])
+    measured = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
+                                         target_ms=profile.data.method.target_ms, progress="calibrate"))
+    design = np.stack([np.ones_like(naive), naive], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, measured, rcond=None)
+    cal = Calibration(intercept_ms=float(intercept), slope=float(slope), networks=n, space=space.name)
+    profile.data.calibration = cal
+    profile.save()
+    return cal
+
+
+def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_000, rounds: int = 5
+             ) -> dict[str, Any]:
+    """Measure ``n`` held-out networks end to end, twice, and compare with the profile.
+
+    Returns the share within +-10%, MAPE and Spearman rank correlation for the
+    calibrated prediction and for the naive sum, and the noise floor: how much
+    the same network's two measurements differ (median absolute % difference).
+    """
+    from scipy.stats import spearmanr
+
+    torch.set_num_threads(profile.data.threads)
+    archs = [space.random(seed + i).arch for i in range(n)]
+    predictions = [profile.predict(a) for a in archs]
+    first = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
+                                      target_ms=profile.data.method.target_ms, seed=1, progress="validate 1/2"))
+    second = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
+                                       target_ms=profile.data.method.target_ms, seed=2, progress="validate 2/2"))
+    measured = (first + second) / 2
+
+    def scores(predicted: np.ndarray) -> dict[str, float]:
+        error = (predicted - measured) / measured
+        return {"within_10pct": float(np.mean(np.abs(error) <= 0.10)),
+                "mape": float(np.mean(np.abs(error))),
+                "spearman": float(spearmanr(predicted, measured).statistic)}
+
+    return {
+        "profile": profile.name, "space": space.name, "networks": n, "seeds": [seed, seed + n - 1],
+        "calibrated": scores(np.array([p.ms for p in predictions])) if profile.data.calibration else None,
+        "naive_sum": scores(np.array([p.naive_ms for p in predictions])),
+        "noise_floor_median_pct": float(np.median(np.abs(first - second) / measured) * 100),
+        "measured_ms": measured.round(4).tolist(),
+        "predicted_ms": [round(p.ms, 4) for p in predictions],
+        "naive_ms": [round(p.naive_ms, 4) for p in predictions],
+    }
