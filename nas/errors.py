@@ -7,6 +7,11 @@ line and exits with status 2; library callers catch ``NasError``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class NasError(Exception):
     """Base class: a problem with the user's input, explained in the message."""
@@ -34,3 +39,16 @@ class CompressError(NasError):
 
 class HardwareError(NasError):
     """A hardware profile is unknown, malformed, or lacks operators a candidate needs."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for a pydantic error: ``field.path: what is wrong (given: value)`` per problem."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith(("function-", "tagged-union")))
+        loc = loc or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        shown = "" if err["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (given: {given!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    return "; ".join(lines)

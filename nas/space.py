@@ -25,7 +25,7 @@ from typing import Annotated, Any, Callable, Literal, Sequence, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from nas.errors import SpaceError
+from nas.errors import SpaceError, describe_validation_error
 from nas.graph import layer_ops
 from nas.spec import (
     ArchSpec,
@@ -495,18 +495,6 @@ def builtin_spaces() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def _format_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith(("function-", "tagged-union")))
-        loc = loc or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        given = err.get("input")
-        shown = "" if err["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (given: {given!r})"
-        lines.append(f"{loc}: {msg}{shown}")
-    return "; ".join(lines)
-
-
 def _validate(data: Any, source: str) -> MobileNetV2Space | LeNetSpace:
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: a search space must be a YAML mapping, but the file holds {type(data).__name__}.")
@@ -517,7 +505,7 @@ def _validate(data: Any, source: str) -> MobileNetV2Space | LeNetSpace:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise SpaceError(f"{source}: {_format_error(exc)}") from None
+        raise SpaceError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def load_space(path_or_name: str | Path) -> Space:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nas.errors import HardwareError
+from nas.errors import HardwareError, describe_validation_error
 from nas.graph import Op, ops
 from nas.hardware._base import HardwareProfile
 from nas.spec import ArchSpec
@@ -135,8 +135,7 @@ class LutProfile(HardwareProfile):
         try:
             return cls(LutFile.model_validate(raw), str(path))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()[:5])
-            raise HardwareError(f"{path}: {problems}") from None
+            raise HardwareError(f"{path}: {describe_validation_error(exc)}") from None
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically (temp file + rename): an interrupted write never leaves a broken table."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nas.errors import HardwareError
+from nas.errors import HardwareError, describe_validation_error
 from nas.graph import Op, ops
 from nas.hardware._base import HardwareProfile
 from nas.spec import ArchSpec
@@ -56,8 +56,7 @@ class RooflineProfile(HardwareProfile):
         except (OSError, yaml.YAMLError) as exc:
             raise HardwareError(f"{path}: cannot read roofline profile: {exc}") from None
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
-            raise HardwareError(f"{path}: {problems}") from None
+            raise HardwareError(f"{path}: {describe_validation_error(exc)}") from None
 
     def op_ms(self, op: Op) -> float:
         """Roofline time of one op in milliseconds (0 for ops fused into a conv)."""
