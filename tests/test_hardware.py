@@ -93,7 +93,7 @@ def test_interpolation_is_opt_in_and_reported(table: Path, tiny_space: nas.Space
 
 def test_calibration_is_applied(table: Path, tiny_space: nas.Space, tmp_path: Path) -> None:
     data = json.loads(table.read_text())
-    data["calibration"] = {"intercept_ms": 0.5, "slope": 2.0, "networks": 10, "space": "hw-test"}
+    data["calibrations"] = {"1x8x8": {"intercept_ms": 0.5, "slope": 2.0, "networks": 10, "space": "hw-test"}}
     path = tmp_path / "calibrated.json"
     path.write_text(json.dumps(data))
     profile = get_profile(path)
@@ -101,7 +101,8 @@ def test_calibration_is_applied(table: Path, tiny_space: nas.Space, tmp_path: Pa
     p = profile.predict(arch)
     assert p.ms == pytest.approx(0.5 + 2.0 * p.naive_ms)
     assert profile.latency_ms(arch) == p.ms
-
+    other = nas.ArchSpec((1, 16, 16), arch.layers)  # no calibration at this input shape: the plain sum
+    assert profile.calibration_for(other) is None
 
 @pytest.mark.slow
 def test_calibrate_and_validate_on_measured_networks(table: Path, tiny_space: nas.Space, tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def test_calibrate_and_validate_on_measured_networks(table: Path, tiny_space: na
     profile = LutProfile.load(table)
     profile.path = str(tmp_path / "copy.json")
     cal = calibrate(profile, tiny_space, n=6, rounds=2)
-    assert cal.networks == 6 and LutProfile.load(tmp_path / "copy.json").data.calibration == cal
+    assert cal.networks == 6 and LutProfile.load(tmp_path / "copy.json").data.calibrations == {"1x8x8": cal}
     result = validate(profile, tiny_space, n=6, rounds=2)
     assert set(result["calibrated"]) == {"within_10pct", "mape", "spearman"}
     assert len(result["measured_ms"]) == 6 and all(m > 0 for m in result["measured_ms"])

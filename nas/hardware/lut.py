@@ -10,7 +10,8 @@ dispatch overhead that the network does not pay per op.
 A plain sum of layer medians still misses per-network effects (the Python call
 of the network itself, cache warmth between consecutive layers). A linear
 calibration ``latency = intercept + slope * sum`` fitted on measured whole
-networks (``nas hardware calibrate``) corrects it; ``nas hardware validate``
+networks (``nas hardware calibrate``) corrects it, one per input shape since both
+effects depend on the size of the feature maps; ``nas hardware validate``
 measures held-out networks to show how well it does.
 
 File format: ``hardware/README.md``.
@@ -37,6 +38,10 @@ FORMAT = "nas-lut/1"
 def group_name(op: Op) -> str:
     """The layer an op belongs to: ``layers.3``, ``extras.0``, ``heads.1``."""
     return op.name.split(".", 2)[0] + "." + op.name.split(".", 2)[1]
+
+
+def shape_key(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def layer_groups(op_list: list[Op]) -> dict[str, list[Op]]:
@@ -102,7 +107,7 @@ class LutFile(BaseModel):
     date: str
     method: Method
     spaces: dict[str, list[int]] = {}  # space name -> input shape measured
-    calibration: Calibration | None = None
+    calibrations: dict[str, Calibration] = {}  # by input shape, e.g. "3x32x32"
     entries: dict[str, Entry] = {}
 
 
@@ -181,8 +186,12 @@ class LutProfile(HardwareProfile):
                 f"`nas hardware build --space SPACE --name {self.name}` (SPACE: the space this network "
                 f"comes from), or allow interpolation across channel counts.")
         naive = sum(ms for _, ms in layers)
-        cal = self.data.calibration
+        cal = self.calibration_for(arch)
         return Prediction(cal.intercept_ms + cal.slope * naive if cal else naive, naive, layers, interpolated)
+
+    def calibration_for(self, arch: ArchSpec) -> Calibration | None:
+        """The correction fitted at ``arch``'s input shape; None (plain sum) where there is none."""
+        return self.data.calibrations.get(shape_key(arch.input_shape))
 
     def _interpolate(self, group: list[Op]) -> float | None:
         if self._by_structure is None:
@@ -204,4 +213,4 @@ class LutProfile(HardwareProfile):
         return {"kind": "measured (latency look-up table)", "file": self.path, "device": d.device,
                 "framework": f"{d.framework} {d.framework_version}", "threads": d.threads, "batch": d.batch,
                 "dtype": d.dtype, "date": d.date, "entries": len(d.entries), "spaces": sorted(d.spaces),
-                "calibrated": d.calibration is not None, "method": d.method.model_dump()}
+                "calibrated_for": sorted(d.calibrations), "method": d.method.model_dump()}

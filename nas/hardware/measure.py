@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nas.cost import count_ops
 from nas.errors import HardwareError
 from nas.graph import layer_ops
-from nas.hardware.lut import Calibration, Entry, LutFile, LutProfile, Method, layer_key, layer_structure
+from nas.hardware.lut import Calibration, Entry, LutFile, LutProfile, Method, layer_key, layer_structure, shape_key
 from nas.models import build_model
 from nas.space import Space
 from nas.spec import ArchSpec, Layer
@@ -171,7 +171,7 @@ def calibrate(profile: LutProfile, space: Space, n: int = 30, *, seed: int = 10_
     design = np.stack([np.ones_like(naive), naive], axis=1)
     (intercept, slope), *_ = np.linalg.lstsq(design, measured, rcond=None)
     cal = Calibration(intercept_ms=float(intercept), slope=float(slope), networks=n, space=space.name)
-    profile.data.calibration = cal
+    profile.data.calibrations[shape_key(space.input_shape)] = cal
     profile.save()
     return cal
 
@@ -203,7 +203,7 @@ def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_0
 
     return {
         "profile": profile.name, "space": space.name, "networks": n, "seeds": [seed, seed + n - 1],
-        "calibrated": scores(np.array([p.ms for p in predictions])) if profile.data.calibration else None,
+        "calibrated": scores(np.array([p.ms for p in predictions])) if profile.calibration_for(archs[0]) else None,
         "naive_sum": scores(np.array([p.naive_ms for p in predictions])),
         "noise_floor_median_pct": float(np.median(np.abs(first - second) / measured) * 100),
         "measured_ms": measured.round(4).tolist(),
