@@ -2,7 +2,8 @@
 
 The public surface is the contract in DESIGN.md: load a :class:`Space`, draw
 :class:`Candidate` objects from it, build them with :func:`build_model`, and cost
-them from their operator list (:func:`ops`, :func:`count`, :func:`size_bits`).
+them from their operator list (:func:`ops`, :func:`count`, :func:`size_bits`) and
+hardware profiles (:func:`get_profile`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from nas.cost import Cost, LayerSize, count, size_bits, size_report
 from nas.errors import NasError, SpaceError, SpecError
 from nas.graph import Op, ops
+from nas.hardware import HardwareProfile, available_profiles, get_profile
 from nas.models import build_model
 from nas.space import Space, builtin_spaces, load_space
 from nas.spec import (
@@ -36,6 +38,7 @@ __all__ = [
     "Detector",
     "Flatten",
     "GlobalAvgPool",
+    "HardwareProfile",
     "InvertedResidual",
     "LayerSize",
     "Linear",
@@ -45,9 +48,11 @@ __all__ = [
     "Space",
     "SpaceError",
     "SpecError",
+    "available_profiles",
     "build_model",
     "builtin_spaces",
     "count",
+    "get_profile",
     "load_space",
     "ops",
     "size_bits",
