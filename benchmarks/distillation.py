@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     gain_points = 100 * (mean["distilled"] - mean["alone"])
     t_params, s_params = nas.count(t_arch).params, nas.count(s_arch).params
     total = time.perf_counter() - start
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
+    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else "python"
+    command = " ".join(shlex.quote(a) for a in [python, os.path.relpath(__file__, ROOT),
+                                                *(argv if argv is not None else sys.argv[1:])])
     result = {
         "benchmark": "distillation",
         "dataset": (f"fashion-mnist: split seed 0 (train 54,000 / val 6,000), official test 10,000; teacher "
@@ -143,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    summary = (f"student {s_params:,} params ({s_params / t_params:.1%} of teacher): alone "
-               f"{100 * mean['alone']:.2f}%, distilled {100 * mean['distilled']:.2f}% ({gain_points:+.2f} pts, "
-               f"{args.seeds} seeds); teacher {100 * teacher_test:.2f}%; {total / 60:.1f} min")
+    summary = (f"MLP student {s_params:,} params ({s_params / t_params:.1%} of the {t_params:,}-param conv teacher), "
+               f"{args.student_epochs} epoch(s): alone {100 * mean['alone']:.2f}%, distilled "
+               f"{100 * mean['distilled']:.2f}% = **{gain_points:+.2f} pts** (mean of {args.seeds} seeds; goal +1.0: "
+               f"{'met' if result['goal_met'] else 'not met'}); teacher {100 * teacher_test:.2f}%; "
+               f"{total / 60:.1f} min")
     print(summary)
     if not args.no_readme:
         with open(ROOT / "results" / "bench" / "README.md", "a", encoding="utf-8") as f:
-            f.write(f"| distillation (Fashion-MNIST test acc.) | {summary} | `{command}` |\n")
+            f.write(f"| [distillation](distillation.json) (Fashion-MNIST test accuracy) | {summary} | `{command}` |\n")
     return 0
 
 
