@@ -6,6 +6,11 @@ from a teacher checkpoint when one is given. Both save a checkpoint
 (safetensors + JSON description, :mod:`nas.checkpoint`) and print a one-line
 JSON summary with validation and test accuracy.
 
+With ``--compress``, ``nas finetune`` then applies the candidate's
+:class:`~nas.spec.CompressionSpec` stage by stage (:func:`nas.compress.apply_compression`)
+with a recovery fine-tune after each stage, reports validation accuracy before
+and after every step, and writes the compressed container (``--compressed-out``).
+
 The candidate comes from ``--candidate FILE`` (a ``Candidate`` JSON, as
 ``nas sample --json`` prints) or ``--space NAME --seed N`` (drawn for the
 dataset's input shape and class count).
@@ -43,7 +48,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--no-t2", action="store_true", help="do not scale the soft term by T^2")
     ft.add_argument("--attention", action="store_true",
                     help="add attention transfer between the last layers of each common spatial size")
+    ft.add_argument("--compress", action="store_true",
+                    help="then apply the candidate's compression settings, with recovery fine-tuning per stage")
+    ft.add_argument("--recovery-epochs", type=int, default=1, help="fine-tuning epochs after each compression stage")
+    ft.add_argument("--compressed-out", type=Path, default=None,
+                    help="compressed container to write (default: --out with suffix .nasz)")
     ft.set_defaults(run=_run_finetune)
+
+
+def compress_with_recovery(model: torch.nn.Module, compression: Any, splits: Any, config: Any
+                           ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """Apply ``compression`` to a copy of ``model``, fine-tuning with ``config`` after each stage.
+
+    Returns the compressed model and one record per stage: its name, validation
+    accuracy right after compressing and after recovery, and any failure reason.
+    """
+    from nas.compress import apply_compression
+    from nas.train import evaluate, train
+
+    steps: list[dict[str, Any]] = []
+
+    def recover(m: torch.nn.Module, stage: str) -> None:
+        before = evaluate(m, splits.val)
+        run = train(m, splits, config)
+        steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
+                      "failed": run.failed})
+
+    return apply_compression(model, compression, retrain=recover), steps
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -171,4 +202,25 @@ def _run_finetune(args: argparse.Namespace) -> int:
                        history=out.run.history, failed=out.run.failed,
                        distill={"alpha": dcfg.alpha, "beta": dcfg.beta, "temperature": dcfg.temperature,
                                 "t2_scale": dcfg.t2_scale, "attention": bool(args.attention)})
-    return _finish(args, model, candidate, splits, summary)
+    code = _finish(args, model, candidate, splits, summary)
+    if args.compress:
+        code = max(code, _compress(args, model, candidate, splits, config))
+    return code
+
+
+def _compress(args: argparse.Namespace, model: torch.nn.Module, candidate: Any, splits: Any, config: Any) -> int:
+    from dataclasses import replace
+
+    from nas.compress import save
+    from nas.train import evaluate
+
+    recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
+    compressed, steps = compress_with_recovery(model, candidate.compression, splits, recovery)
+    path = args.compressed_out or args.out.with_suffix(".nasz")
+    report = save(compressed, path)
+    failed = next((s["failed"] for s in steps if s["failed"]), None)
+    print(json.dumps({"command": "compress", "compression": candidate.compression.to_dict(), "steps": steps,
+                      "val_accuracy": evaluate(compressed, splits.val), "test_accuracy": evaluate(compressed, splits.test),
+                      "file": str(path), "file_bytes": report.file_bytes, "dense_bits": report.dense_bits,
+                      "failed": failed}, sort_keys=True))
+    return 1 if failed else 0

@@ -108,12 +108,15 @@ def test_cli_train_then_distil_then_load(tmp_path: Path) -> None:
     assert summary["val_accuracy"] > 0.5 and summary["failed"] is None and 0 <= summary["test_accuracy"] <= 1
     student = tmp_path / "student.safetensors"
     cand = tmp_path / "cand.json"
-    cand.write_text(nas.Candidate(nas.ArchSpec((64,), (nas.Linear(16, act="relu"), nas.Linear(10)))).to_json())
+    cand.write_text(nas.Candidate(nas.ArchSpec((64,), (nas.Linear(16, act="relu"), nas.Linear(10))),
+                                  nas.CompressionSpec(sparsity_linear=0.5)).to_json())
     done = _nas("finetune", "--candidate", str(cand), "--teacher", str(teacher), "--epochs", "2", *common,
-                "-o", str(student))
+                "--compress", "-o", str(student))
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    summary, compressed = (json.loads(line) for line in done.stdout.splitlines())
     assert summary["teacher_val_accuracy"] > 0.5 and summary["val_accuracy"] > summary["val_before"]
+    assert [s["step"] for s in compressed["steps"]] == ["compress:prune"]
+    assert (tmp_path / "student.nasz").stat().st_size == compressed["file_bytes"] > 0
     model, loaded, meta = load_checkpoint(student)
     assert loaded.arch.input_shape == (64,) and meta["extra"]["teacher"] == str(teacher)
 

@@ -175,3 +175,23 @@ def test_codistillation_burn_in_is_plain_training() -> None:
     with pytest.raises(TrainError, match="at least 2 models"):
         codistill(models[:1], splits, TrainConfig(epochs=1))
     assert math.isfinite(out.runs[1].val_accuracy)
+
+
+def test_distil_then_compress_with_recovery_reports_each_step() -> None:
+    from nas.finetune import compress_with_recovery
+
+    splits = load_dataset("synthetic")
+    mlp = lambda width: nas.build_model(ArchSpec((64,), (Linear(width, act="relu"), Linear(10)), "mlp"))  # noqa: E731
+    torch.manual_seed(0)
+    teacher, student = mlp(128), mlp(32)
+    train(teacher, splits, TrainConfig(epochs=5, batch_size=32))
+    out = distill(student, teacher, splits, TrainConfig(epochs=5, batch_size=32))
+    assert out.student_val_after > 0.8
+    spec = nas.CompressionSpec(sparsity_linear=0.5, codebook_bits=4)
+    compressed, steps = compress_with_recovery(student, spec, splits, TrainConfig(epochs=1, lr=0.005))
+    assert [s["step"] for s in steps] == ["compress:prune", "compress:quantize"]
+    assert all(0 <= s["val_before"] <= 1 and s["val_after"] > 0.5 and s["failed"] is None for s in steps)
+    x = torch.randn(5, 64)
+    weight = compressed.layers[0][0].weight
+    assert float((weight == 0).float().mean()) >= 0.5 and len(torch.unique(weight)) <= 16 + 1
+    assert not torch.equal(student(x), compressed(x))  # the original model is left as it was
