@@ -36,11 +36,14 @@ from nas.data import load_dataset
 from nas.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Deep Compression's per-layer pruning rates (Table 2 / Table 3: weights kept 8%, 9%, 26% and 66%, 12%, 8%, 19%).
+#: Per-layer pruning rates: Deep Compression's (Tables 2 and 3: weights kept 66%, 12%, 8%, 19% for LeNet-5;
+#: 8%, 9%, 26% for LeNet-300-100), except LeNet-300-100's first layer, pruned to 93% instead of 92%:
+#: at 92% the file measured 39.5x (Fashion-MNIST's masks cluster less than MNIST's, whose blank border
+#: pixels give long runs of pruned weights), at 93% it passes 40x; 92.7% of all weights are pruned.
 NETS: dict[str, dict[str, Any]] = {
     "lenet-300-100": {
         "choices": {"variant": "lenet-300-100", "mlp.hidden": "300-100"},
-        "sparsity": {"layers.0.0": 0.92, "layers.1.0": 0.91, "layers.2.0": 0.74},
+        "sparsity": {"layers.0.0": 0.93, "layers.1.0": 0.91, "layers.2.0": 0.74},
         "epochs": (4, 3, 1),  # dense training, retraining after pruning, centroid fine-tuning
     },
     "lenet-5": {

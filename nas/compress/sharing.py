@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
@@ -80,6 +79,8 @@ def kmeans_codebook(values: np.ndarray, bits: int, init: Init = "linear", *, see
     if distinct.size <= k:
         centroids = np.concatenate([distinct, np.full(k - distinct.size, distinct[-1])])
         return centroids.astype(np.float32), np.searchsorted(distinct, values).astype(np.int64)
+    from sklearn.cluster import KMeans  # imported here: the `nas` command should not pay for it at start-up
+
     start = _init_centroids(values, k, init, np.random.default_rng(seed))
     if np.unique(start).size < k:  # degenerate quantiles (many equal weights): fall back to linear
         start = np.linspace(values.min(), values.max(), k)
