@@ -3,13 +3,14 @@
 The public surface is the contract in DESIGN.md: load a :class:`Space`, draw
 :class:`Candidate` objects from it, build them with :func:`build_model`, and cost
 them from their operator list (:func:`ops`, :func:`count`, :func:`size_bits`) and
-hardware profiles (:func:`get_profile`).
+hardware profiles (:func:`get_profile`). Heavier parts are submodules:
+:mod:`nas.data`, :mod:`nas.train`, :mod:`nas.distill`, :mod:`nas.compress`.
 """
 
 from __future__ import annotations
 
 from nas.cost import Cost, LayerSize, count, size_bits, size_report
-from nas.errors import NasError, SpaceError, SpecError
+from nas.errors import CompressError, DataError, HardwareError, NasError, SpaceError, SpecError, TrainError
 from nas.graph import Op, ops
 from nas.hardware import HardwareProfile, available_profiles, get_profile
 from nas.models import build_model
@@ -34,10 +35,13 @@ __all__ = [
     "Candidate",
     "CompressionSpec",
     "Conv",
+    "CompressError",
     "Cost",
+    "DataError",
     "Detector",
     "Flatten",
     "GlobalAvgPool",
+    "HardwareError",
     "HardwareProfile",
     "InvertedResidual",
     "LayerSize",
@@ -48,6 +52,7 @@ __all__ = [
     "Space",
     "SpaceError",
     "SpecError",
+    "TrainError",
     "available_profiles",
     "build_model",
     "builtin_spaces",
