@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--profile", default="reference-cpu")
     parser.add_argument("--space", default="mobilenetv2")
     parser.add_argument("-n", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
 
     profile = get_profile(args.profile)

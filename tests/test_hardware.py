@@ -110,8 +110,8 @@ def test_calibrate_and_validate_on_measured_networks(table: Path, tiny_space: na
 
     profile = LutProfile.load(table)
     profile.path = str(tmp_path / "copy.json")
-    cal = calibrate(profile, tiny_space, n=6, rounds=2)
-    assert cal.networks == 6 and LutProfile.load(tmp_path / "copy.json").data.calibrations == {"1x8x8": cal}
+    fits = calibrate(profile, tiny_space, n=6, rounds=2)
+    assert fits["1x8x8"].networks == 6 and LutProfile.load(tmp_path / "copy.json").data.calibrations == fits
     result = validate(profile, tiny_space, n=6, rounds=2)
     assert set(result["calibrated"]) == {"within_10pct", "mape", "spearman"}
     assert len(result["measured_ms"]) == 6 and all(m > 0 for m in result["measured_ms"])

@@ -24,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--out", type=Path, default=Path("hardware"), help="folder for the table (default: %(default)s)")
     build.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     build.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
-    build.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default: %(default)s)")
+    build.add_argument("--rounds", type=int, default=11, help="interleaved timing rounds (default: %(default)s)")
     build.set_defaults(run=_run_build)
 
     for action, helptext, n in (("calibrate", "fit the table's correction on measured whole networks", 30),
@@ -77,9 +77,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from nas.space import load_space
 
     profile = _lut(args.profile)
-    cal = calibrate(profile, load_space(args.space), args.n)
-    print(f"{profile.path}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of layer medians "
-          f"(fitted on {cal.networks} networks of {cal.space!r})")
+    for shape, cal in calibrate(profile, load_space(args.space), args.n).items():
+        print(f"{profile.path}, input {shape}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of "
+              f"layer times (fitted on {cal.networks} networks of {cal.space!r})")
     return 0
 
 

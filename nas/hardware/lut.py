@@ -7,7 +7,7 @@ whole modules, in the context they run in (fused BN/activation, residual add,
 real input shapes), rather than op by op: isolated tiny ops are dominated by
 dispatch overhead that the network does not pay per op.
 
-A plain sum of layer medians still misses per-network effects (the Python call
+A plain sum of layer times still misses per-network effects (the Python call
 of the network itself, cache warmth between consecutive layers). A linear
 calibration ``latency = intercept + slope * sum`` fitted on measured whole
 networks (``nas hardware calibrate``) corrects it, one per input shape since both
@@ -65,6 +65,7 @@ def layer_structure(group: list[Op]) -> str:
 class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    min_ms: Annotated[float, Field(gt=0)]  # the statistic predictions use
     median_ms: Annotated[float, Field(gt=0)]
     mean_ms: Annotated[float, Field(gt=0)]
     std_ms: Annotated[float, Field(ge=0)]
@@ -80,7 +81,7 @@ class Calibration(BaseModel):
     slope: float
     networks: Annotated[int, Field(ge=2)]
     space: str
-    fit: str = "least squares of measured end-to-end latency on the sum of layer medians"
+    fit: str = "least squares of measured end-to-end latency on the sum of layer times"
 
 
 class Method(BaseModel):
@@ -89,7 +90,8 @@ class Method(BaseModel):
     warmup: int
     rounds: int
     target_ms: float
-    statistic: str = "median over interleaved rounds of the mean time per call"
+    statistic: str = ("minimum over interleaved rounds of the mean time per call: interference from other "
+                      "processes and neighbours only adds time, so the minimum is the reproducible figure")
     context: str = "each layer as one torch module (conv + BN + activation units, residual add), eval mode, inference_mode"
 
 
@@ -113,8 +115,8 @@ class LutFile(BaseModel):
 
 class Prediction(NamedTuple):
     ms: float  # calibrated when the profile has a calibration
-    naive_ms: float  # plain sum of layer medians
-    layers: list[tuple[str, float]]  # (layer, median ms) in execution order
+    naive_ms: float  # plain sum of layer times
+    layers: list[tuple[str, float]]  # (layer, ms) in execution order
     interpolated: list[str]  # layers whose time was interpolated across channel counts
 
 
@@ -170,7 +172,7 @@ class LutProfile(HardwareProfile):
         for name, group in layer_groups(ops(arch)).items():
             entry = self.data.entries.get(layer_key(group))
             if entry is not None:
-                layers.append((name, entry.median_ms))
+                layers.append((name, entry.min_ms))
                 continue
             estimate = self._interpolate(group) if interpolate else None
             if estimate is None:
@@ -197,7 +199,7 @@ class LutProfile(HardwareProfile):
         if self._by_structure is None:
             self._by_structure = {}
             for e in self.data.entries.values():
-                self._by_structure.setdefault(e.structure, []).append((e.madds, e.median_ms))
+                self._by_structure.setdefault(e.structure, []).append((e.madds, e.min_ms))
         candidates = self._by_structure.get(layer_structure(group), [])
         madds = sum(o.madds for o in group)
         if not candidates or madds == 0:
