@@ -204,3 +204,20 @@ def test_plugin_profile_loads_and_conforms(plugin_path: Path) -> None:
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(plugin_path), "NAS_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert "plugins are disabled" in off.stderr
+
+
+@pytest.mark.parametrize("profile_name", [p.name for p in nas.available_profiles(plugins=False) if p.kind == "measured"])
+def test_every_shipped_table_covers_every_builtin_classifier_space(profile_name: str) -> None:
+    """Registry test: each shipped measured table prices every built-in space's networks
+    (detector heads are priced by the roofline profiles only), calibrated at their input shape."""
+    profile = get_profile(profile_name)
+    assert isinstance(profile, LutProfile)
+    for name in nas.builtin_spaces():
+        space = nas.load_space(name)
+        for seed in range(1 if space.is_fixed else 5):
+            arch = space.random(seed).arch
+            if arch.detector is not None:
+                continue
+            assert profile.missing(arch) == [], (name, seed)
+            assert profile.calibration_for(arch) is not None, (name, arch.input_shape)
+            assert profile.latency_ms(arch) > 0
