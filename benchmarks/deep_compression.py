@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 import nas
+from _common import write_result
 from nas.compress import load, magnitude_prune, save, share_weights
 from nas.compress.container import ContainerReport, overhead_bits
 from nas.data import load_dataset
@@ -176,31 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_dataset("fashion-mnist", seed=args.seed)
     results = {name: run_net(name, splits, args) for name in args.nets}
     seconds = time.perf_counter() - start
-    command = "python benchmarks/deep_compression.py" + ("" if argv is None and len(sys.argv) == 1
-                                                          else " " + " ".join(sys.argv[1:] if argv is None else argv))
     goal = all(r["rate"] >= 40 and r["accuracy"]["loss_points"] <= 0.3 for r in results.values())
     payload = {
-        "benchmark": "deep_compression",
         "goal": ">= 40x from the container file with <= 0.3 points test-accuracy loss, both LeNets",
         "goal_met": goal,
         "results": results,
         "settings": vars(args),
         "seconds": seconds,
-        "command": command,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or "unknown"},
     }
     if args.no_write:
         return 0
-    bench = ROOT / "results" / "bench"
-    bench.mkdir(parents=True, exist_ok=True)
-    (bench / "deep_compression.json").write_text(json.dumps(payload, indent=2) + "\n")
     summary = "; ".join(f"{n}: {r['rate']:.1f}x, {100 * r['accuracy']['dense']:.2f}% -> "
                         f"{100 * r['accuracy']['compressed_from_file']:.2f}%" for n, r in results.items())
-    row = f"| deep_compression (Fashion-MNIST, file-measured) | {summary}; {seconds / 60:.1f} min | `{command}` |"
-    readme = bench / "README.md"
-    lines = [line for line in readme.read_text().splitlines() if not line.startswith("| deep_compression")]
-    readme.write_text("\n".join(lines + [row]) + "\n")
+    write_result("deep_compression", payload, f"Fashion-MNIST, rate from the container file: {summary}; "
+                                              f"{seconds / 60:.1f} min")
     print(f"done in {seconds / 60:.1f} min; goal met: {goal}")
     return 0
 
