@@ -19,7 +19,7 @@ uses the same rank rule; the cost model prices the two-component scheme only.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -85,7 +85,21 @@ def _conv_geometry(module: nn.Conv2d) -> tuple[int, int, int, int, int]:
     return k, sh, sw, ph, pw
 
 
-class TwoComponentConv(nn.Sequential):
+_F = TypeVar("_F", bound="_FactoredConv")
+
+
+class _FactoredConv(nn.Sequential):
+    """A conv replaced by a sequence of smaller convs of rank ``rank``, same input and output.
+    Subclasses take ``(cin, cout, rank, k, stride, padding, bias)``."""
+
+    @classmethod
+    def shaped_like(cls: type[_F], module: nn.Conv2d, rank: int) -> _F:
+        """An untrained factorization with ``module``'s channels, kernel, stride, padding and bias."""
+        k, sh, sw, ph, pw = _conv_geometry(module)
+        return cls(module.in_channels, module.out_channels, rank, k, (sh, sw), (ph, pw), module.bias is not None)
+
+
+class TwoComponentConv(_FactoredConv):
     """``k x 1`` conv to ``rank`` channels, then ``1 x k`` conv to ``cout`` (Jaderberg's scheme 2)."""
 
     def __init__(self, cin: int, cout: int, rank: int, k: int, stride: tuple[int, int], padding: tuple[int, int],
@@ -95,11 +109,6 @@ class TwoComponentConv(nn.Sequential):
             nn.Conv2d(rank, cout, (1, k), (1, stride[1]), (0, padding[1]), bias=bias),
         )
         self.rank = rank
-
-    @classmethod
-    def shaped_like(cls, module: nn.Conv2d, rank: int) -> TwoComponentConv:
-        k, sh, sw, ph, pw = _conv_geometry(module)
-        return cls(module.in_channels, module.out_channels, rank, k, (sh, sw), (ph, pw), module.bias is not None)
 
     @classmethod
     def from_module(cls, module: nn.Conv2d, rank: int) -> TwoComponentConv:
@@ -119,7 +128,7 @@ class TwoComponentConv(nn.Sequential):
         return out
 
 
-class CPConv(nn.Sequential):
+class CPConv(_FactoredConv):
     """Rank-``rank`` CP decomposition: 1x1 ``cin -> R``, depthwise ``k x 1``, depthwise ``1 x k``, 1x1 ``R -> cout``."""
 
     def __init__(self, cin: int, cout: int, rank: int, k: int, stride: tuple[int, int], padding: tuple[int, int],
@@ -131,11 +140,6 @@ class CPConv(nn.Sequential):
             nn.Conv2d(rank, cout, 1, bias=bias),
         )
         self.rank = rank
-
-    @classmethod
-    def shaped_like(cls, module: nn.Conv2d, rank: int) -> CPConv:
-        k, sh, sw, ph, pw = _conv_geometry(module)
-        return cls(module.in_channels, module.out_channels, rank, k, (sh, sw), (ph, pw), module.bias is not None)
 
     @classmethod
     def from_module(cls, module: nn.Conv2d, rank: int, *, seed: int = 0, n_iter_max: int = 200) -> CPConv:
