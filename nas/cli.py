@@ -155,7 +155,9 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="nas", description="Compact CNN architectures and their compression settings: draw them from search "
+                                "spaces, cost them, train and distil them, compress them, profile their latency.")
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
