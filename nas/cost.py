@@ -22,6 +22,8 @@ import math
 from functools import lru_cache
 from typing import NamedTuple
 
+import numpy as np
+
 from nas.graph import Op, layer_ops, ops
 from nas.spec import ArchSpec, CompressionSpec, Layer
 
@@ -276,7 +278,7 @@ class _Plan(NamedTuple):
     index_bits: int  # 0: stored dense
     fillers: float  # expected filler zeros per kept weight
     index_entropy: float
-    value_entropy: dict[int, float]  # by bit length of the stored weight count, filled on demand
+    value_entropy: np.ndarray  # by bit length of the stored weight count (NaN until needed)
 
 
 @lru_cache(maxsize=4096)
@@ -290,25 +292,84 @@ def _plan(compression: CompressionSpec, kind: str) -> _Plan:
         value_bits, table = compression.codebook_bits, FLOAT_BITS * 2**compression.codebook_bits
     else:
         value_bits, table = FLOAT_BITS, 0
+    entropy = np.full(65, np.nan)
     if sparsity > 0:
         fillers, index_h = _index_stats(sparsity, INDEX_BITS[kind])
-        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h, {})
-    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0, {})
+        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h, entropy)
+    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0, entropy)
 
 
-def _storage(w: _WeightOp, plan: _Plan, compression: CompressionSpec) -> LayerSize:
-    ratio = compression.lowrank_ratio
-    stored = w.weight_count if ratio is None else _stored_weights(w, ratio)
-    kept = stored - round(stored * plan.sparsity)
-    entries = kept + round(kept * plan.fillers) if plan.index_bits else kept
-    if plan.value_bits == FLOAT_BITS:
-        value_h = float(FLOAT_BITS)
-    else:
-        bit_length = max(1, stored.bit_length())
-        value_h = plan.value_entropy.get(bit_length) or plan.value_entropy.setdefault(bit_length, _value_entropy(
-            plan.sparsity, compression.quantization, compression.codebook_bits, bit_length))
-    return LayerSize(w.name, w.kind, w.weight_count, stored, kept, entries, plan.value_bits, plan.index_bits,
-                     value_h, plan.index_entropy, plan.table_bits, w.other_bits)
+#: Columns of a weight-op table: one row per conv/linear op, float64 (exact for these integers).
+_CONV, _CIN, _COUT, _KERNEL, _GROUPS, _WEIGHTS, _OTHER = range(7)
+
+
+def _table(weight_ops: list[_WeightOp] | tuple[_WeightOp, ...]) -> np.ndarray:
+    return np.array([(w.kind == "conv", w.cin, w.cout, w.kernel, w.groups, w.weight_count, w.other_bits)
+                     for w in weight_ops], dtype=np.float64).reshape(-1, 7)
+
+
+class _Columns(NamedTuple):
+    """Per-op storage figures for a weight-op table (the fields of :class:`LayerSize`)."""
+
+    stored: np.ndarray
+    kept: np.ndarray
+    entries: np.ndarray
+    value_bits: float  # the same for every op of a spec
+    index_bits: np.ndarray
+    value_entropy: np.ndarray | float
+    index_entropy: np.ndarray
+    table_bits: float  # the same for every op of a spec
+    other_bits: np.ndarray
+
+    @property
+    def bits_pq(self) -> np.ndarray:
+        return self.entries * (self.value_bits + self.index_bits) + self.table_bits + self.other_bits
+
+    @property
+    def bits_pqh(self) -> np.ndarray:
+        return self.entries * (self.value_entropy + self.index_entropy) + self.table_bits + self.other_bits
+
+
+def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
+    """The storage accounting of :func:`size_report`, vectorized over a weight-op table.
+
+    Python's ``round`` and ``np.round`` both round half to even, and every step is
+    the same float64 arithmetic as the scalar definition in ``_stored_weights``.
+    """
+    conv_plan, linear_plan = _plan(compression, "conv"), _plan(compression, "linear")
+    conv = table[:, _CONV] == 1
+
+    def per_kind(field: str) -> np.ndarray:
+        a, b = getattr(conv_plan, field), getattr(linear_plan, field)
+        return np.where(conv, a, b) if a != b else np.full(len(table), float(a))
+
+    dense = table[:, _WEIGHTS]
+    stored = dense
+    if compression.lowrank_ratio is not None:
+        k, cin, cout = table[:, _KERNEL], table[:, _CIN], table[:, _COUT]
+        rank = np.maximum(1.0, np.ceil(compression.lowrank_ratio * k * np.minimum(cin, cout)))
+        factored = rank * k * (cin + cout)
+        stored = np.where((table[:, _GROUPS] == 1) & (factored < dense), factored, dense)
+    kept = stored - np.round(stored * per_kind("sparsity"))
+    index_bits = per_kind("index_bits")
+    entries = np.where(index_bits > 0, kept + np.round(kept * per_kind("fillers")), kept)
+    value_bits = float(conv_plan.value_bits)
+    value_h: np.ndarray | float = value_bits
+    if value_bits != FLOAT_BITS:
+        bit_length = np.maximum(1, np.frexp(stored)[1])
+        lookups = []
+        for plan in (conv_plan, linear_plan):
+            found = plan.value_entropy[bit_length]
+            missing = np.isnan(found)
+            if missing.any():
+                for b in np.unique(bit_length[missing]):
+                    plan.value_entropy[b] = _value_entropy(plan.sparsity, compression.quantization,
+                                                           compression.codebook_bits, int(b))
+                found = plan.value_entropy[bit_length]
+            lookups.append(found)
+        value_h = np.where(conv, *lookups)
+    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, per_kind("index_entropy"),
+                    float(conv_plan.table_bits), table[:, _OTHER])
 
 
 def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
@@ -323,37 +384,43 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     Huffman coding is estimated by the entropy of values and indices (see
     ``_value_entropy`` and ``_index_stats``): an estimate, not a measured file.
     """
-    return [_storage(w, _plan(compression, w.kind), compression) for w in _weight_ops(ops(arch))]
+    weight_ops = _weight_ops(ops(arch))
+    c = _columns(_table(weight_ops), compression)
+    value_h = np.broadcast_to(c.value_entropy, c.stored.shape)
+    return [LayerSize(w.name, w.kind, w.weight_count, int(c.stored[i]), int(c.kept[i]), int(c.entries[i]),
+                      int(c.value_bits), int(c.index_bits[i]), float(value_h[i]), float(c.index_entropy[i]),
+                      int(c.table_bits), w.other_bits)
+            for i, w in enumerate(weight_ops)]
 
 
 @lru_cache(maxsize=1 << 16)
-def _layer_weight_ops(layer: Layer, shape: tuple[int, ...]) -> tuple[tuple[_WeightOp, ...], tuple[int, ...]]:
+def _layer_table(layer: Layer, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     op_list, out_shape = layer_ops(layer, "", shape)
-    return tuple(_weight_ops(op_list)), out_shape
+    return _table(_weight_ops(op_list)), out_shape
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     """Estimated storage of ``arch`` compressed by ``compression``, in bits.
 
     The sum of :func:`size_report` over layers: P+Q+H (Huffman estimate) when
-    ``compression.huffman`` is set, P+Q otherwise. Each layer's weight ops are
-    memoized per (layer, input shape) like :func:`count`. Dense 32-bit storage is
+    ``compression.huffman`` is set, P+Q otherwise. Each layer's weight-op table is
+    memoized per (layer, input shape) like :func:`count`, and the accounting runs
+    vectorized over the whole network. Dense 32-bit storage is
     ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
     """
-    pq, pqh = 0, 0.0
     if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
-        sizes = size_report(arch, compression)
-        pq, pqh = sum(s.bits_pq for s in sizes), sum(s.bits_pqh for s in sizes)
+        table = _table(_weight_ops(ops(arch)))
     else:
-        plans = {kind: _plan(compression, kind) for kind in INDEX_BITS}
+        parts = []
         shape = arch.input_shape
         for layer in arch.layers:
-            weight_ops, shape = _layer_weight_ops(layer, shape)
-            for w in weight_ops:
-                size = _storage(w, plans[w.kind], compression)
-                pq += size.bits_pq
-                pqh += size.bits_pqh
-    return math.ceil(pqh) if compression.huffman else pq
+            part, shape = _layer_table(layer, shape)
+            parts.append(part)
+        table = np.concatenate(parts)
+    columns = _columns(table, compression)
+    if compression.huffman:
+        return math.ceil(math.fsum(columns.bits_pqh.tolist()))
+    return int(columns.bits_pq.sum())
 
 
 class StageCost(NamedTuple):
