@@ -80,13 +80,12 @@ def count(arch: ArchSpec) -> Cost:
     """
     if arch.detector is not None:  # heads read feature maps across layers: cost the whole op list
         return count_ops(ops(arch))
-    total = [0] * len(Cost._fields)
+    costs = []
     shape = arch.input_shape
     for layer in arch.layers:
         cost, shape = _layer_cost(layer, shape)
-        for i, value in enumerate(cost):
-            total[i] += value
-    return Cost(*total)
+        costs.append(cost)
+    return Cost(*map(sum, zip(*costs)))
 
 
 # --------------------------------------------------------------------------- storage
