@@ -226,22 +226,17 @@ def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float]:
     return fillers, min(float(index_bits), _entropy(probs))
 
 
-def _stored_weights(op: Op | _WeightOp, ratio: float | None) -> int:
-    """Weights after low-rank factorization with rank ``ceil(ratio * full rank)``.
+def lowrank_rank(ratio: float, kernel: int, cin: int, cout: int) -> int:
+    """Rank kept when factorizing a layer at ``ratio``: ``max(1, ceil(ratio * full rank))``.
 
     Linear and 1x1 conv: truncated SVD, full rank ``min(cin, cout)``, ``r * (cin + cout)``
     weights. k x k conv with groups = 1: Jaderberg's two-component scheme (k x 1 conv
-    to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)``, ``r * k * (cin + cout)``
-    weights. Grouped and depthwise convs are not factorized; a factorization that
-    would not save weights is not applied.
+    to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)`` (the rank of the
+    ``(cin*k) x (cout*k)`` unfolding), ``r * k * (cin + cout)`` weights. Grouped and
+    depthwise convs are not factorized; a factorization that would not save weights
+    is not applied. (The storage accounting applies this rule vectorized.)
     """
-    dense = op.weight_count
-    if ratio is None or op.groups != 1:
-        return dense
-    k = op.kernel
-    rank = max(1, math.ceil(ratio * k * min(op.cin, op.cout)))  # full rank of the (cin*k) x (cout*k) unfolding
-    factored = rank * k * (op.cin + op.cout)
-    return factored if factored < dense else dense
+    return max(1, math.ceil(ratio * kernel * min(cin, cout)))
 
 
 class _WeightOp(NamedTuple):
@@ -332,8 +327,8 @@ class _Columns(NamedTuple):
 def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
     """The storage accounting of :func:`size_report`, vectorized over a weight-op table.
 
-    Python's ``round`` and ``np.round`` both round half to even, and every step is
-    the same float64 arithmetic as the scalar definition in ``_stored_weights``.
+    Python's ``round`` and ``np.round`` both round half to even; the low-rank step is
+    :func:`lowrank_rank` on whole columns.
     """
     conv_plan, linear_plan = _plan(compression, "conv"), _plan(compression, "linear")
     conv = table[:, _CONV] == 1
@@ -346,7 +341,7 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
     stored = dense
     if compression.lowrank_ratio is not None:
         k, cin, cout = table[:, _KERNEL], table[:, _CIN], table[:, _COUT]
-        rank = np.maximum(1.0, np.ceil(compression.lowrank_ratio * k * np.minimum(cin, cout)))
+        rank = np.maximum(1.0, np.ceil(compression.lowrank_ratio * k * np.minimum(cin, cout)))  # lowrank_rank
         factored = rank * k * (cin + cout)
         stored = np.where((table[:, _GROUPS] == 1) & (factored < dense), factored, dense)
     kept = stored - np.round(stored * per_kind("sparsity"))

@@ -104,14 +104,17 @@ def test_filler_zero_estimate_matches_simulated_masks(sparsity: float, kind: str
     assert fillers / len(positions) == pytest.approx(expected, rel=0.05, abs=1e-4)
 
 
+def stored(arch: nas.ArchSpec, ratio: float) -> list[int]:
+    return [layer.stored for layer in nas.size_report(arch, nas.CompressionSpec(lowrank_ratio=ratio))]
+
+
 def test_lowrank_factorization_counts() -> None:
-    op = nas.Op("linear", "fc", 300, 100)
-    assert nas.cost._stored_weights(op, 0.5) == 50 * 400  # rank 50 of min(300, 100) = 100
-    assert nas.cost._stored_weights(op, 1.0) == 300 * 100  # no saving: not applied
-    conv = nas.Op("conv", "c", 64, 64, 8, 8, kernel=3)
-    assert nas.cost._stored_weights(conv, 0.25) == 48 * 3 * 128  # rank ceil(0.25 * 3 * 64) = 48
-    depthwise = nas.Op("conv", "d", 64, 64, 8, 8, kernel=3, groups=64)
-    assert nas.cost._stored_weights(depthwise, 0.25) == depthwise.weight_count
+    fc = nas.ArchSpec((300,), (nas.Linear(100, bias=False),))
+    assert stored(fc, 0.5) == [50 * 400]  # rank 50 of min(300, 100) = 100
+    assert stored(fc, 1.0) == [300 * 100]  # no saving: not applied
+    conv = nas.ArchSpec((64, 8, 8), (nas.Conv(64), nas.Conv(64, groups=64), nas.GlobalAvgPool(), nas.Linear(2)))
+    assert stored(conv, 0.25)[:2] == [48 * 3 * 128, 64 * 9]  # rank ceil(0.25 * 3 * 64) = 48; depthwise stays
+    assert nas.cost.lowrank_rank(0.25, 3, 64, 64) == 48
 
 
 def test_deep_compression_lenet_300_100_rate() -> None:

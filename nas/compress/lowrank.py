@@ -10,7 +10,7 @@
   ``parafac`` (ALS), rebuilt as 1x1 -> depthwise k x 1 -> depthwise 1 x k -> 1x1
   (Lebedev et al.) (:class:`CPConv`).
 
-The rank follows :func:`nas.cost._stored_weights` exactly:
+The rank follows :func:`nas.cost.lowrank_rank` exactly:
 ``r = max(1, ceil(ratio * k * min(cin, cout)))``, and a layer is left dense when
 factorizing would not save weights, or when it is grouped/depthwise. The CP option
 uses the same rank rule; the cost model prices the two-component scheme only.
@@ -18,13 +18,13 @@ uses the same rank rule; the cost model prices the two-component scheme only.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from nas.cost import lowrank_rank
 from nas.errors import CompressError
 from nas.graph import Op
 
@@ -34,7 +34,7 @@ Method = Literal["two_component", "cp"]
 def rank_for(module: nn.Module, ratio: float) -> int:
     """The rank ``nas.cost`` assigns to ``module`` at ``ratio`` (full rank ``k * min(cin, cout)``)."""
     op = _as_op(module)
-    return max(1, math.ceil(ratio * op.kernel * min(op.cin, op.cout)))
+    return lowrank_rank(ratio, op.kernel, op.cin, op.cout)
 
 
 def _as_op(module: nn.Module) -> Op:
@@ -197,7 +197,7 @@ def apply_lowrank(model: nn.Module, ratio: float, method: Method = "two_componen
     """Factorize every linear and groups-1 conv layer of ``model`` in place; returns the rank per layer.
 
     Layers where the factored form would not hold fewer weights stay dense (and are
-    not in the result), as in :func:`nas.cost._stored_weights`.
+    not in the result), as in :func:`nas.cost.lowrank_rank`.
     """
     if not 0.0 < ratio <= 1.0:
         raise CompressError(f"low-rank: ratio must be in (0, 1], but got {ratio}.")
