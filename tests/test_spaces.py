@@ -131,3 +131,16 @@ def test_lenet_reference_sizes_match_deep_compression() -> None:
     conv = space.config.build(lambda name, opts: fixed.get(name, "lenet-5" if name == "variant" else opts[0]))
     assert nas.count(mlp).params == 266_610
     assert nas.count(conv).params == 431_080
+
+
+def test_layer_inputs_cover_every_sampled_layer(space: nas.Space) -> None:
+    """What `nas hardware build` measures: every (layer, input) that any network of the space has."""
+    every = space.layer_inputs()
+    for seed in range(1 if space.is_fixed else 100):
+        arch = space.random(seed).arch
+        shape = arch.input_shape
+        for layer in arch.layers:
+            assert (layer, shape) in every, (seed, layer, shape)
+            shape = nas.graph.layer_ops(layer, "", shape)[1]
+    if space.is_fixed:
+        assert len(every) <= len(space.random(0).arch.layers)
