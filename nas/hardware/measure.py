@@ -132,11 +132,14 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
     keys = list(todo)
     probe = keys[:: max(1, len(keys) // 8)][:8]
     start = time.perf_counter()
-    measure([_layer_module(todo[k][0], todo[k][1], batch) for k in probe], rounds=1, target_ms=target_ms)
-    # The probe paid set-up, warm-up and one sample per item; each further round adds one sample.
-    per_item = (time.perf_counter() - start) / len(probe) + (rounds - 1) * target_ms / 1e3
+    probe_samples = measure([_layer_module(todo[k][0], todo[k][1], batch) for k in probe], rounds=1,
+                            target_ms=target_ms)
+    # The probe paid set-up, warm-up and one sample per item; each further round adds one sample,
+    # which lasts target_ms or one call, whichever is longer.
+    sample_s = statistics.fmean(max(target_ms, s[0]) for s in probe_samples) / 1e3
+    per_item = (time.perf_counter() - start) / len(probe) + (rounds - 1) * sample_s
     log(f"{name}: measuring {total} layer signatures of {space.name!r} on {profile.data.device}, "
-        f"{threads} thread(s), batch {batch}, {rounds} rounds: about {per_item * total / 60:.1f} min. "
+        f"{threads} thread(s), batch {batch}, {rounds} rounds: about {_duration(per_item * total)}. "
         f"Interrupt at any time: measured entries are kept and the next run resumes.")
     with tqdm(total=total, desc=f"hardware build {name}", unit="layer") as bar:
         for i in range(0, total, chunk):
@@ -152,6 +155,10 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
             profile.save(path)
             bar.update(len(part))
     return profile
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def measure_networks(archs: Iterable[ArchSpec], *, batch: int, rounds: int, target_ms: float, seed: int = 0,
