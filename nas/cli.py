@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from nas import __version__
 from nas.cost import Cost
-from nas.errors import NasError
+from nas.errors import HardwareError, NasError
 from nas.spec import ArchSpec, Candidate
 
 
@@ -29,6 +29,8 @@ def _add_space_commands(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("-n", "--num", type=int, default=8, help="candidates to draw (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0, help="first seed; candidate i uses seed + i")
     sample.add_argument("--json", action="store_true", help="print one candidate JSON per line instead of a table")
+    sample.add_argument("--profile", default="reference-cpu",
+                        help="hardware profile for the latency column (default: %(default)s)")
     sample.set_defaults(run=_run_sample)
 
 
@@ -127,17 +129,21 @@ def _describe(layers: Sequence[object]) -> str:
 
 def _run_sample(args: argparse.Namespace) -> int:
     from nas.cost import count, size_bits
+    from nas.hardware import get_profile
     from nas.space import load_space
 
     if args.num < 1:
         raise NasError(f"--num must be >= 1, but got {args.num}.")
     space = load_space(args.space)
+    profile = get_profile(args.profile)
     if args.json:
         for i in range(args.num):
             print(space.random(args.seed + i).to_json())
         return 0
-    print(f"{args.num} random candidates from {space.name!r} ({space.source}), input {space.input_shape}")
-    header = f"{'seed':>5} {'family':<14} {'params':>10} {'MAdds':>13} {'dense KB':>9} {'compr. KB':>9} {'rate':>6}  compression / architecture"
+    print(f"{args.num} random candidates from {space.name!r} ({space.source}), input {space.input_shape}; "
+          f"latency on {profile.name!r} ({profile.kind})")
+    header = (f"{'seed':>5} {'family':<14} {'params':>10} {'MAdds':>13} {'ms':>7} {'dense KB':>9} {'compr. KB':>9} "
+              f"{'rate':>6}  compression / architecture")
     print(header)
     print("-" * len(header))
     for i in range(args.num):
@@ -149,8 +155,12 @@ def _run_sample(args: argparse.Namespace) -> int:
         knobs = (f"sparsity {c.sparsity_conv:.2f}/{c.sparsity_linear:.2f}, "
                  f"{c.quantization if c.quantization != 'none' else (f'{c.codebook_bits}-bit codebook' if c.codebook_bits else 'fp32')}, "
                  f"low-rank {c.lowrank_ratio or 'off'}")
-        print(f"{args.seed + i:>5} {cand.arch.family:<14} {cost.params:>10,} {cost.madds:>13,} {dense:>9.1f} "
-              f"{small:>9.1f} {dense / small:>5.1f}x  {knobs}; {_describe(cand.arch.layers)}")
+        try:
+            latency = f"{profile.latency_ms(cand.arch):7.2f}"
+        except HardwareError:  # a table that does not cover this space: say so in the column, not abort
+            latency = f"{'n/a':>7}"
+        print(f"{args.seed + i:>5} {cand.arch.family:<14} {cost.params:>10,} {cost.madds:>13,} {latency} "
+              f"{dense:>9.1f} {small:>9.1f} {dense / small:>5.1f}x  {knobs}; {_describe(cand.arch.layers)}")
     return 0
 
 

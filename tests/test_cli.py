@@ -23,9 +23,12 @@ def test_sample_prints_exact_costs() -> None:
     rows = lines[lines.index(next(line for line in lines if line.startswith("---"))) + 1:]
     assert len(rows) == 3
     space = nas.load_space("mobilenetv2-tiny")
+    profile = nas.get_profile("reference-cpu")
     for row, seed in zip(rows, range(5, 8)):
-        cost = nas.count(space.random(seed).arch)
+        arch = space.random(seed).arch
+        cost = nas.count(arch)
         assert f"{cost.params:,}" in row and f"{cost.madds:,}" in row
+        assert f" {profile.latency_ms(arch):.2f} " in row  # the measured profile's prediction
 
 
 def test_sample_json_round_trips() -> None:
