@@ -24,8 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nas.compress.pruning import weight_layers
-from nas.compress.sharing import _take_mask
+from nas.compress.sharing import quantizable_layers
 from nas.errors import CompressError
 
 Mode = Literal["binary", "ternary"]
@@ -99,12 +98,8 @@ def quantize_weights(model: nn.Module, mode: Mode, *, stochastic: bool = False, 
     Pruned layers keep their mask: pruned weights stay zero and do not count in the scale.
     """
     out: dict[str, QuantizedWeight] = {}
-    for name, module in weight_layers(model):
-        if layers is not None and name not in layers:
-            continue
-        if parametrize.is_parametrized(module, "weight"):
-            raise CompressError(f"{mode} weights: layer {name!r} is already quantized; apply one quantizer only.")
-        quant = QuantizedWeight(mode, _take_mask(module), stochastic=stochastic, threshold=threshold)
+    for name, module, mask in quantizable_layers(model, layers, f"{mode} weights"):
+        quant = QuantizedWeight(mode, mask, stochastic=stochastic, threshold=threshold)
         parametrize.register_parametrization(module, "weight", quant)
         out[name] = quant
     return out

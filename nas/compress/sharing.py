@@ -17,6 +17,7 @@ quantiles; ``random`` picks kept weights at random (Forgy).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -101,6 +102,18 @@ def _take_mask(module: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def quantizable_layers(model: nn.Module, layers: list[str] | None, method: str
+                       ) -> Iterator[tuple[str, nn.Module, torch.Tensor | None]]:
+    """(name, module, keep-mask) of every conv/linear layer (or those in ``layers``) that a
+    quantizer may take: one quantizer per layer, a pruning mask folded into a plain weight."""
+    for name, module in weight_layers(model):
+        if layers is not None and name not in layers:
+            continue
+        if parametrize.is_parametrized(module, "weight"):
+            raise CompressError(f"{method}: layer {name!r} is already quantized; apply one quantizer only.")
+        yield name, module, _take_mask(module)
+
+
 def share_weights(model: nn.Module, bits: int, *, init: Init = "linear", seed: int = 0,
                   layers: list[str] | None = None) -> dict[str, SharedWeight]:
     """Replace each conv/linear weight (or those in ``layers``) by a k-means codebook, in place.
@@ -109,12 +122,7 @@ def share_weights(model: nn.Module, bits: int, *, init: Init = "linear", seed: i
     stay zero and are not clustered. Returns the parametrization of each layer.
     """
     out: dict[str, SharedWeight] = {}
-    for name, module in weight_layers(model):
-        if layers is not None and name not in layers:
-            continue
-        if parametrize.is_parametrized(module, "weight"):
-            raise CompressError(f"weight sharing: layer {name!r} is already quantized; apply one quantizer only.")
-        mask = _take_mask(module)
+    for name, module, mask in quantizable_layers(model, layers, "weight sharing"):
         weight = module.weight.detach()
         keep = mask if mask is not None else torch.ones_like(weight, dtype=torch.bool)
         centroids, kept_codes = kmeans_codebook(weight[keep].cpu().numpy(), bits, init, seed=seed)
