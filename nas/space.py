@@ -292,19 +292,17 @@ class MobileNetV2Space(_SpaceBase):
             states.add((mult, *layer_ops(stem, "", (c, h, w))[1]))
         for stage in self.stages:
             new_states = set(states) if 0 in stage.depth else set()
+            if max(stage.depth) == 0:
+                continue
             for mult, cin, hh, ww in states:
                 for width in stage.width:
                     width = make_divisible(width * mult, div)
-                    for position in ("first", "rest") if max(stage.depth) > 1 else ("first",):
-                        if position == "first":
-                            shape, stride = (cin, hh, ww), stage.stride
-                        else:
-                            shape, stride = next_shape, 1
-                        for block in self._blocks(stage, width, stride):
-                            out.add((block, shape))
-                            next_shape = layer_ops(block, "", shape)[1]
-                    if max(stage.depth) > 0:
-                        new_states.add((mult, *next_shape))
+                    first = self._blocks(stage, width, stage.stride)
+                    out.update((block, (cin, hh, ww)) for block in first)
+                    after = layer_ops(first[0], "", (cin, hh, ww))[1]  # the same for every first block
+                    if max(stage.depth) > 1:
+                        out.update((block, after) for block in self._blocks(stage, width, 1))
+                    new_states.add((mult, *after))
             states = new_states
         for mult, cin, hh, ww in states:
             shape: tuple[int, ...] = (cin, hh, ww)
