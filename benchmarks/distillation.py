@@ -38,7 +38,7 @@ from torch.utils.data import TensorDataset
 import nas
 from nas.data import Splits, load_dataset
 from nas.distill import DistillConfig, distill
-from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, Linear, MaxPool
+from nas.spec import ArchSpec, Conv, Flatten, Linear, MaxPool
 from nas.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -85,24 +85,14 @@ def _run_cost(args: argparse.Namespace) -> int:
 
 
 def _check_fvcore(arch: ArchSpec, cost: Cost) -> int:
-    import logging
-    import warnings
-
-    import torch
-
+    from nas.cost import fvcore_count
     from nas.models import build_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's import runs torch.jit.script
-        from fvcore.nn import FlopCountAnalysis
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
     model = build_model(arch).eval()
-    analysis = FlopCountAnalysis(model, torch.zeros(1, *arch.input_shape))
-    by_op = analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_operator()
-    fv_madds = by_op["conv"] + by_op["linear"] + by_op["addmm"]
+    fv = fvcore_count(model, arch.input_shape)
     fv_params = sum(p.numel() for p in model.parameters())
-    ok = fv_madds == cost.madds and analysis.total() == cost.fvcore_default and fv_params == cost.params
-    print(f"fvcore: conv + linear {fv_madds:,} MAdds, default total {analysis.total():,}; "
+    ok = fv.madds == cost.madds and fv.total == cost.fvcore_default and fv_params == cost.params
+    print(f"fvcore: conv + linear {fv.madds:,} MAdds, default total {fv.total:,}; "
           f"torch: {fv_params:,} params -> {'identical' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -86,6 +86,31 @@ def count(arch: ArchSpec) -> Cost:
         cost, shape = _layer_cost(layer, shape)
         costs.append(cost)
     return Cost(*map(sum, zip(*costs)))
+
+
+class FvcoreCount(NamedTuple):
+    madds: int  # conv + linear counts: the convention of :func:`count`
+    total: int  # fvcore's default total: equals ``Cost.fvcore_default``
+
+
+def fvcore_count(model: Any, input_shape: tuple[int, ...]) -> FvcoreCount:
+    """fvcore's counts on a built model (batch of one), the reference :func:`count` is held to.
+
+    Imported lazily: fvcore (and its deprecated ``torch.jit.script`` call) is needed only
+    to cross-check, never to score.
+    """
+    import logging
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's import runs torch.jit.script
+        from fvcore.nn import FlopCountAnalysis
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(model, torch.zeros(1, *input_shape))
+    by_op = analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_operator()
+    return FvcoreCount(by_op["conv"] + by_op["linear"] + by_op["addmm"], analysis.total())
 
 
 # --------------------------------------------------------------------------- storage
