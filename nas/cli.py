@@ -9,6 +9,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -154,6 +155,14 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules that register subcommands through ``add_commands(subparsers)``, in help order.
+COMMAND_MODULES = (
+    "nas.finetune",
+    "nas.compress.cli",
+    "nas.hardware.cli",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas", description="Compact CNN architectures and their compression settings: draw them from search "
@@ -164,12 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_space_commands(sub)
     _add_cost_command(sub)
-    from nas import finetune
-    from nas.compress import cli as compress_cli
-    from nas.hardware import cli as hardware_cli
-
-    for module in (finetune, compress_cli, hardware_cli):
-        module.add_commands(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 
