@@ -1,7 +1,10 @@
-"""``python -m nas``: the same as the ``nas`` command (used to start worker processes)."""
+"""``python -m nas``: the ``nas`` command (also what ``torchrun -m nas finetune ...`` runs in every process)."""
+
+from __future__ import annotations
 
 import sys
 
 from nas.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from nas.distributed import add_arguments as add_distributed_arguments
 from nas.errors import NasError
 
 
@@ -53,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--recovery-epochs", type=int, default=1, help="fine-tuning epochs after each compression stage")
     ft.add_argument("--compressed-out", type=Path, default=None,
                     help="compressed container to write (default: --out with suffix .nasz)")
+    add_distributed_arguments(ft)
     ft.set_defaults(run=_run_finetune)
 
 
@@ -171,6 +173,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     from nas.checkpoint import load_checkpoint
     from nas.data import check_fits, load_dataset
     from nas.distill import DistillConfig, distill
+    from nas.distributed import finetune_distributed, wants_distributed
     from nas.models import build_model
     from nas.train import evaluate, train
 
@@ -185,6 +188,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         model = build_model(candidate.arch)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes)
     config = _config(args)
+    if wants_distributed(args):  # --nproc N or torchrun: data-parallel, rank 0 saves through _finish
+        return finetune_distributed(args, model, candidate, splits, config, finish=_finish)
     summary: dict[str, Any] = {"command": "finetune", "init": str(args.init) if args.init else None}
     if args.teacher is None:
         before = evaluate(model, splits.val)
