@@ -1,0 +1,359 @@
+"""Pictures of a search: Pareto fronts, hypervolume, parameter importance, parallel coordinates.
+
+The front is drawn here from the trials table rather than with Optuna's
+``plot_pareto_front``: that one draws one pair per pyplot figure (no grid), needs the
+live study (a run folder may point at a remote storage), and neither connects the
+front, marks winners nor switches to log axes. Importance and parallel coordinates
+are Optuna's own (:func:`~nas.plots._style.optuna_axes`); the hypervolume comes from
+``hypervolume.csv`` through pandas plotting, so several runs share one axes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas.errors import NasError
+from nas.plots._pareto import minimised, non_dominated, pair_front
+from nas.plots._run import Objective, Run
+from nas.plots._style import FRONT, GREY, LIGHT, SECOND, new_figure, optuna_axes, save, style
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+#: Costs spanning at least this ratio (max / min) get a log axis.
+LOG_RATIO = 30.0
+MAX_WINNERS = 6
+MAX_PARAMS = 10  # importance bars and parallel-coordinate axes: the most important ones only
+
+
+# --------------------------------------------------------------------------- Pareto front
+
+
+def objective_pairs(objectives: list[Objective]) -> list[tuple[Objective, Objective]]:
+    """(x, y) pairs: each maximised objective (accuracy) on y against every cost, then cost pairs."""
+    gains = [o for o in objectives if o.maximize]
+    costs = [o for o in objectives if not o.maximize]
+    pairs = [(c, g) for g in gains for c in costs]
+    pairs += [(a, b) for a, b in itertools.combinations(costs, 2)]
+    pairs += [(a, b) for a, b in itertools.combinations(gains, 2)]
+    return pairs
+
+
+def front_members(run: Run, rows: pd.DataFrame) -> np.ndarray:
+    """Mask of ``rows`` (feasible, complete) on the front of all objectives: the ``pareto``
+    column when the search wrote one, else computed."""
+    if rows["pareto"].any():
+        return rows["pareto"].to_numpy(dtype=bool)
+    values = rows[[o.name for o in run.objectives]].to_numpy(dtype=float)
+    ok = np.isfinite(values).all(axis=1)
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[np.flatnonzero(ok)] = non_dominated(minimised(values[ok], run.objectives))
+    return mask
+
+
+def pick_winners(run: Run, limit: int = MAX_WINNERS) -> list[int]:
+    """Trial numbers to annotate: the fine-tuned winners, else up to ``limit`` front members
+    spread from the most accurate (first maximised objective) to the cheapest."""
+    done = set(run.completed()["number"].astype(int))
+    chosen = [w.number for w in run.winners() if w.number in done]
+    if chosen:
+        return chosen[:limit]
+    feasible = run.feasible()
+    front = feasible[front_members(run, feasible)]
+    if len(front) == 0:
+        return []
+    key = next((o for o in run.objectives if o.maximize), run.objectives[0])
+    front = front.sort_values(key.name, ascending=not key.maximize, kind="stable")
+    if len(front) > limit:
+        front = front.iloc[np.unique(np.linspace(0, len(front) - 1, limit).round().astype(int))]
+    return [int(n) for n in front["number"]]
+
+
+def _use_log(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values) & (values > 0)]
+    return len(v) > 1 and float(v.max() / v.min()) >= LOG_RATIO
+
+
+def _draw_pair(ax: Axes, run: Run, x: Objective, y: Objective, letters: dict[int, str]) -> list[Any]:
+    done = run.completed()
+    fx, xlabel = x.display(done[x.name])
+    fy, ylabel = y.display(done[y.name])
+    done = done[np.isfinite(done[x.name]) & np.isfinite(done[y.name])]
+    feasible = done[done["feasible"]]
+    infeasible = done[~done["feasible"]]
+    members = front_members(run, feasible) if len(run.objectives) > 2 else np.zeros(len(feasible), bool)
+    xs, ys = feasible[x.name].to_numpy() * fx, feasible[y.name].to_numpy() * fy
+    order = pair_front(xs, ys, x.maximize, y.maximize)
+    on_pair = np.zeros(len(feasible), dtype=bool)
+    on_pair[order] = True
+    rest = ~on_pair & ~members
+    handles = [
+        ax.scatter(infeasible[x.name] * fx, infeasible[y.name] * fy, marker="x", s=16, color=LIGHT,
+                   linewidths=1.0, label="infeasible (violates a constraint)"),
+        ax.scatter(xs[rest], ys[rest], s=14, color=GREY, alpha=0.8, label="dominated"),
+    ]
+    if members.any():
+        handles.append(ax.scatter(xs[members & ~on_pair], ys[members & ~on_pair], s=18, color=SECOND,
+                                  label=f"on the front of all {len(run.objectives)} objectives"))
+    pair_label = "Pareto front" if len(run.objectives) == 2 else "front of this pair"
+    (line,) = ax.plot(xs[order], ys[order], color=FRONT, lw=1.4, drawstyle="steps-post", marker="o", ms=4.5,
+                      label=pair_label, zorder=3)
+    handles.append(line)
+    all_x = done[x.name].to_numpy() * fx
+    all_y = done[y.name].to_numpy() * fy
+    if not x.maximize and _use_log(all_x):
+        ax.set_xscale("log")
+    if not y.maximize and _use_log(all_y):
+        ax.set_yscale("log")
+    numbers = feasible["number"].to_numpy().astype(int)
+    marked = [(xs[i], ys[i], letters[int(n)]) for i, n in enumerate(numbers) if int(n) in letters]
+    if marked:
+        ax.scatter([m[0] for m in marked], [m[1] for m in marked], s=70, facecolors="none", edgecolors="black",
+                   linewidths=1.0, zorder=4)
+        _place_letters(ax, marked)
+    ax.set_xlabel(xlabel + (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel(ylabel + (", log scale" if ax.get_yscale() == "log" else ""))
+    arrows = f"{'←' if not x.maximize else '→'} better {'↑' if y.maximize else '↓'}"
+    ax.text(0.99, 0.01, arrows, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
+    return handles
+
+
+#: Where a winner's letter may go, in points from its marker (tried in this order).
+_LETTER_OFFSETS = ((5, 4), (5, -12), (-13, 4), (-13, -12), (8, -4), (-16, -4), (-4, 8), (-4, -17))
+
+
+def _place_letters(ax: Axes, marked: list[tuple[float, float, str]]) -> None:
+    """Letters next to their markers, each at the first offset that overlaps no marker and no
+    letter already placed (in screen space; a letter is about 8 x 10 points)."""
+    ax.autoscale_view()
+    scale = ax.figure.dpi / 72.0
+    centres = ax.transData.transform([(mx, my) for mx, my, _ in marked]) / scale  # in points
+    taken = [(cx - 5, cy - 5, cx + 5, cy + 5) for cx, cy in centres]
+    for (mx, my, letter), (cx, cy) in zip(marked, centres):
+        for dx, dy in _LETTER_OFFSETS:
+            box = (cx + dx, cy + dy, cx + dx + 8, cy + dy + 10)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        else:
+            dx, dy = _LETTER_OFFSETS[0]
+            box = (cx + dx, cy + dy, cx + dx + 8, cy + dy + 10)
+        taken.append(box)
+        ax.annotate(letter, (mx, my), xytext=(dx, dy), textcoords="offset points", fontsize=9,
+                    fontweight="bold", zorder=5)
+
+
+def _key_lines(run: Run, letters: dict[int, str]) -> list[str]:
+    rows = run.completed().set_index("number")
+    lines = []
+    for number, letter in letters.items():
+        row = rows.loc[number]
+        label = str(row.get("label", "")) or "(no label)"
+        label = label if len(label) <= 44 else label[:43] + "…"
+        values = " · ".join(o.short(float(row[o.name])) for o in run.objectives)
+        lines.append(f"{letter}  #{number:<4} {label}\n          {values}")
+    return lines
+
+
+def plot_front(run: Run, path: str | Path) -> Path:
+    """The Pareto front for every pair of objectives (a grid when there are 3+), written to ``path``.
+
+    Grey: dominated trials; light grey crosses: infeasible; red, connected: the front of
+    the pair; blue (3+ objectives): on the front of all objectives; circled letters: the
+    winners (fine-tuned ones when ``nas finetune RUN`` ran), listed in the key.
+    """
+    if len(run.objectives) < 2:
+        raise NasError(f"{run.path} has one objective ({run.objectives[0].name}): there is no front to draw; "
+                       f"see the hypervolume and importance pictures instead.")
+    run.require_trials(2, "plot")
+    pairs = objective_pairs(run.objectives)
+    letters = dict(zip(pick_winners(run), string.ascii_uppercase))
+    key = _key_lines(run, letters)
+    cols = 1 if len(pairs) == 1 else 2
+    key_in_cell = len(pairs) > 1 and len(pairs) % 2 == 1
+    rows = math.ceil(len(pairs) / cols)
+    key_h = 0 if key_in_cell else 0.55 + 0.34 * len(key)
+    width, height = 7.0, (4.4 if cols == 1 else 3.1) * rows + key_h + 0.4
+    with style():
+        fig = new_figure(width, height)
+        grid = fig.add_gridspec(rows + (0 if key_in_cell else 1), cols,
+                                height_ratios=[3.1] * rows + ([] if key_in_cell else [max(key_h, 0.01)]))
+        handles: list[Any] = []
+        for i, (x, y) in enumerate(pairs):
+            ax = fig.add_subplot(grid[i // cols, i % cols])
+            drawn = _draw_pair(ax, run, x, y, letters)
+            handles = drawn if len(drawn) > len(handles) else handles
+        key_ax = fig.add_subplot(grid[rows - 1, 1] if key_in_cell else grid[rows, :])
+        key_ax.axis("off")
+        visible = [h for h in handles if h.get_label() and len(np.atleast_1d(getattr(h, "get_offsets", lambda: [1])()))]
+        key_ax.legend(handles=visible, loc="upper left", ncol=1 if key_in_cell else 2, frameon=False,
+                      borderaxespad=0.0)
+        if key:
+            top = 0.62 if key_in_cell else 0.98 - 0.3 / max(key_h, 0.3) * 1.0
+            key_ax.text(0.0, top, "\n".join(key), transform=key_ax.transAxes, va="top", ha="left",
+                        family="monospace", fontsize=7.5, linespacing=1.25)
+        done, feasible = run.completed(), run.feasible()
+        fig.suptitle(f"{run.name}: {len(done)} completed trials, {len(feasible)} feasible, "
+                     f"{int(front_members(run, feasible).sum())} on the Pareto front", fontsize=10)
+        return save(fig, path)
+
+
+# --------------------------------------------------------------------------- hypervolume
+
+
+def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
+    """Normalised hypervolume against finished trials, one line per run (samplers compared).
+
+    Runs with fewer than two completed trials are left out; with none left, a clear error.
+    """
+    usable, skipped = [], []
+    for run in runs:
+        try:
+            run.require_trials(2, "plot")
+            usable.append(run)
+        except NasError as exc:
+            if len(runs) == 1:
+                raise
+            skipped.append(f"{run.name}: {exc}")
+    if not usable:
+        raise NasError("no run has enough completed trials for a hypervolume picture: " + "; ".join(skipped))
+    refs = {r.reference_text() for r in usable}
+    with style():
+        fig = new_figure(7.0, 4.2)
+        ax = fig.add_subplot()
+        for i, run in enumerate(usable):
+            hv = run.hypervolume()
+            label = f"{run.name} ({run.info.get('sampler', '?')})"
+            if len(refs) > 1:
+                label += f"; reference {run.reference_text()}"
+            hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
+                    label=label)
+        ax.set_xlabel("finished trials")
+        ax.set_ylabel("hypervolume (normalised; 1 = ideal)")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="lower right")
+        ref = (f"reference point: {refs.pop()}" if len(refs) == 1
+               else "reference points differ between runs: compare with care")
+        ax.set_title(f"Hypervolume of the feasible front\n{ref}", fontsize=9)
+        return save(fig, path)
+
+
+# --------------------------------------------------------------------------- Optuna's pictures
+
+
+def _target(run: Run, i: int) -> Any:
+    factor = run.objectives[i].display([1.0])[0]
+    return lambda t: t.values[i] * factor
+
+
+def _evaluator() -> Any:
+    """fANOVA: the share of each objective's variance a parameter explains, whatever the direction
+    (Optuna's default, PED-ANOVA, ranks for *low* target values and warns when given a target)."""
+    from optuna.importance import FanovaImportanceEvaluator
+
+    return FanovaImportanceEvaluator(n_trees=32, seed=0)
+
+
+def top_params(run: Run, study: Any, limit: int = MAX_PARAMS) -> list[str]:
+    """The ``limit`` parameters most important for any objective (fANOVA)."""
+    import optuna
+
+    best: dict[str, float] = {}
+    for i in range(len(run.objectives)):
+        target = _target(run, i) if len(run.objectives) > 1 else None
+        importances = optuna.importance.get_param_importances(study, evaluator=_evaluator(), target=target)
+        for name, value in importances.items():
+            best[name] = max(best.get(name, 0.0), value)
+    return sorted(best, key=lambda n: -best[n])[:limit]
+
+
+def _study_for_params(run: Run) -> Any:
+    run.require_trials(2, "plot")
+    study = run.study()
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(done) < 2:
+        raise NasError(f"the study of {run.path} has {len(done)} completed trial(s): nothing to plot yet.")
+    varying = {k for t in done for k in t.params if any(u.params.get(k) != t.params.get(k) for u in done)}
+    if not varying:
+        raise NasError(f"no parameter varies across the completed trials of {run.path}: no importance to plot.")
+    return study
+
+
+def plot_importance(run: Run, path: str | Path) -> Path:
+    """Optuna's parameter importances (fANOVA) for every objective, the top parameters only."""
+    import optuna.visualization.matplotlib as ovm
+
+    study = _study_for_params(run)
+    params = top_params(run, study)
+    labels = [o.display([1.0])[1] for o in run.objectives]
+
+    def draw() -> Axes:
+        if len(run.objectives) == 1:
+            return ovm.plot_param_importances(study, _evaluator(), params, target_name=labels[0])
+        return ovm.plot_param_importances(study, _evaluator(), params)
+
+    def finish(ax: Axes) -> None:
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles, labels[: len(handles)], loc="lower right", fontsize=8)
+        ax.set_title(f"{run.name}: which choices matter (top {len(params)} parameters)", loc="left", fontsize=10)
+        ax.set_xlabel("importance (fANOVA: share of the objective's variance)")
+        ax.set_ylabel("")
+
+    return optuna_axes(draw, path, 7.0, 1.6 + 0.42 * len(params), finish)
+
+
+def _darken(ax: Axes) -> None:
+    """Optuna colours the best trials nearly white; start the blue scale at a visible tint and
+    make higher values darker."""
+    from matplotlib import colormaps
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(colormaps["Blues"](np.linspace(0.25, 1.0, 256)))
+    for coll in ax.collections:
+        if isinstance(coll, LineCollection) and coll.get_array() is not None:
+            coll.set_cmap(cmap)
+            if coll.colorbar is not None:
+                coll.colorbar.update_normal(coll)
+
+
+def _short_param(name: str) -> str:
+    return name.removeprefix("compression.")
+
+
+def plot_parallel(run: Run, path: str | Path) -> Path:
+    """Optuna's parallel coordinates of the most important choices, coloured by the first
+    maximised objective (accuracy); dotted lines are infeasible trials."""
+    import optuna.visualization.matplotlib as ovm
+
+    study = _study_for_params(run)
+    params = top_params(run, study, limit=5)
+    i = next((k for k, o in enumerate(run.objectives) if o.maximize), 0)
+    name = run.objectives[i].display([1.0])[1]
+
+    def draw() -> Axes:
+        if len(run.objectives) == 1:
+            return ovm.plot_parallel_coordinate(study, params=params, target_name=name)
+        return ovm.plot_parallel_coordinate(study, params=params, target=_target(run, i), target_name=name)
+
+    def finish(ax: Axes) -> None:
+        fig = ax.figure
+        ax.set_title("")
+        fig.suptitle(f"{run.name}: the {len(params)} most important choices, coloured by {name}", fontsize=10,
+                     x=0.02, ha="left")
+        ax.set_ylabel(name)
+        first = run.objectives[i]
+        ax.set_xticks(range(len(params) + 1), [first.name] + [_short_param(p) for p in sorted(params)],
+                      rotation=0, ha="center", fontsize=7.5)
+        _darken(ax)
+        for other in fig.axes:
+            other.tick_params(axis="y", labelsize=7.5)
+        fig.subplots_adjust(left=0.1, right=0.9, top=0.86, bottom=0.1)
+
+    return optuna_axes(draw, path, 7.0, 4.6, finish, constrained=False)
