@@ -45,20 +45,20 @@ import argparse
 import copy
 import inspect
 import math
+import multiprocessing
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
-from torch.multiprocessing.spawn import ProcessException
+from torch.multiprocessing.spawn import ProcessException, spawn
 from torch.nn.parallel import DistributedDataParallel
 
 from nas.data import Splits, fit_input
@@ -77,6 +77,9 @@ from nas.train import (
     loss_problem,
     make_optimizer,
 )
+
+if TYPE_CHECKING:
+    from torch._C._distributed_c10d import GradBucket
 
 CommHook = Literal["allreduce", "fp16", "powersgd", "terngrad"]
 COMM_HOOKS: tuple[str, ...] = ("allreduce", "fp16", "powersgd", "terngrad")
@@ -146,7 +149,7 @@ def register_hook(ddp: DistributedDataParallel, config: DistConfig, total_steps:
         return None
     if config.comm_hook == "fp16":
         @ddp_hook
-        def fp16(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        def fp16(state: Any, bucket: GradBucket) -> torch.futures.Future[torch.Tensor]:
             sent[0] += bucket.buffer().numel() * 2
             return default_hooks.fp16_compress_hook(state, bucket)
 
@@ -157,7 +160,7 @@ def register_hook(ddp: DistributedDataParallel, config: DistConfig, total_steps:
                                          random_seed=seed)
 
         @ddp_hook
-        def powersgd(state: powerSGD_hook.PowerSGDState, bucket: dist.GradBucket
+        def powersgd(state: powerSGD_hook.PowerSGDState, bucket: GradBucket
                      ) -> torch.futures.Future[torch.Tensor]:
             buf = bucket.buffer()
             warm_up = state.iter < state.start_powerSGD_iter  # the hook all-reduces the whole bucket then
@@ -255,9 +258,9 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any) -> T:
     """
     if not (isinstance(nproc, int) and nproc >= 1):
         raise TrainError(f"nproc must be an int >= 1, but got {nproc!r}.")
-    queue = mp.get_context("spawn").SimpleQueue()
+    queue = multiprocessing.get_context("spawn").SimpleQueue()
     try:
-        mp.spawn(_child, args=(nproc, free_port(), queue, fn, args), nprocs=nproc, join=True)
+        spawn(_child, args=(nproc, free_port(), queue, fn, args), nprocs=nproc, join=True)
     except ProcessException:
         while not queue.empty():
             _, item = queue.get()
@@ -321,7 +324,7 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
                                                                                     as_tensors(splits.val)))
     # Buffers (batch-norm statistics) are synced once at the start, not before every forward pass; torch 2.13
     # renames broadcast_buffers (now deprecated) to forward_sync_buffers.
-    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+    no_sync: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
         DistributedDataParallel).parameters else {"broadcast_buffers": False})
     ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                   bucket_cap_mb=dc.bucket_cap_mb, **no_sync)
@@ -427,6 +430,9 @@ def finetune_distributed(args: argparse.Namespace, model: nn.Module, candidate: 
                          "afterwards with `nas compress OUT`.")
     dc = DistConfig(comm_hook=args.comm_hook, terngrad_clip=args.terngrad_clip or None)
     if not launched():
+        if config.batch_size // args.nproc < 2:
+            raise TrainError(f"--batch-size {config.batch_size} is the global batch; split over {args.nproc} "
+                             f"processes it leaves under 2 per process: use --batch-size >= {2 * args.nproc}.")
         child = copy.copy(args)
         child.threads = max(1, args.threads // args.nproc)  # --threads is the total over the local processes
         return launch(_rerun, args.nproc, child)

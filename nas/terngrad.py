@@ -31,12 +31,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from nas.errors import TrainError
+
+if TYPE_CHECKING:
+    from torch._C._distributed_c10d import GradBucket
 
 Granularity = Literal["layer", "bucket"]
 #: The paper's clipping factor: gradients are clipped at 2.5 standard deviations.
@@ -154,12 +157,13 @@ HookT = TypeVar("HookT", bound=Callable[..., Any])
 def ddp_hook(fn: HookT) -> HookT:
     """Give a hook real (not postponed, string) annotations: DDP's ``register_comm_hook`` compares them with
     ``dist.GradBucket`` and ``Future[Tensor]`` and refuses strings."""
-    fn.__annotations__.update(bucket=dist.GradBucket, **{"return": torch.futures.Future[torch.Tensor]})
+    real = {"bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}  # type: ignore[attr-defined]
+    fn.__annotations__.update(real)
     return fn
 
 
 @ddp_hook
-def terngrad_hook(state: TernGradState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def terngrad_hook(state: TernGradState, bucket: GradBucket) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: ``ddp.register_comm_hook(TernGradState(seed=seed + rank), terngrad_hook)``.
 
     Ternarizes this rank's bucket, all-gathers every rank's packed ternaries and
@@ -181,7 +185,7 @@ def terngrad_hook(state: TernGradState, bucket: dist.GradBucket) -> torch.future
         fut.wait()  # re-raises a failed collective
         rows = gathered.view(world, -1)
         ts = unpack(rows[:, :packed.numel()], n)
-        ss = rows[:, packed.numel():].contiguous().view(torch.float32)
+        ss = rows[:, packed.numel():].flatten().clone().view(torch.float32).view(world, -1)  # aligned copy
         buf.copy_(decode(ts, ss, sizes).mean(0))
         return buf
 
