@@ -160,6 +160,7 @@ COMMAND_MODULES = (
     "nas.finetune",
     "nas.compress.cli",
     "nas.hardware.cli",
+    "nas.plots.cli", "nas.report",
 )
 
 

@@ -76,6 +76,10 @@ def pick_winners(run: Run, limit: int = MAX_WINNERS) -> list[int]:
     return [int(n) for n in front["number"]]
 
 
+def needs_training(o: Objective) -> bool:
+    return o.name.split(":", 1)[0] == "accuracy"
+
+
 def _use_log(values: np.ndarray) -> bool:
     v = values[np.isfinite(values) & (values > 0)]
     return len(v) > 1 and float(v.max() / v.min()) >= LOG_RATIO
@@ -86,6 +90,8 @@ def _draw_pair(ax: Axes, run: Run, x: Objective, y: Objective, letters: dict[int
     fx, xlabel = x.display(done[x.name])
     fy, ylabel = y.display(done[y.name])
     done = done[np.isfinite(done[x.name]) & np.isfinite(done[y.name])]
+    if needs_training(x) or needs_training(y):
+        done = done[done["trained"]]  # a candidate rejected before training has a placeholder accuracy
     feasible = done[done["feasible"]]
     infeasible = done[~done["feasible"]]
     members = front_members(run, feasible) if len(run.objectives) > 2 else np.zeros(len(feasible), bool)
@@ -199,7 +205,9 @@ def plot_front(run: Run, path: str | Path) -> Path:
             key_ax.text(0.0, top, "\n".join(key), transform=key_ax.transAxes, va="top", ha="left",
                         family="monospace", fontsize=7.5, linespacing=1.25)
         done, feasible = run.completed(), run.feasible()
-        fig.suptitle(f"{run.name}: {len(done)} completed trials, {len(feasible)} feasible, "
+        untrained = int((~done["trained"]).sum()) if any(needs_training(o) for o in run.objectives) else 0
+        rejected = f" ({untrained} rejected before training)" if untrained else ""
+        fig.suptitle(f"{run.name}: {len(done)} completed trials{rejected}, {len(feasible)} feasible, "
                      f"{int(front_members(run, feasible).sum())} on the Pareto front", fontsize=10)
         return save(fig, path)
 

@@ -32,8 +32,9 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class SyntheticRun:
-    """What to write: ``trials`` trials, of which ``pruned`` are rejected by the cheap
-    constraint before training, ``failed`` fail, ``running`` are still running."""
+    """What to write: ``trials`` trials, of which the first ``pruned`` are pruned during proxy
+    training, the next ``failed`` fail, the last ``running`` are still running. As in ``nas search``,
+    a candidate over the latency limit is complete, infeasible and untrained (accuracy 0)."""
 
     name: str = "synthetic"
     space: str = "mobilenetv2-tiny"
@@ -102,18 +103,21 @@ def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun())
         info = {"costs": costs, "violation": violation, "candidate": cand.to_json(), "history": [],
                 "label": _label(trial.params, cand.compression), "trained": True, "fail_reason": ""}
         extra[trial.number] = info
-        if i < spec.pruned:  # a cheap constraint rejects it before training
-            info.update(trained=False, fail_reason=f"latency_ms {costs['latency_ms']:.3f} > {spec.latency_limit}")
+        if i >= spec.trials - spec.running:
+            continue  # left RUNNING
+        acc = _fake_accuracy(cost.params, cand.compression, rng)
+        if i < spec.pruned:  # the proxy-training pruner stopped it
+            info.update(history=[round(acc * 0.5, 4)], fail_reason="pruned at epoch 1")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
         if i < spec.pruned + spec.failed:
             info["fail_reason"] = "training diverged (loss is NaN)"
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        if i >= spec.trials - spec.running:
-            continue  # left RUNNING
-        acc = _fake_accuracy(cost.params, cand.compression, rng)
-        info["history"] = [round(acc * f, 4) for f in (0.6, 0.85, 1.0)]
+        if violation > 0:  # like nas search: complete but infeasible, accuracy 0, never trained
+            info["trained"], acc = False, 0.0
+        else:
+            info["history"] = [round(acc * f, 4) for f in (0.6, 0.85, 1.0)]
         study.tell(trial, [acc if o["name"] == "accuracy" else costs[o["name"]] for o in objectives])
 
     best = {t.number for t in study.best_trials}
@@ -123,9 +127,8 @@ def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun())
         values = dict(zip([o["name"] for o in objectives], t.values)) if t.values else {}
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for o in objectives:
-            row[o["name"]] = values.get(o["name"], info["costs"].get(o["name"], math.nan)
-                                        if t.state.name == "PRUNED" else math.nan)
-        row.update(feasible=t.state.name != "FAIL" and info["violation"] <= 0, pareto=t.number in best,
+            row[o["name"]] = values.get(o["name"], info["costs"].get(o["name"], math.nan))
+        row.update(feasible=t.state.name == "COMPLETE" and info["violation"] <= 0, pareto=t.number in best,
                    trained=info["trained"], **{"c:latency_ms": info["violation"]})
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update(label=info["label"], candidate=info["candidate"], **info["costs"], epochs=len(info["history"]),

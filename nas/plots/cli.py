@@ -1,0 +1,278 @@
+"""``nas plot``: pictures of run folders, of a compressed checkpoint, of a profile's accuracy.
+
+::
+
+    nas plot RUN                          # RUN/plots/{front,hypervolume,importance,parallel,latency}.png
+    nas plot RUN_A RUN_B --what hypervolume   # samplers compared: RUN_A/plots/hypervolume-compare.png
+    nas plot --compression model.safetensors  # Deep Compression pictures and the per-layer table
+    nas plot --validation validate.json       # predicted vs measured latency (nas hardware validate --json)
+    nas plot --candidate cand.json --profile reference-cpu   # where one candidate's time goes
+
+Works while a search is running: it draws the trials finished so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasError
+
+RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot", help="pictures of run folders (Pareto fronts, hypervolume, importance), a compressed model, "
+                     "or a latency profile",
+        description="Draw PNG pictures for any run folder of `nas search` (also while it runs), a checkpoint's "
+                    "compression (--compression), a profile's validation (--validation) or a candidate's "
+                    "latency breakdown (--candidate).")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run folders; several compare their hypervolume")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the pictures (default: RUN/plots, or next to the file given)")
+    p.add_argument("--what", default=None,
+                   help=f"comma-separated subset of {','.join(RUN_PICTURES)} (default: every one that applies)")
+    p.add_argument("--trial", type=int, default=None,
+                   help="trial number for the latency picture (default: the top winner, else the most accurate "
+                        "trial on the front)")
+    p.add_argument("--profile", default=None,
+                   help="hardware profile for latency pictures (default: the run's, else reference-cpu)")
+    comp = p.add_argument_group("compression pictures")
+    comp.add_argument("--compression", type=Path, metavar="CHECKPOINT", default=None,
+                      help="a trained checkpoint (.safetensors): accuracy vs size for pruning / quantization / both, "
+                           "weight distribution with the codebook, per-layer table")
+    comp.add_argument("--spec", default=None, help="CompressionSpec JSON (object or file) for the weight picture "
+                                                     "and the table (default: the checkpoint's candidate's)")
+    comp.add_argument("--dataset", default=None, help="dataset to measure accuracy on (default: the checkpoint's)")
+    comp.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    comp.add_argument("--eval-samples", type=int, default=2000,
+                      help="validation samples per accuracy measurement (default: %(default)s)")
+    comp.add_argument("--retrain-epochs", type=int, default=0,
+                      help="fine-tune this many epochs after each compression stage (default: 0, none)")
+    comp.add_argument("--layer", default=None, help="layer for the weight picture (default: the largest)")
+    comp.add_argument("--no-tradeoff", action="store_true", help="skip the accuracy-vs-size picture (no data needed)")
+    lat = p.add_argument_group("latency pictures")
+    lat.add_argument("--validation", type=Path, metavar="JSON", default=None,
+                     help="output of `nas hardware validate PROFILE --space S --json FILE`")
+    lat.add_argument("--candidate", type=Path, default=None, help="candidate JSON file for a latency breakdown")
+    p.set_defaults(run=run)
+
+
+def _what(text: str | None) -> tuple[list[str], bool]:
+    """(pictures, explicit): the --what list, or every run picture when not given."""
+    if text is None:
+        return list(RUN_PICTURES), False
+    items = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in items if w not in RUN_PICTURES]
+    if unknown or not items:
+        raise NasError(f"--what must be a comma-separated subset of {','.join(RUN_PICTURES)}, but got {text!r}.")
+    return items, True
+
+
+def _attempt(label: str, draw: Callable[[], Path], written: list[Path], errors: list[str], strict: bool) -> None:
+    try:
+        written.append(draw())
+        print(f"wrote {written[-1]}")
+    except NasError as exc:
+        if strict:
+            raise
+        errors.append(f"{label}: {exc}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # this process only draws files
+    if not (args.runs or args.compression or args.validation or args.candidate):
+        raise NasError("give a RUN folder, --compression CHECKPOINT, --validation JSON or --candidate JSON; "
+                       "see `nas plot --help`.")
+    pictures, explicit = _what(args.what)
+    written: list[Path] = []
+    errors: list[str] = []
+    if args.runs:
+        _run_pictures(args, pictures, explicit, written, errors)
+    if args.compression:
+        _compression_pictures(args, written)
+    if args.validation:
+        from nas.plots._latency import plot_latency_validation
+
+        out = args.out or args.validation.resolve().parent
+        written.append(plot_latency_validation(args.validation, out / "latency-validation.png"))
+        print(f"wrote {written[-1]}")
+    if args.candidate:
+        written.append(_candidate_breakdown(args))
+        print(f"wrote {written[-1]}")
+    for line in errors:
+        print(f"nas plot: skipped {line}", file=sys.stderr)
+    if not written:
+        raise NasError(errors[0].split(": ", 1)[1] if len(errors) == 1 or len({e.split(': ', 1)[1] for e in errors}) == 1
+                       else "nothing drawn: " + "; ".join(errors))
+    return 0
+
+
+def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool, written: list[Path],
+                  errors: list[str]) -> None:
+    from nas.plots import load_run, plot_front, plot_hypervolume, plot_importance, plot_parallel
+
+    runs = [load_run(r) for r in args.runs]
+    several = len(runs) > 1
+    for r in runs:
+        out = args.out or r.path / "plots"
+        prefix = f"{r.name}-" if several and args.out else ""
+        tag = f"{r.name} " if several else ""
+        draws: dict[str, Callable[[], Path]] = {
+            "front": lambda r=r, out=out, prefix=prefix: plot_front(r, out / f"{prefix}front.png"),
+            "hypervolume": lambda r=r, out=out, prefix=prefix: plot_hypervolume([r], out / f"{prefix}hypervolume.png"),
+            "importance": lambda r=r, out=out, prefix=prefix: plot_importance(r, out / f"{prefix}importance.png"),
+            "parallel": lambda r=r, out=out, prefix=prefix: plot_parallel(r, out / f"{prefix}parallel.png"),
+            "latency": lambda r=r, out=out, prefix=prefix: run_latency_breakdown(r, out / f"{prefix}latency.png",
+                                                                                 args.trial, args.profile),
+        }
+        for name in pictures:
+            _attempt(f"{tag}{name}", draws[name], written, errors, explicit and not several)
+    if several and "hypervolume" in pictures:
+        out = args.out or runs[0].path / "plots"
+        _attempt("hypervolume comparison", lambda: plot_hypervolume(runs, out / "hypervolume-compare.png"),
+                 written, errors, explicit)
+
+
+def run_profile(run: Any, override: str | None = None) -> str:
+    """The profile a run's latency refers to: the first latency objective's, else the first listed."""
+    if override:
+        return override
+    for o in run.objectives:
+        if o.profile:
+            return str(o.profile)
+        if o.name.startswith("latency_ms:"):
+            return o.name.split(":", 1)[1]
+    profiles = list(run.info.get("profiles") or {})
+    return profiles[0] if profiles else "reference-cpu"
+
+
+def chosen_trial(run: Any, number: int | None = None) -> Any:
+    """The row of trial ``number``, else the top winner's, else the most accurate front member's."""
+    from nas.plots._search import front_members
+
+    if number is None:
+        winners = run.winners()
+        if winners:
+            number = winners[0].number
+    if number is not None:
+        rows = run.trials[run.trials["number"] == number]
+        if len(rows) == 0:
+            raise NasError(f"{run.path} has no trial {number}.")
+        return rows.iloc[0]
+    feasible = run.require_trials(1, "draw")
+    front = feasible[front_members(run, feasible)]
+    key = next((o for o in run.objectives if o.maximize), run.objectives[0])
+    pick = front if len(front) else feasible
+    return pick.sort_values(key.name, ascending=not key.maximize, kind="stable").iloc[0]
+
+
+def run_latency_breakdown(run: Any, path: Path, trial: int | None = None, profile: str | None = None) -> Path:
+    from nas.hardware import get_profile
+    from nas.plots._latency import plot_latency_breakdown
+    from nas.spec import Candidate
+
+    row = chosen_trial(run, trial)
+    text = row.get("candidate")
+    if not isinstance(text, str) or not text.strip():
+        raise NasError(f"trial {int(row['number'])} of {run.path} has no candidate JSON in trials.csv.")
+    cand = Candidate.from_json(text)
+    label = f"trial {int(row['number'])}" + (f" ({row['label']})" if row.get("label") else "")
+    return plot_latency_breakdown(get_profile(run_profile(run, profile)), cand.arch, path, label=label)
+
+
+def _candidate_breakdown(args: argparse.Namespace) -> Path:
+    from nas.hardware import get_profile
+    from nas.plots._latency import plot_latency_breakdown
+    from nas.spec import Candidate
+
+    try:
+        cand = Candidate.from_json(args.candidate.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NasError(f"cannot read candidate file {str(args.candidate)!r}: {exc.strerror}.") from None
+    out = args.out or args.candidate.resolve().parent
+    return plot_latency_breakdown(get_profile(args.profile or "reference-cpu"), cand.arch,
+                                  out / f"{args.candidate.stem}-latency.png", label=args.candidate.name)
+
+
+def _compression_pictures(args: argparse.Namespace, written: list[Path]) -> None:
+    from nas.checkpoint import load_checkpoint
+    from nas.compress.cli import _read_json
+    from nas.plots._compression import layer_table, plot_weight_distribution
+    from nas.plots._tables import markdown_table
+    from nas.spec import CompressionSpec
+
+    model, candidate, meta = load_checkpoint(args.compression)
+    spec = CompressionSpec.from_dict(_read_json(args.spec, "--spec")) if args.spec else candidate.compression
+    out = args.out or args.compression.resolve().parent / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    table = layer_table(candidate.arch, spec)
+    md = out / "compression-layers.md"
+    md.write_text(f"Per-layer storage under {spec.to_dict()} (Deep Compression's accounting, nas.size_report)\n\n"
+                  + markdown_table(table, LAYER_FORMATS) + "\n", encoding="utf-8")
+    table.to_csv(out / "compression-layers.csv", index=False)
+    print(f"wrote {md}")
+    sparsity, bits, note = weight_picture_settings(spec)
+    written.append(plot_weight_distribution(model, out / "compression-weights.png", sparsity=sparsity, bits=bits,
+                                            layer=args.layer))
+    print(f"wrote {written[-1]}{note}")
+    if not args.no_tradeoff:
+        dataset = args.dataset or (meta.get("extra") or {}).get("dataset")
+        if not dataset:
+            raise NasError(f"{args.compression} does not say which dataset it was trained on: give --dataset "
+                           f"(or --no-tradeoff).")
+        written.append(tradeoff_picture(model, candidate.arch, dataset, out / "compression-tradeoff.png",
+                                        root=args.data_root, samples=args.eval_samples,
+                                        retrain_epochs=args.retrain_epochs))
+        print(f"wrote {written[-1]}")
+
+
+#: How the per-layer table prints its columns.
+LAYER_FORMATS = {"kept %": ".1f", "weight bits P+Q+H": ".2f", "index bits P+Q": ".0f", "index bits P+Q+H": ".2f",
+                 "rate P+Q": ".1f", "rate P+Q+H": ".1f"}
+
+
+def weight_picture_settings(spec: Any) -> tuple[float, int, str]:
+    """Sparsity and codebook bits for the weight picture: the spec's, or 0.75 / 4 bits to illustrate."""
+    sparsity = max(spec.sparsity_conv, spec.sparsity_linear)
+    bits = spec.codebook_bits
+    note = ""
+    if not sparsity or bits is None:
+        note = " (the spec lacks " + " and ".join(
+            w for w, missing in (("pruning", not sparsity), ("a codebook", bits is None)) if missing) + \
+            ": drawn with 75% / 4 bits to illustrate)"
+    return sparsity or 0.75, bits or 4, note
+
+
+def tradeoff_picture(model: Any, arch: Any, dataset: str, path: Path, *, root: str | None = None,
+                     samples: int = 2000, retrain_epochs: int = 0) -> Path:
+    """Deep Compression's Figure 6 for ``model`` measured on ``dataset``'s validation split."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from nas.data import check_fits, load_dataset
+    from nas.plots._compression import compression_tradeoff, plot_compression_tradeoff
+    from nas.train import TrainConfig, as_tensors, evaluate, train
+
+    if samples < 1 or retrain_epochs < 0:
+        raise NasError(f"--eval-samples must be >= 1 and --retrain-epochs >= 0, but got {samples}, {retrain_epochs}.")
+    splits = load_dataset(dataset, root=root)
+    check_fits(splits, arch.input_shape, arch.num_classes)
+    x, y = as_tensors(splits.val)[:2]
+    val = TensorDataset(x[:samples], y[:samples])
+    retrain = None
+    if retrain_epochs:
+        config = TrainConfig(epochs=retrain_epochs, lr=0.005, threads=max(1, torch.get_num_threads()), progress=False)
+
+        def retrain(m: torch.nn.Module, stage: str) -> None:
+            train(m, splits, config)
+
+    table = compression_tradeoff(model, arch, lambda m: evaluate(m, val), retrain=retrain)
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    return plot_compression_tradeoff(table, path, retrained=bool(retrain_epochs))
