@@ -80,6 +80,23 @@ def needs_training(o: Objective) -> bool:
     return o.name.split(":", 1)[0] == "accuracy"
 
 
+def _log_axis(ax: Axes, which: str, values: np.ndarray) -> None:
+    """A log scale with plain numbers (0.1, 2, 50) instead of powers of ten; within two decades the
+    2s and 5s are labelled too."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    v = values[np.isfinite(values) & (values > 0)]
+    if len(v) and v.max() / v.min() <= 100:
+        axis.set_minor_formatter(FuncFormatter(
+            lambda val, _: f"{val:g}" if round(val / 10 ** math.floor(math.log10(val)), 6) in (2, 5) else ""))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
 def _use_log(values: np.ndarray) -> bool:
     v = values[np.isfinite(values) & (values > 0)]
     return len(v) > 1 and float(v.max() / v.min()) >= LOG_RATIO
@@ -115,9 +132,9 @@ def _draw_pair(ax: Axes, run: Run, x: Objective, y: Objective, letters: dict[int
     all_x = done[x.name].to_numpy() * fx
     all_y = done[y.name].to_numpy() * fy
     if not x.maximize and _use_log(all_x):
-        ax.set_xscale("log")
+        _log_axis(ax, "x", all_x)
     if not y.maximize and _use_log(all_y):
-        ax.set_yscale("log")
+        _log_axis(ax, "y", all_y)
     numbers = feasible["number"].to_numpy().astype(int)
     marked = [(xs[i], ys[i], letters[int(n)]) for i, n in enumerate(numbers) if int(n) in letters]
     if marked:
@@ -167,6 +184,17 @@ def _key_lines(run: Run, letters: dict[int, str]) -> list[str]:
     return lines
 
 
+def front_figsize(n_objectives: int, n_winners: int) -> tuple[float, float]:
+    """Inches of the front picture: one panel per objective pair (two columns from 3 objectives
+    on), and a key of the winners below unless it fits into a free grid cell."""
+    pairs = n_objectives * (n_objectives - 1) // 2
+    cols = 1 if pairs == 1 else 2
+    rows = math.ceil(pairs / cols)
+    key_in_cell = pairs > 1 and pairs % 2 == 1
+    key_h = 0 if key_in_cell else 0.4 + 0.26 * n_winners
+    return 7.0, round((4.4 if cols == 1 else 3.1) * rows + key_h + 0.3, 2)
+
+
 def plot_front(run: Run, path: str | Path) -> Path:
     """The Pareto front for every pair of objectives (a grid when there are 3+), written to ``path``.
 
@@ -184,8 +212,8 @@ def plot_front(run: Run, path: str | Path) -> Path:
     cols = 1 if len(pairs) == 1 else 2
     key_in_cell = len(pairs) > 1 and len(pairs) % 2 == 1
     rows = math.ceil(len(pairs) / cols)
-    key_h = 0 if key_in_cell else 0.55 + 0.34 * len(key)
-    width, height = 7.0, (4.4 if cols == 1 else 3.1) * rows + key_h + 0.4
+    key_h = 0 if key_in_cell else 0.4 + 0.26 * len(key)
+    width, height = front_figsize(len(run.objectives), len(key))
     with style():
         fig = new_figure(width, height)
         grid = fig.add_gridspec(rows + (0 if key_in_cell else 1), cols,
@@ -201,7 +229,7 @@ def plot_front(run: Run, path: str | Path) -> Path:
         key_ax.legend(handles=visible, loc="upper left", ncol=1 if key_in_cell else 2, frameon=False,
                       borderaxespad=0.0)
         if key:
-            top = 0.62 if key_in_cell else 0.98 - 0.3 / max(key_h, 0.3) * 1.0
+            top = 0.62 if key_in_cell else 1.0 - 0.34 / max(key_h, 0.34)
             key_ax.text(0.0, top, "\n".join(key), transform=key_ax.transAxes, va="top", ha="left",
                         family="monospace", fontsize=7.5, linespacing=1.25)
         done, feasible = run.completed(), run.feasible()

@@ -73,14 +73,15 @@ def _what(text: str | None) -> tuple[list[str], bool]:
     return items, True
 
 
-def _attempt(label: str, draw: Callable[[], Path], written: list[Path], errors: list[str], strict: bool) -> None:
+def _attempt(label: str, draw: Callable[[], Path], written: list[Path], errors: list[tuple[str, str]],
+             strict: bool) -> None:
     try:
         written.append(draw())
         print(f"wrote {written[-1]}")
     except NasError as exc:
         if strict:
             raise
-        errors.append(f"{label}: {exc}")
+        errors.append((label, str(exc)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                        "see `nas plot --help`.")
     pictures, explicit = _what(args.what)
     written: list[Path] = []
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     if args.runs:
         _run_pictures(args, pictures, explicit, written, errors)
     if args.compression:
@@ -106,16 +107,15 @@ def run(args: argparse.Namespace) -> int:
     if args.candidate:
         written.append(_candidate_breakdown(args))
         print(f"wrote {written[-1]}")
-    for line in errors:
-        print(f"nas plot: skipped {line}", file=sys.stderr)
-    if not written:
-        raise NasError(errors[0].split(": ", 1)[1] if len(errors) == 1 or len({e.split(': ', 1)[1] for e in errors}) == 1
-                       else "nothing drawn: " + "; ".join(errors))
+    if not written:  # the first reason says it (a run too young to draw is too young for every picture)
+        raise NasError(errors[0][1] if errors else "nothing to plot.")
+    for label, why in errors:
+        print(f"nas plot: skipped {label}: {why}", file=sys.stderr)
     return 0
 
 
 def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool, written: list[Path],
-                  errors: list[str]) -> None:
+                  errors: list[tuple[str, str]]) -> None:
     from nas.plots import load_run, plot_front, plot_hypervolume, plot_importance, plot_parallel
 
     runs = [load_run(r) for r in args.runs]
@@ -166,7 +166,7 @@ def chosen_trial(run: Any, number: int | None = None) -> Any:
         if len(rows) == 0:
             raise NasError(f"{run.path} has no trial {number}.")
         return rows.iloc[0]
-    feasible = run.require_trials(1, "draw")
+    feasible = run.require_trials(1, "plot")
     front = feasible[front_members(run, feasible)]
     key = next((o for o in run.objectives if o.maximize), run.objectives[0])
     pick = front if len(front) else feasible

@@ -138,6 +138,8 @@ def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun())
                    duration_s=t.duration.total_seconds() if t.duration else math.nan)
         rows.append(row)
     df = pd.DataFrame(rows)
+    if df.empty:  # as nas search writes it before the first trial finishes
+        df = pd.DataFrame(columns=["number", "state", *spec.objectives, "feasible", "pareto", "trained"])
     df.to_csv(folder / "trials.csv", index=False)
     df.to_parquet(folder / "trials.parquet", index=False)
     df[df["pareto"]].to_csv(folder / "front.csv", index=False)
