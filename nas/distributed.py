@@ -32,11 +32,11 @@ packed bytes and scalers it all-gathers. On the wire a ring all-reduce moves
 ``2 (N - 1) / N`` times its payload per rank and an all-gather ``N - 1`` times,
 so the two are equal for ``N = 2``; for larger N an all-gather of ternaries
 costs ``N / 32`` of the fp32 all-reduce instead of 1/16 (see
-:meth:`CommStats.summary`). Not counted: one 4-byte all-reduce per step in which
-the ranks agree to stop on a non-finite or diverging loss, and the one-time
-broadcast of rank 0's weights. Batch-norm statistics are synced from rank 0 once, at
-the start, not before every step: each rank then keeps its own, and the
-checkpoint holds rank 0's.
+:meth:`CommStats.summary`). Not counted: a 4-byte all-reduce per step in which
+the ranks agree to stop on a non-finite or diverging loss (read a step later,
+so it adds no barrier), and the one-time broadcast of rank 0's weights.
+Batch-norm statistics are synced from rank 0 once, at the start, not before
+every step: each rank then keeps its own, and the checkpoint holds rank 0's.
 """
 
 from __future__ import annotations
@@ -288,14 +288,31 @@ class DistResult:
     backend: str
 
 
-def _agree_to_stop(problem: str | None, device: torch.device, epoch: int, step: int) -> str | None:
-    """All ranks stop together when any rank's loss is bad (else the others would wait forever in the next reduce)."""
-    flag = torch.tensor([dist.get_rank() + 1 if problem else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    failed_rank = int(flag.item()) - 1
-    if failed_rank < 0:
-        return None
-    return problem or f"rank {failed_rank} hit a non-finite or diverging training loss at epoch {epoch}, step {step}"
+class _StopVote:
+    """Ranks stop together when any rank's loss is bad (a rank that stopped alone would leave the others waiting
+    in the next reduce), without a barrier every step: step k's vote is an asynchronous 4-byte all-reduce read
+    at step k + 1, so every rank takes the bad step (its NaN gradients reach every replica) and all stop at
+    the same step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pending: tuple[dist.Work, torch.Tensor, str | None, str] | None = None
+
+    def cast(self, problem: str | None, where: str) -> None:
+        flag = torch.tensor([dist.get_rank() + 1 if problem else 0], device=self.device)
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag, problem, where)
+
+    def outcome(self) -> str | None:
+        """Why all ranks stop after the last vote, or None to go on."""
+        if self.pending is None:
+            return None
+        work, flag, problem, where = self.pending
+        self.pending = None
+        work.wait()
+        failed_rank = int(flag.item()) - 1
+        if failed_rank < 0:
+            return None
+        return problem or f"rank {failed_rank} hit a non-finite or diverging training loss at {where}"
 
 
 def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config: DistConfig | None = None,
@@ -304,8 +321,8 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
 
     The pieces are :mod:`nas.train`'s (step plan, seeded batches, optimizer and
     schedule, loss checks); validation accuracy is measured on rank 0 after
-    every epoch. Non-finite or diverging losses on any rank stop every rank with
-    :attr:`TrainResult.failed` set.
+    every epoch. A non-finite or diverging loss on any rank stops every rank one
+    step later (:class:`_StopVote`) with :attr:`TrainResult.failed` set.
     """
     dc = dist_config or DistConfig()
     device = device or torch.device("cpu")
@@ -338,6 +355,7 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
         shared = torch.Generator().manual_seed(config.seed)  # the same on every rank: shards stay disjoint
         opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], local, plan.total_steps)
         step, last = 0, 0 if sent is None else sent()
+        vote = _StopVote(device)
         ddp.train()
         for epoch in range(plan.epochs):
             shard = torch.randperm(len(columns[0]), generator=shared)[rank::world][:n_shard]
@@ -345,9 +363,10 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
             total, count = 0.0, 0
             for batch in batches(mine, plan, shared, min(plan.steps_per_epoch, plan.total_steps - step)):
                 loss = cross_entropy(ddp(fit_input(batch[0], shape) if shape else batch[0]), batch)
-                result.failed = _agree_to_stop(loss_problem(loss, config, epoch, step), device, epoch, step)
+                result.failed = vote.outcome()
                 if result.failed:
                     break
+                vote.cast(loss_problem(loss, config, epoch, step), f"epoch {epoch}, step {step}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -360,6 +379,7 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
                     last = sent()
                 total += float(loss.detach()) * len(batch[0])
                 count += len(batch[0])
+            result.failed = result.failed or vote.outcome()
             result.samples += count * world
             result.epochs = epoch + 1
             if count:

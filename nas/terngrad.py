@@ -47,10 +47,16 @@ DEFAULT_CLIP = 2.5
 _SHIFTS = (0, 2, 4, 6)
 
 
-def segment_ids(sizes: list[int], device: torch.device | None = None) -> torch.Tensor:
-    """For a flat tensor cut into consecutive segments of ``sizes``: the segment index of every element."""
-    return torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                   torch.tensor(sizes, device=device))
+def _check_sizes(grad: torch.Tensor, sizes: list[int]) -> None:
+    if sum(sizes) != grad.numel() or any(s < 1 for s in sizes):
+        raise TrainError(f"segment sizes must be >= 1 and add up to the {grad.numel()} gradient elements, "
+                         f"but got {sizes[:8]}{' ...' if len(sizes) > 8 else ''} (sum {sum(sizes)}).")
+
+
+def per_element(s: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Segment values ``s`` (last dimension: one per segment) repeated over their segments' elements."""
+    counts = torch.tensor(sizes, device=s.device)
+    return s.repeat_interleave(counts, dim=-1, output_size=sum(sizes))
 
 
 def scalers(grad: torch.Tensor, sizes: list[int], clip: float | None) -> torch.Tensor:
@@ -60,18 +66,12 @@ def scalers(grad: torch.Tensor, sizes: list[int], clip: float | None) -> torch.T
     (population) standard deviation; a segment whose deviation is 0 (constant,
     or one element) is not clipped.
     """
-    if sum(sizes) != grad.numel() or any(s < 1 for s in sizes):
-        raise TrainError(f"segment sizes must be >= 1 and add up to the {grad.numel()} gradient elements, "
-                         f"but got {sizes[:8]}{' ...' if len(sizes) > 8 else ''} (sum {sum(sizes)}).")
-    g = grad.detach().reshape(-1).float()
-    ids = segment_ids(sizes, g.device)
-    k = len(sizes)
-    peak = torch.zeros(k, device=g.device).scatter_reduce(0, ids, g.abs(), "amax", include_self=False)
+    _check_sizes(grad, sizes)
+    parts = grad.detach().reshape(-1).float().split(sizes)
+    peak = torch.stack([p.abs().max() for p in parts])
     if clip is None:
         return peak
-    count = torch.tensor(sizes, device=g.device, dtype=torch.float32)
-    mean = torch.zeros(k, device=g.device).index_add(0, ids, g) / count
-    sigma = (torch.zeros(k, device=g.device).index_add(0, ids, (g - mean[ids]) ** 2) / count).sqrt()
+    sigma = torch.stack([p.std(correction=0) for p in parts])
     return torch.where(sigma > 0, torch.minimum(peak, clip * sigma), peak)
 
 
@@ -81,16 +81,25 @@ def ternarize(grad: torch.Tensor, sizes: list[int], clip: float | None = DEFAULT
     ``s`` the float32 scaler of each segment; :func:`decode` ``(t, s, sizes)`` is unbiased for the clipped gradient."""
     g = grad.detach().reshape(-1).float()
     s = scalers(g, sizes, clip)
-    bound = s[segment_ids(sizes, g.device)]
-    clipped = torch.maximum(torch.minimum(g, bound), -bound)
-    prob = torch.where(bound > 0, clipped.abs() / bound.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-    keep = torch.rand(g.shape, generator=generator, device=g.device) < prob
-    return torch.sign(clipped).to(torch.int8) * keep, s
+    bound = per_element(s, sizes)
+    # P(u * s < min(|g|, s)) = |clip(g)| / s for u ~ U[0, 1), and never when s = 0; sign(clip(g)) = sign(g)
+    keep = torch.rand(g.shape, generator=generator, device=g.device).mul_(bound) < torch.minimum(g.abs(), bound)
+    return torch.sign(g).to(torch.int8) * keep, s
 
 
 def decode(t: torch.Tensor, s: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """``s * t`` as float32, each segment with its scaler; ``t`` and ``s`` may carry leading (worker) dimensions."""
-    return t.float() * s[..., segment_ids(sizes, s.device)]
+    return t.float() * per_element(s, sizes)
+
+
+def decode_mean(ts: torch.Tensor, ss: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """The average over workers of :func:`decode`: ``ts`` is ``(workers, n)``, ``ss`` ``(workers, segments)``."""
+    out = torch.empty(ts.shape[-1], device=ts.device)
+    start = 0
+    for j, size in enumerate(sizes):  # one small product per segment, no per-element scalers
+        torch.mv(ts[:, start:start + size].float().t(), ss[:, j], out=out[start:start + size])
+        start += size
+    return out.div_(ts.shape[0])
 
 
 def pack(t: torch.Tensor) -> torch.Tensor:
@@ -186,7 +195,7 @@ def terngrad_hook(state: TernGradState, bucket: GradBucket) -> torch.futures.Fut
         rows = gathered.view(world, -1)
         ts = unpack(rows[:, :packed.numel()], n)
         ss = rows[:, packed.numel():].flatten().clone().view(torch.float32).view(world, -1)  # aligned copy
-        buf.copy_(decode(ts, ss, sizes).mean(0))
+        buf.copy_(decode_mean(ts, ss, sizes))
         return buf
 
     return work.get_future().then(average)

@@ -156,6 +156,14 @@ def test_bytes_per_step_of_each_hook(hook: str, one_process_group: None) -> None
     assert out.run.val_accuracy > 0.8  # one process learns through every hook (chance: 0.1)
 
 
+def test_a_diverging_loss_stops_training_one_step_later(one_process_group: None) -> None:
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, batch_size=32, threads=1, diverge_above=1e-3)  # the first loss (~2.3) is "too big"
+    out = train_ddp(nas.build_model(MLP), load_dataset("synthetic"), config)
+    assert out.run.failed is not None and out.run.failed.startswith("training loss diverged")
+    assert len(out.comm.per_step) == 1 and out.run.epochs == 1  # the voted-on step was taken, then all stopped
+
+
 def test_comm_summary_ratios() -> None:
     stats = CommStats("terngrad", 4, "all_gather", fp32_bytes_per_step=1600, per_step=[104, 104])
     s = stats.summary()
