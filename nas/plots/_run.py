@@ -29,6 +29,8 @@ DEFAULT_LABELS = {
 }
 
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+#: Units of plain counts, shown scaled (thousands, millions) instead.
+COUNT_UNITS = ("", "MAdds", "madds", "params", "parameters")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Objective:
         base = self.name.split(":", 1)[0]
         if base == "accuracy" and not self.unit:
             return 100.0, f"{self.label} (%)"
-        if base in ("madds", "params") and not self.unit:
+        if base in ("madds", "params") and self.unit in COUNT_UNITS:
             import numpy as np
 
             finite = np.asarray(values, dtype=float)
@@ -79,11 +81,12 @@ class Objective:
         base = self.name.split(":", 1)[0]
         if base == "accuracy" and not self.unit:
             return f"{100 * value:.1f}%"
-        if base in ("madds", "params") and not self.unit:
+        if base in ("madds", "params") and self.unit in COUNT_UNITS:
+            unit = f" {self.unit}" if self.unit else ""
             for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
                 if abs(value) >= factor:
-                    return f"{value / factor:.3g}{prefix}"
-            return f"{value:.0f}"
+                    return f"{value / factor:.3g}{prefix}{unit}"
+            return f"{value:.0f}{unit}"
         text = f"{value:#.3g}".rstrip(".") if abs(value) < 1e3 else f"{value:.0f}"
         return f"{text} {self.unit}".strip()
 

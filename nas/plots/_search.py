@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 #: Costs spanning at least this ratio (max / min) get a log axis.
-LOG_RATIO = 30.0
+LOG_RATIO = 10.0
 MAX_WINNERS = 6
 MAX_PARAMS = 10  # importance bars and parallel-coordinate axes: the most important ones only
 
@@ -338,20 +338,24 @@ def plot_importance(run: Run, path: str | Path) -> Path:
         handles, _ = ax.get_legend_handles_labels()
         ax.legend(handles, labels[: len(handles)], loc="lower right", fontsize=8)
         ax.set_title(f"{run.name}: which choices matter (top {len(params)} parameters)", loc="left", fontsize=10)
-        ax.set_xlabel("importance (fANOVA: share of the objective's variance)")
+        ax.set_xlabel("importance (fANOVA: share of the objective's variance)", fontsize=9)
         ax.set_ylabel("")
+        ax.tick_params(labelsize=8)
+        for text in ax.texts:
+            text.set_fontsize(7)
 
-    return optuna_axes(draw, path, 7.0, 1.6 + 0.42 * len(params), finish)
+    return optuna_axes(draw, path, 7.0, 1.4 + 0.36 * len(params), finish)
 
 
-def _darken(ax: Axes) -> None:
+def _darken(ax: Axes, best_high: bool) -> None:
     """Optuna colours the best trials nearly white; start the blue scale at a visible tint and
-    make higher values darker."""
+    make the best values (high ones when ``best_high``) the darkest."""
     from matplotlib import colormaps
     from matplotlib.collections import LineCollection
     from matplotlib.colors import ListedColormap
 
-    cmap = ListedColormap(colormaps["Blues"](np.linspace(0.25, 1.0, 256)))
+    shades = np.linspace(0.25, 1.0, 256)
+    cmap = ListedColormap(colormaps["Blues"](shades if best_high else shades[::-1]))
     for coll in ax.collections:
         if isinstance(coll, LineCollection) and coll.get_array() is not None:
             coll.set_cmap(cmap)
@@ -385,9 +389,9 @@ def plot_parallel(run: Run, path: str | Path) -> Path:
                      x=0.02, ha="left")
         ax.set_ylabel(name)
         first = run.objectives[i]
-        ax.set_xticks(range(len(params) + 1), [first.name] + [_short_param(p) for p in sorted(params)],
+        ax.set_xticks(range(len(params) + 1), [first.short_name.split(" on ")[0]] + [_short_param(p) for p in sorted(params)],
                       rotation=0, ha="center", fontsize=7.5)
-        _darken(ax)
+        _darken(ax, first.maximize)
         for other in fig.axes:
             other.tick_params(axis="y", labelsize=7.5)
         fig.subplots_adjust(left=0.1, right=0.9, top=0.86, bottom=0.1)
