@@ -411,7 +411,7 @@ def write_report(run_folder: str | Path, options: ReportOptions | None = None) -
 # --------------------------------------------------------------------------- command
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="one-page Markdown + HTML report of a run folder (also while it runs)",
                        description="Write RUN/report.md and RUN/report.html (pictures in RUN/plots/): experiment, "
                                    "hardware profile, budget, Pareto table, pictures, winners, how to reproduce.")

@@ -25,6 +25,8 @@ from nas.plots._style import FRONT, GREY, SECOND, new_figure, save, style
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
+    from matplotlib.ticker import Formatter
     from torch import nn
 
     from nas.spec import ArchSpec, CompressionSpec
@@ -131,10 +133,15 @@ def plot_compression_tradeoff(table: pd.DataFrame, path: str | Path, *, retraine
         return save(fig, path)
 
 
-def _percent_formatter():  # -> matplotlib.ticker.Formatter
+def _percent_formatter() -> Formatter:
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda v, _: f"{v:g}%")
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]  # conv/linear: always a tensor
+    return weight
 
 
 def _weight_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
@@ -144,7 +151,7 @@ def _weight_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
     if not named:
         raise NasError("the model has no conv or linear layer: no weights to draw.")
     if layer is None:
-        return max(named, key=lambda nm: nm[1].weight.numel())
+        return max(named, key=lambda nm: _weight(nm[1]).numel())
     for name, module in named:
         if name == layer:
             return name, module
@@ -160,7 +167,7 @@ def plot_weight_distribution(model: nn.Module, path: str | Path, *, sparsity: fl
     from nas.compress.sharing import kmeans_codebook
 
     name, module = _weight_layer(model, layer)
-    before = module.weight.detach().flatten().cpu().numpy()
+    before = _weight(module).detach().flatten().cpu().numpy()
     pruned = copy.deepcopy(model)
     magnitude_prune(pruned, layers={name: sparsity})
     keep = masks(pruned)[name].flatten().bool().cpu().numpy() if sparsity > 0 else np.ones(before.size, bool)

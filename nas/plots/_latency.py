@@ -141,7 +141,7 @@ def plot_latency_breakdown(profile: HardwareProfile, arch: ArchSpec, path: str |
         for i, (kind, ms) in enumerate(parts.items()):
             ax.barh(y, ms, left=left, height=0.7, color=f"C{i}", label=kind)
             left += ms
-        for yi, ms in zip(y, left):
+        for yi, ms in zip(y.tolist(), left.tolist()):
             ax.text(ms, yi, f" {ms:.3f}", va="center", fontsize=7)
         ax.set_yticks(y, names, fontsize=7.5)
         ax.invert_yaxis()

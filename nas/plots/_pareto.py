@@ -15,18 +15,16 @@ if TYPE_CHECKING:
 def minimised(values: np.ndarray, objectives: list[Objective]) -> np.ndarray:
     """Objective values (one column each) turned into losses normalised to the reference point 1.
 
-    The contract (docs/run-folder.md): a maximised objective becomes ``(1 - v) / (1 - reference)``
-    (``1 - accuracy`` for reference 0), a cost ``v / reference``. A cost without a
+    The contract (docs/run-folder.md), as ``nas search`` computes it: a maximised objective
+    (accuracy, a fraction) becomes ``1 - v``, a cost ``v / reference``. A cost without a
     reference is left as is (then the hypervolume is not normalised).
     """
-    out = np.asarray(values, dtype=float).copy()
+    out: np.ndarray = np.array(values, dtype=float)
     for j, o in enumerate(objectives):
-        ref = o.reference
         if o.maximize:
-            ref = 0.0 if ref is None else ref
-            out[:, j] = (1.0 - out[:, j]) / (1.0 - ref)
-        elif ref:
-            out[:, j] = out[:, j] / ref
+            out[:, j] = 1.0 - out[:, j]
+        elif o.reference:
+            out[:, j] = out[:, j] / o.reference
     return out
 
 
@@ -45,7 +43,7 @@ def hypervolume(losses: np.ndarray) -> float:
     """Hypervolume of normalised losses against the reference point (1, ..., 1)."""
     from optuna._hypervolume import compute_hypervolume
 
-    inside = losses[np.all(losses < 1.0, axis=1)] if len(losses) else losses
+    inside = losses[np.all(losses < 1.0, axis=1) & np.all(np.isfinite(losses), axis=1)] if len(losses) else losses
     if len(inside) == 0:
         return 0.0
     return float(compute_hypervolume(inside, np.ones(losses.shape[1])))

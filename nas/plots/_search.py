@@ -50,7 +50,8 @@ def front_members(run: Run, rows: pd.DataFrame) -> np.ndarray:
     """Mask of ``rows`` (feasible, complete) on the front of all objectives: the ``pareto``
     column when the search wrote one, else computed."""
     if rows["pareto"].any():
-        return rows["pareto"].to_numpy(dtype=bool)
+        given: np.ndarray = rows["pareto"].to_numpy(dtype=bool)
+        return given
     values = rows[[o.name for o in run.objectives]].to_numpy(dtype=float)
     ok = np.isfinite(values).all(axis=1)
     mask = np.zeros(len(rows), dtype=bool)
@@ -117,7 +118,7 @@ def _draw_pair(ax: Axes, run: Run, x: Objective, y: Objective, letters: dict[int
     on_pair = np.zeros(len(feasible), dtype=bool)
     on_pair[order] = True
     rest = ~on_pair & ~members
-    handles = [
+    handles: list[Any] = [
         ax.scatter(infeasible[x.name] * fx, infeasible[y.name] * fy, marker="x", s=16, color=LIGHT,
                    linewidths=1.0, label="infeasible (violates a constraint)"),
         ax.scatter(xs[rest], ys[rest], s=14, color=GREY, alpha=0.8, label="dominated"),

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 DPI = 150
 #: Text sizes chosen for a picture shown about 700 px wide (a 7-inch figure at 100 px/inch on screen).
-RC = {
+RC: dict[Any, Any] = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -87,7 +87,7 @@ def optuna_axes(draw: Callable[[], Axes], path: str | Path, width: float, height
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.filterwarnings("ignore", category=ExperimentalWarning)
         ax = draw()
-        fig = ax.figure
+        fig = cast("Figure", ax.figure)
         try:
             matplotlib.rcParams.update(RC)
             fig.set_size_inches(width, height)
@@ -96,6 +96,6 @@ def optuna_axes(draw: Callable[[], Axes], path: str | Path, width: float, height
                 fig.set_layout_engine("constrained")
             if finish is not None:
                 finish(ax)
-            return save(fig, path)  # type: ignore[arg-type]
+            return save(fig, path)
         finally:
-            plt.close(fig)  # type: ignore[arg-type]
+            plt.close(fig)

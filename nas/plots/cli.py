@@ -16,15 +16,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from nas.plots import Run
 
 RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "plot", help="pictures of run folders (Pareto fronts, hypervolume, importance), a compressed model, "
                      "or a latency profile",
@@ -124,23 +128,23 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
         out = args.out or r.path / "plots"
         prefix = f"{r.name}-" if several and args.out else ""
         tag = f"{r.name} " if several else ""
-        draws: dict[str, Callable[[], Path]] = {
-            "front": lambda r=r, out=out, prefix=prefix: plot_front(r, out / f"{prefix}front.png"),
-            "hypervolume": lambda r=r, out=out, prefix=prefix: plot_hypervolume([r], out / f"{prefix}hypervolume.png"),
-            "importance": lambda r=r, out=out, prefix=prefix: plot_importance(r, out / f"{prefix}importance.png"),
-            "parallel": lambda r=r, out=out, prefix=prefix: plot_parallel(r, out / f"{prefix}parallel.png"),
-            "latency": lambda r=r, out=out, prefix=prefix: run_latency_breakdown(r, out / f"{prefix}latency.png",
-                                                                                 args.trial, args.profile),
+        draws: dict[str, Callable[[Run, Path], Path]] = {
+            "front": plot_front,
+            "hypervolume": lambda one, path: plot_hypervolume([one], path),
+            "importance": plot_importance,
+            "parallel": plot_parallel,
+            "latency": lambda one, path: run_latency_breakdown(one, path, args.trial, args.profile),
         }
         for name in pictures:
-            _attempt(f"{tag}{name}", draws[name], written, errors, explicit and not several)
+            _attempt(f"{tag}{name}", partial(draws[name], r, out / f"{prefix}{name}.png"), written, errors,
+                     explicit and not several)
     if several and "hypervolume" in pictures:
         out = args.out or runs[0].path / "plots"
         _attempt("hypervolume comparison", lambda: plot_hypervolume(runs, out / "hypervolume-compare.png"),
                  written, errors, explicit)
 
 
-def run_profile(run: Any, override: str | None = None) -> str:
+def run_profile(run: Run, override: str | None = None) -> str:
     """The profile a run's latency refers to: the first latency objective's, else the first listed."""
     if override:
         return override
@@ -150,10 +154,10 @@ def run_profile(run: Any, override: str | None = None) -> str:
         if o.name.startswith("latency_ms:"):
             return o.name.split(":", 1)[1]
     profiles = list(run.info.get("profiles") or {})
-    return profiles[0] if profiles else "reference-cpu"
+    return str(profiles[0]) if profiles else "reference-cpu"
 
 
-def chosen_trial(run: Any, number: int | None = None) -> Any:
+def chosen_trial(run: Run, number: int | None = None) -> Any:
     """The row of trial ``number``, else the top winner's, else the most accurate front member's."""
     from nas.plots._search import front_members
 
@@ -173,7 +177,7 @@ def chosen_trial(run: Any, number: int | None = None) -> Any:
     return pick.sort_values(key.name, ascending=not key.maximize, kind="stable").iloc[0]
 
 
-def run_latency_breakdown(run: Any, path: Path, trial: int | None = None, profile: str | None = None) -> Path:
+def run_latency_breakdown(run: Run, path: Path, trial: int | None = None, profile: str | None = None) -> Path:
     from nas.hardware import get_profile
     from nas.plots._latency import plot_latency_breakdown
     from nas.spec import Candidate

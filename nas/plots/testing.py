@@ -100,7 +100,7 @@ def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun())
                  "latency_ms": profile.latency_ms(cand.arch)}
         violation = costs["latency_ms"] - spec.latency_limit
         trial.set_constraint("latency_ms", violation)
-        info = {"costs": costs, "violation": violation, "candidate": cand.to_json(), "history": [],
+        info: dict[str, Any] = {"costs": costs, "violation": violation, "candidate": cand.to_json(), "history": [],
                 "label": _label(trial.params, cand.compression), "trained": True, "fail_reason": ""}
         extra[trial.number] = info
         if i >= spec.trials - spec.running:
