@@ -98,8 +98,11 @@ def test_winners_are_front_members_when_nothing_was_fine_tuned(run3: Path) -> No
 
 
 def test_hypervolume_one_run_and_several_overlaid(run2: Path, run3: Path, tmp_path: Path) -> None:
-    assert_png(plot_hypervolume([load_run(run3)], tmp_path / "hv.png"), pixel_size(7.0, 4.2))
-    assert_png(plot_hypervolume([load_run(run2), load_run(run3)], tmp_path / "hv2.png"), pixel_size(7.0, 4.2))
+    from nas.plots._search import hypervolume_height
+
+    assert_png(plot_hypervolume([load_run(run3)], tmp_path / "hv.png"), pixel_size(7.0, hypervolume_height(1)))
+    assert_png(plot_hypervolume([load_run(run2), load_run(run3)], tmp_path / "hv2.png"),
+               pixel_size(7.0, hypervolume_height(2)))
 
 
 def test_hypervolume_file_matches_recomputation(run3: Path) -> None:

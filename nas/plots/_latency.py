@@ -132,9 +132,14 @@ def layer_breakdown(profile: HardwareProfile, arch: ArchSpec) -> tuple[list[str]
 
 def plot_latency_breakdown(profile: HardwareProfile, arch: ArchSpec, path: str | Path, *, label: str = "") -> Path:
     """Horizontal bars: where one candidate's predicted time goes on ``profile``."""
+    import textwrap
+
     names, parts, total, note = layer_breakdown(profile, arch)
+    who = f" of {label}" if label else ""
+    title = textwrap.fill(f"Latency{who} on {profile.name!r} ({profile.kind}), layer by layer", 100) + "\n" + \
+        textwrap.fill(note, 100)
     with style():
-        fig = new_figure(7.0, 1.5 + 0.24 * len(names))
+        fig = new_figure(7.0, 1.3 + 0.16 * title.count("\n") + 0.24 * len(names))
         ax = fig.add_subplot()
         y = np.arange(len(names))
         left = np.zeros(len(names))
@@ -148,9 +153,7 @@ def plot_latency_breakdown(profile: HardwareProfile, arch: ArchSpec, path: str |
         ax.set_xlim(0, float(left.max()) * 1.18 if len(left) else 1)
         ax.set_xlabel("predicted time (ms), batch 1")
         ax.grid(axis="y", visible=False)
-        who = f" of {label}" if label else ""
-        ax.set_title(f"Latency{who} on {profile.name!r} ({profile.kind}), layer by layer\n{note}", fontsize=9,
-                     loc="left")
+        fig.suptitle(title, fontsize=9, x=0.01, ha="left")
         if len(parts) > 1:
             ax.legend(loc="lower right", fontsize=7.5)
         return save(fig, path)

@@ -244,6 +244,11 @@ def plot_front(run: Run, path: str | Path) -> Path:
 # --------------------------------------------------------------------------- hypervolume
 
 
+def hypervolume_height(n_runs: int) -> float:
+    """Inches of the hypervolume picture: the axes, and one legend line per run below them."""
+    return round(4.0 + 0.2 * n_runs, 2)
+
+
 def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
     """Normalised hypervolume against finished trials, one line per run (samplers compared).
 
@@ -262,7 +267,7 @@ def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
         raise NasError("no run has enough completed trials for a hypervolume picture: " + "; ".join(skipped))
     refs = {r.reference_text() for r in usable}
     with style():
-        fig = new_figure(7.0, 4.2)
+        fig = new_figure(7.0, hypervolume_height(len(usable)))
         ax = fig.add_subplot()
         for i, run in enumerate(usable):
             hv = run.hypervolume()
@@ -270,11 +275,11 @@ def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
             if len(refs) > 1:
                 label += f"; reference {run.reference_text()}"
             hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
-                    label=label)
+                    label=label, legend=False)
         ax.set_xlabel("finished trials")
         ax.set_ylabel("hypervolume (normalised; 1 = ideal)")
         ax.set_ylim(bottom=0)
-        ax.legend(loc="lower right")
+        fig.legend(loc="outside lower center", ncol=1, frameon=False)
         ref = (f"reference point: {refs.pop()}" if len(refs) == 1
                else "reference points differ between runs: compare with care")
         ax.set_title(f"Hypervolume of the feasible front\n{ref}", fontsize=9)
