@@ -183,7 +183,8 @@ def plot_weight_distribution(model: nn.Module, path: str | Path, *, sparsity: fl
         for i, c in enumerate(np.unique(centroids)):
             right.axvline(c, color=FRONT, lw=0.8, alpha=0.8, label=f"{2 ** bits} k-means centroids" if i == 0 else None)
         right.set_title(f"after pruning {sparsity:.0%}, with the {bits}-bit codebook", fontsize=9)
-        right.legend(loc="upper center", fontsize=7.5)  # pruning empties the middle
+        right.set_ylim(0, right.get_ylim()[1] * 1.25)  # headroom for the legend
+        right.legend(loc="upper center", fontsize=7.5, ncol=2, framealpha=1.0)
         for ax in (left, right):
             ax.set_xlabel("weight value")
         left.set_ylabel("count")

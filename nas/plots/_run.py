@@ -204,7 +204,6 @@ class Run:
 
         url = self.storage_url()
         name = str(self.info.get("study_name") or self.name)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             return optuna.load_study(study_name=name, storage=url)
         except KeyError:
