@@ -68,7 +68,7 @@ def scalers(grad: torch.Tensor, sizes: list[int], clip: float | None) -> torch.T
     """
     _check_sizes(grad, sizes)
     parts = grad.detach().reshape(-1).float().split(sizes)
-    peak = torch.stack([p.abs().max() for p in parts])
+    peak = torch.stack([torch.stack(torch.aminmax(p)).abs().max() for p in parts])  # max |g| without a copy of |g|
     if clip is None:
         return peak
     sigma = torch.stack([p.std(correction=0) for p in parts])
@@ -84,7 +84,7 @@ def ternarize(grad: torch.Tensor, sizes: list[int], clip: float | None = DEFAULT
     bound = per_element(s, sizes)
     # P(u * s < min(|g|, s)) = |clip(g)| / s for u ~ U[0, 1), and never when s = 0; sign(clip(g)) = sign(g)
     keep = torch.rand(g.shape, generator=generator, device=g.device).mul_(bound) < torch.minimum(g.abs(), bound)
-    return torch.sign(g).to(torch.int8) * keep, s
+    return torch.sign(g).to(torch.int8).mul_(keep), s
 
 
 def decode(t: torch.Tensor, s: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -104,7 +104,7 @@ def decode_mean(ts: torch.Tensor, ss: torch.Tensor, sizes: list[int]) -> torch.T
 
 def pack(t: torch.Tensor) -> torch.Tensor:
     """Ternaries ``{-1, 0, +1}`` (any integer dtype, flat) as uint8, 2 bits each, four to a byte (``ceil(n / 4)`` bytes)."""
-    codes = (t.reshape(-1).to(torch.int16) + 1).to(torch.uint8)  # -1, 0, +1 -> 0, 1, 2
+    codes = t.reshape(-1).to(torch.int8).add(1).view(torch.uint8)  # -1, 0, +1 -> 0, 1, 2
     pad = (-codes.numel()) % 4
     if pad:
         codes = torch.cat([codes, codes.new_ones(pad)])  # code 1 is a zero
