@@ -252,3 +252,15 @@ def test_cli_errors_are_one_line_exit_2(thin_runs: dict[str, Path], tmp_path: Pa
     assert "no completed trials yet" in proc.stderr and "nothing to plot" in proc.stderr
     assert main(["plot", str(thin_runs["one"]), "--what", "bogus"]) == 2
     assert main(["plot"]) == 2
+
+
+def test_importance_leaves_out_trials_rejected_before_training(run3: Path) -> None:
+    from nas.plots._search import _trained_only
+
+    run = load_run(run3)
+    study = _trained_only(run, run.study())
+    done = run.completed()
+    assert (~done["trained"]).any(), "the fixture should have untrained trials"
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert sorted(t.number for t in complete) == sorted(done.loc[done["trained"], "number"].astype(int))
+    assert len(run.study().trials) == len(run.trials)  # the stored study is untouched

@@ -324,7 +324,31 @@ def _study_for_params(run: Run) -> Any:
     varying = {k for t in done for k in t.params if any(u.params.get(k) != t.params.get(k) for u in done)}
     if not varying:
         raise NasError(f"no parameter varies across the completed trials of {run.path}: no importance to plot.")
-    return study
+    return _trained_only(run, study)
+
+
+def _trained_only(run: Run, study: Any) -> Any:
+    """The study without trials rejected before training, when accuracy is an objective: their
+    placeholder accuracy (0) would make fANOVA explain the cheap constraints, not accuracy.
+    An in-memory copy; the run's storage is not touched."""
+    import optuna
+
+    if not any(needs_training(o) for o in run.objectives):
+        return study
+    untrained = set(run.trials.loc[~run.trials["trained"] & (run.trials["state"] == "COMPLETE"), "number"].astype(int))
+    if not untrained:
+        return study
+    keep = [t for t in study.get_trials(deepcopy=False) if t.number not in untrained]
+    if sum(t.state.name == "COMPLETE" for t in keep) < 2:
+        raise NasError(f"fewer than 2 trained trials in {run.path}: nothing to plot yet.")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(level)
+    copy.add_trials(keep)
+    return copy
 
 
 def plot_importance(run: Run, path: str | Path) -> Path:
