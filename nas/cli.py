@@ -157,6 +157,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 #: Modules that register subcommands through ``add_commands(subparsers)``, in help order.
 COMMAND_MODULES = (
+    "nas.search",
     "nas.finetune",
     "nas.compress.cli",
     "nas.hardware.cli",

@@ -185,7 +185,39 @@ def _value_entropy(sparsity: float, quantization: str, bits: int | None, log2_n:
         delta = 0.7 * mean_abs
         return _entropy([mass(-math.inf, -delta), mass(-delta, delta), mass(delta, math.inf)])
     assert bits is not None
-    return min(float(bits), _codebook_entropy(t, bits, 2**log2_n))
+    return min(float(bits), _stored_codebook_entropy(t, bits, 2**log2_n))
+
+
+_ENTROPIES: dict[str, float] | None = None
+
+
+def _stored_codebook_entropy(t: float, bits: int, n: int) -> float:
+    """:func:`_codebook_entropy`, kept on disk (``nas.files.cache_dir()``): each value costs tens of
+    milliseconds and a search needs hundreds, in every worker process. Unreadable caches are ignored."""
+    global _ENTROPIES
+    import json
+
+    from nas.files import cache_dir, write_atomic
+
+    path = cache_dir() / f"codebook-entropy-{LLOYD_STEPS}.json"
+    if _ENTROPIES is None:
+        try:
+            _ENTROPIES = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            _ENTROPIES = {}
+    key = f"{t!r}|{bits}|{n}"
+    if key not in _ENTROPIES:
+        _ENTROPIES[key] = _codebook_entropy(t, bits, n)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # merge what other processes stored meanwhile
+                _ENTROPIES = {**json.loads(path.read_text()), **_ENTROPIES}
+            except (OSError, ValueError, TypeError):
+                pass
+            write_atomic(path, json.dumps(_ENTROPIES, sort_keys=True))
+        except OSError:
+            pass  # a read-only home: compute again next time
+    return _ENTROPIES[key]
 
 
 def _codebook_entropy(t: float, bits: int, n: int) -> float:

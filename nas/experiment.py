@@ -1,0 +1,292 @@
+"""Experiment files: what ``nas search`` searches, on what, for how long.
+
+An experiment is a small YAML file, validated with pydantic; every mistake is
+one line naming the file, the field and what is allowed::
+
+    name: demo                    # run folder results/demo/ and Optuna study name
+    space: mobilenetv2-tiny       # built-in space name or YAML file (relative to this file)
+    dataset: digits               # or {name: fashion-mnist, root: /data}
+    objectives:                   # accuracy up; latency_ms, madds, params, size_kb down
+      - accuracy
+      - latency_ms                # on the first profile; {latency_ms: raspberry-pi-4} for another
+      - size_kb
+    profiles: [reference-cpu]     # hardware profiles for latency (built-in, file or plugin)
+    constraints:                  # hard limits; cheap ones are checked before any training
+      latency_ms: {max: 5}
+      size_kb: {max: 100}
+    budget: {trials: 40, minutes: 30}
+    sampler: nsga2                # nsga2 (default) | nsga3 | tpe | random
+    proxy: {epochs: 3, pruner: median}
+    winners: {top: 3, epochs: 10}
+    seed: 0
+
+Objective and constraint names are the columns of the run's ``trials.csv``
+(docs/run-folder.md). Costs are of the candidate as compressed by its own
+settings where that applies (``size_kb`` is the Deep Compression estimate);
+MAdds, parameters and latency are of the dense architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nas.errors import NasError, describe_validation_error
+
+
+class ExperimentError(NasError):
+    """An experiment file is missing, malformed or asks for something that does not exist."""
+
+
+#: name -> (direction, label, unit); latency is per profile.
+COSTS: dict[str, tuple[str, str, str]] = {
+    "accuracy": ("maximize", "validation accuracy", ""),
+    "latency_ms": ("minimize", "latency", "ms"),
+    "madds": ("minimize", "multiply-adds", "MAdds"),
+    "params": ("minimize", "parameters", ""),
+    "size_kb": ("minimize", "compressed size", "KB"),
+}
+#: Settings a resumed run may change.
+RESUMABLE = ("budget", "workers", "storage", "winners", "description")
+SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
+PRUNERS = ("median", "halving", "hyperband", "none")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    name: str = "digits"
+    root: str | None = None
+    split_seed: int = 0
+
+
+class Limit(_Strict):
+    """``{max: v}`` for a cost, ``{min: v}`` for accuracy (one of them)."""
+
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Limit:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of max or min")
+        return self
+
+
+class Budget(_Strict):
+    trials: int | None = Field(default=40, ge=1)
+    minutes: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> Budget:
+        if self.trials is None and self.minutes is None:
+            raise ValueError("give trials, minutes or both; a search needs an end")
+        return self
+
+
+class ProxyConfig(_Strict):
+    """Short training that scores accuracy; ``pruner`` stops weak candidates after early epochs."""
+
+    epochs: int = Field(default=3, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=0.05, gt=0)
+    pruner: Literal["median", "halving", "hyperband", "none"] = "median"
+    max_seconds: float | None = Field(default=None, gt=0)
+    threads: int = Field(default=1, ge=1)  # per worker; small networks train fastest on one thread
+
+
+class WinnersConfig(_Strict):
+    """``nas finetune RUN``: K candidates spread along the front, trained longer, distilled, compressed."""
+
+    top: int = Field(default=3, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    teacher_epochs: int = Field(default=15, ge=1)
+    recovery_epochs: int = Field(default=1, ge=0)
+    at_end: bool = False
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    space: str
+    dataset: DatasetConfig | None = None
+    objectives: list[str | dict[str, str]] = Field(default_factory=lambda: ["accuracy", "latency_ms"], min_length=1)
+    profiles: list[str] = Field(default_factory=lambda: ["reference-cpu"])
+    constraints: dict[str, Limit] = Field(default_factory=dict)
+    budget: Budget = Budget()
+    sampler: Literal["nsga2", "nsga3", "tpe", "random"] = "nsga2"
+    population: int | None = Field(default=None, ge=2)
+    proxy: ProxyConfig = ProxyConfig()
+    winners: WinnersConfig = WinnersConfig()
+    seed: int = 0
+    storage: str | None = None
+    workers: int = Field(default=1, ge=1)
+    description: str = ""
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One column the study optimises: ``name`` as in trials.csv, ``profile`` for latency."""
+
+    name: str
+    kind: str
+    direction: str
+    label: str
+    unit: str
+    profile: str | None = None
+    reference: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "direction": self.direction, "label": self.label, "unit": self.unit,
+               "reference": self.reference}
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    op: str  # "<=" or ">="
+    limit: float
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 holds."""
+        return value - self.limit if self.op == "<=" else self.limit - value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "limit": self.limit}
+
+
+class Experiment:
+    """A validated experiment file: its config plus the objectives and constraints it names."""
+
+    def __init__(self, config: ExperimentConfig, source: str = "<memory>", text: str = "") -> None:
+        self.config = config
+        self.source = source
+        self.text = text
+        self.objectives = self._objectives()
+        self.constraints = self._constraints()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def dataset(self) -> DatasetConfig | None:
+        """The dataset to train on and whose input shape the space takes; digits when training and none given."""
+        if self.config.dataset is None and self.needs_training:
+            return DatasetConfig()
+        return self.config.dataset
+
+    @property
+    def needs_training(self) -> bool:
+        return any(o.kind == "accuracy" for o in self.objectives) or any(
+            c.name == "accuracy" for c in self.constraints)
+
+    @property
+    def digest(self) -> str:
+        """A hash of the settings that define the study's trials: resuming with other values would mix
+        incomparable trials. Budget, workers, storage, winners and description may change between sessions."""
+        kept = self.config.model_dump(mode="json", exclude=set(RESUMABLE))
+        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolve(self, path: str) -> str:
+        """A path named in the file, relative to the file's folder (names without a suffix are left alone)."""
+        if self.source.startswith("<") or Path(path).is_absolute() or not path.endswith((".yaml", ".yml", ".json")):
+            return path
+        return str(Path(self.source).parent / path)
+
+    def _objectives(self) -> list[Objective]:
+        profiles = self.config.profiles
+        latency_profiles = []
+        for entry in self.config.objectives:
+            if isinstance(entry, dict):
+                if len(entry) != 1 or "latency_ms" not in entry:
+                    raise self._error(f"objectives: {entry!r} is not an objective; a mapping names a profile for "
+                                      "latency, e.g. {latency_ms: raspberry-pi-4}")
+                latency_profiles.append(entry["latency_ms"])
+            elif entry == "latency_ms":
+                if not profiles:
+                    raise self._error("objectives: latency_ms needs a hardware profile, but profiles is empty")
+                latency_profiles.append(profiles[0])
+        out = []
+        for entry in self.config.objectives:
+            kind = "latency_ms" if isinstance(entry, dict) else entry
+            if kind not in COSTS:
+                raise self._error(f"objectives: unknown objective {kind!r}; choose from {sorted(COSTS)}")
+            direction, label, unit = COSTS[kind]
+            profile = None
+            name = kind
+            if kind == "latency_ms":
+                profile = entry["latency_ms"] if isinstance(entry, dict) else profiles[0]
+                label = f"latency on {profile}"
+                if len(latency_profiles) > 1:
+                    name = f"latency_ms:{profile}"
+            if any(o.name == name for o in out):
+                raise self._error(f"objectives: {name!r} is listed twice")
+            out.append(Objective(name, kind, direction, label, unit, profile))
+        return out
+
+    def _constraints(self) -> list[Constraint]:
+        names = {o.name for o in self.objectives} | {"accuracy", "madds", "params", "size_kb", "latency_ms"}
+        names |= {f"latency_ms:{p}" for p in self.config.profiles}
+        out = []
+        for name, limit in self.config.constraints.items():
+            if name not in names:
+                raise self._error(f"constraints: unknown name {name!r}; choose from {sorted(names)}")
+            if name == "accuracy":
+                if limit.min is None:
+                    raise self._error("constraints.accuracy: give {min: fraction}, accuracy is maximised")
+                out.append(Constraint(name, ">=", limit.min))
+            else:
+                if limit.max is None:
+                    raise self._error(f"constraints.{name}: give {{max: value}}, {name} is minimised")
+                out.append(Constraint(name, "<=", limit.max))
+        return out
+
+    def _error(self, message: str) -> ExperimentError:
+        return ExperimentError(f"{self.source}: {message}.")
+
+
+def parse_experiment(text: str, source: str = "<memory>") -> Experiment:
+    """Validate experiment YAML text; errors are :class:`ExperimentError` naming ``source``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ExperimentError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: an experiment must be a mapping (name: ..., space: ...), "
+                              f"but the file holds {type(data).__name__}.")
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ExperimentError(f"{source}: {describe_validation_error(exc)}.") from None
+    return Experiment(config, source, text)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file (see the module docstring for the format)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ExperimentError(f"experiment file {str(p)!r} does not exist.") from None
+    except OSError as exc:
+        raise ExperimentError(f"cannot read experiment file {str(p)!r}: {exc.strerror}.") from None
+    return parse_experiment(text, str(p))
