@@ -18,6 +18,7 @@ one line naming the file, the field and what is allowed::
     sampler: nsga2                # nsga2 (default) | nsga3 | tpe | random
     proxy: {epochs: 3, pruner: median}
     winners: {top: 3, epochs: 10}
+    resources: {cpus: 1, gpus: 0} # per trial, for --backend ray (default: proxy.threads CPUs, no GPU)
     seed: 0
 
 Objective and constraint names are the columns of the run's ``trials.csv``
@@ -53,7 +54,7 @@ COSTS: dict[str, tuple[str, str, str]] = {
     "size_kb": ("minimize", "compressed size", "KB"),
 }
 #: Settings a resumed run may change.
-RESUMABLE = ("budget", "workers", "storage", "winners", "description")
+RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources")
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -104,6 +105,14 @@ class ProxyConfig(_Strict):
     threads: int = Field(default=1, ge=1)  # per worker; small networks train fastest on one thread
 
 
+class ResourcesConfig(_Strict):
+    """What one trial reserves on a Ray cluster (``nas search --backend ray``): CPUs (default
+    ``proxy.threads``) and GPUs (fractions allowed; Ray sets ``CUDA_VISIBLE_DEVICES`` for the trial)."""
+
+    cpus: float | None = Field(default=None, gt=0)
+    gpus: float = Field(default=0, ge=0)
+
+
 class WinnersConfig(_Strict):
     """``nas finetune RUN``: K candidates spread along the front, trained longer, distilled, compressed."""
 
@@ -126,6 +135,7 @@ class ExperimentConfig(_Strict):
     population: int | None = Field(default=None, ge=2)
     proxy: ProxyConfig = ProxyConfig()
     winners: WinnersConfig = WinnersConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     seed: int = 0
     storage: str | None = None
     workers: int = Field(default=1, ge=1)
