@@ -18,15 +18,28 @@ run folder (docs/run-folder.md) and can be stopped and started again at will:
 
 Storage is an SQLite file in the run folder (or ``--storage URL``, e.g.
 PostgreSQL) with Optuna's heartbeat: a trial whose process died is failed and
-its parameters retried (``RetryHeartbeatStaleTrialCallback``). On one machine a
-dead worker is noticed at once, without waiting for the grace period: trials
-record their worker's host and pid, and a RUNNING trial whose pid no longer
-exists on this host is failed and retried the same way.
+its parameters retried (as Optuna's ``RetryHeartbeatStaleTrialCallback`` does). On
+one machine a dead worker is noticed at once, without waiting for the grace period:
+trials record their worker's host and pid (and node: host name, boot and pid
+namespace), and a RUNNING trial whose pid no longer exists on this node is failed
+and retried the same way. Across machines only the heartbeat can tell; so a
+worker whose share of the budget is done waits for the trials others are running,
+up to the grace period, and fails and retries those whose worker went silent.
+
+Independent workers on many machines share one study by running
+``nas search EXP --storage postgresql://...`` each (with its own run folder, if
+they like: every folder gets the results of the whole study). Their samplers are
+seeded from the experiment's seed and the worker's host and pid, so they do not
+draw alike; one worker on its own run folder's study is reproducible.
+``NAS_HEARTBEAT_S`` and ``NAS_HEARTBEAT_GRACE_S`` set the heartbeat interval and
+grace period (seconds); ``NAS_WORKER_HOST`` the host name a worker records.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -35,6 +48,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,7 +64,8 @@ from nas.files import write_atomic
 from nas.experiment import Experiment, ExperimentError, load_experiment
 from nas.spec import Candidate, InvertedResidual
 
-#: Seconds between heartbeats, and how long a silent trial may go before another worker fails it.
+#: Seconds between heartbeats, and how long a silent trial may go before another worker fails it
+#: (``NAS_HEARTBEAT_S`` / ``NAS_HEARTBEAT_GRACE_S`` override them; the workers of a study should agree).
 HEARTBEAT_S = 5
 GRACE_S = 30
 #: A RUNNING trial this old without a worker attribute (set first thing in every trial) lost its worker.
@@ -76,9 +91,37 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: HEARTBEAT_S and GRACE_S, or the environment's."""
+    out = []
+    for var, default in (("NAS_HEARTBEAT_S", HEARTBEAT_S), ("NAS_HEARTBEAT_GRACE_S", GRACE_S)):
+        text = os.environ.get(var, "").strip()
+        if text and (not text.isdigit() or int(text) < 1):
+            raise NasError(f"{var} must be a positive whole number of seconds, but got {text!r}.")
+        out.append(int(text) if text else default)
+    interval, grace = out
+    if grace <= interval:
+        raise NasError(f"the grace period NAS_HEARTBEAT_GRACE_S ({grace} s) must be longer than the heartbeat "
+                       f"interval NAS_HEARTBEAT_S ({interval} s).")
+    return interval, grace
+
+
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy opens: ``postgresql://`` means psycopg2 to it, so it is read as psycopg (3, the
+    ``postgres`` extra) when only that is installed; ``postgres://`` is read as ``postgresql://``."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.split("://", 1)[1]
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeat and retry of stale trials (SQLite file or a database server URL)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    interval, grace = heartbeat_settings()
+    url = driver_url(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 120}}
@@ -90,9 +133,8 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             else:
                 storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_RETRY))
+                    url, engine_kwargs=kwargs, heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=retry_trial)
         if url.startswith("sqlite"):
             _fast_sqlite(storage)
         return storage
@@ -339,9 +381,10 @@ class TrialObjective:
                 study_name=f"{run.study_name}:proxy", storage=make_storage(run.storage_url, heartbeat=False),
                 direction="maximize", load_if_exists=True,
                 pruner=make_pruner(cfg.proxy.pruner, cfg.proxy.epochs))
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = f"{worker_host()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr("node", NODE)  # before "worker": a trial with a worker always has its node
         trial.set_user_attr("worker", self.worker)
         if trial.user_attrs.get("fail_reason"):  # a retry starts with a copy of the failed trial's attributes
             trial.set_user_attr("fail_reason", "")
@@ -400,6 +443,7 @@ class TrialObjective:
         assert self.proxy_study is not None and self.scorer.splits is not None
         fidelity = self.proxy_study.ask()
         fidelity.set_user_attr("trial", trial.number)
+        fidelity.set_user_attr("node", NODE)
         fidelity.set_user_attr("worker", self.worker)
         start = time.perf_counter()
         stop: list[str] = []
@@ -436,6 +480,53 @@ class TrialObjective:
 # ----------------------------------------------------------------------------- dead workers
 
 
+def worker_host() -> str:
+    """The host name trials record for this worker: ``$NAS_WORKER_HOST``, else the machine's."""
+    return os.environ.get("NAS_WORKER_HOST") or socket.gethostname()
+
+
+def _node() -> str:
+    """Which processes this one can see: host name, boot and pid namespace. The pid reaper judges only
+    trials of its own node, so machines or containers that share a host name never fail live trials."""
+    parts = [worker_host()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+NODE = _node()
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's parameters again (a WAITING copy), as Optuna's RetryHeartbeatStaleTrialCallback
+    does, at most MAX_RETRY times; the copy leaves out the dead worker's identity (so that no reaper takes
+    the retry for the dead trial before it starts), and the trial's companion proxy trial is failed too."""
+    _fail_proxy_trials(study, {trial.number})
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRY or not trial.params:
+        return
+    system = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+              "retry_history": history}
+    user = {k: v for k, v in trial.user_attrs.items() if k not in ("worker", "node", "fail_reason", "retried")}
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions, user_attrs=user, system_attrs=system))
+
+
+def _fail_proxy_trials(study: optuna.Study, numbers: set[int]) -> None:
+    """Fail the RUNNING proxy-training trials (companion study) of the given main trials."""
+    storage = study._storage
+    try:
+        proxy_id = storage.get_study_id_from_name(f"{study.study_name}:proxy")
+    except KeyError:
+        return
+    for t in storage.get_all_trials(proxy_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("trial") in numbers:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -447,21 +538,20 @@ def _alive(pid: int) -> bool:
 
 
 def reap_dead_workers(study: optuna.Study, retry: bool = True) -> list[int]:
-    """Fail RUNNING trials whose worker process on this host is gone, and retry their parameters.
+    """Fail RUNNING trials whose worker process on this node is gone, and retry their parameters.
 
     Heartbeats find dead workers on any machine, but only after the grace period;
     this finds the ones on this machine at once (pid check). Returns the trial numbers failed.
     """
-    host = socket.gethostname()
     storage = study._storage
     failed = []
     now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
-        w_host, _, pid = worker.rpartition(":")
+        pid = worker.rpartition(":")[2]
         if not worker and t.datetime_start and (now - t.datetime_start).total_seconds() > ORPHAN_S:
             reason = "its worker died before the trial began; nothing to retry"  # killed between ask and objective
-        elif w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        elif t.user_attrs.get("node") == NODE and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             reason = f"worker {worker} died mid-trial; retried"
         else:
             continue
@@ -473,10 +563,8 @@ def reap_dead_workers(study: optuna.Study, retry: bool = True) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         failed.append(t.number)
-        if retry and t.params:
-            with _quiet_experimental():
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(
-                    study, storage.get_trial(t._trial_id))
+        if retry:
+            retry_trial(study, storage.get_trial(t._trial_id))
     return failed
 
 
@@ -535,6 +623,7 @@ def trials_frame(study: optuna.Study, meta: dict[str, Any], trials: Sequence[Fro
 
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     front = {t.number for t in pareto_front(study, trials)}
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     names = objective_columns(meta)
     rows = []
     for t in trials:
@@ -553,10 +642,13 @@ def trials_frame(study: optuna.Study, meta: dict[str, Any], trials: Sequence[Fro
             if k.startswith("latency_ms:") and k not in row:
                 row[k] = v
         retry = t.system_attrs.get("failed_trial", ua.get("retry_of"))
+        reason = ua.get("fail_reason", "")
+        if t.state == TrialState.FAIL and not reason and t.number in retried:  # failed by another worker's heartbeat check
+            reason = "its worker went silent (no heartbeat within the grace period); retried"
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if (
             t.datetime_complete and t.datetime_start) else math.nan
         row.update(label=ua.get("label", ""), candidate=ua.get("candidate", ""), epochs=ua.get("epochs", 0),
-                   history=json.dumps(ua.get("history", [])), fail_reason=ua.get("fail_reason", ""),
+                   history=json.dumps(ua.get("history", [])), fail_reason=reason,
                    retry_of=retry if retry is not None else "", worker=ua.get("worker", ""),
                    datetime_start=t.datetime_start.isoformat() if t.datetime_start else "",
                    datetime_complete=t.datetime_complete.isoformat() if t.datetime_complete else "",
@@ -679,18 +771,24 @@ def _work(run: Run, n_workers: int, worker_index: int, progress: bool | None, st
     # Seeded per worker and per session: a resumed sampler must not replay the first session's draws.
     existing = len(run.study(storage).get_trials(deepcopy=False))
     seed = cfg.seed + 7919 * worker_index + 104_729 * existing
-    sampler = make_sampler(cfg.sampler, seed, cfg.population)
+    if worker_index == 0 and run.storage_url != default_storage(run.folder):
+        # A shared study: independent workers (other machines) all start as worker 0 and must not draw alike.
+        seed += zlib.crc32(f"{worker_host()}:{os.getpid()}".encode())
+    sampler = make_sampler(cfg.sampler, seed % 2**32, cfg.population)
     study = run.study(storage, sampler)
     reap_dead_workers(study)
     objective = TrialObjective(run, cfg.proxy.threads)
     if objective.proxy_study is not None:
         reap_dead_workers(objective.proxy_study, retry=False)
     budget = cfg.budget.trials
-    trials = study.get_trials(deepcopy=False)
-    done = counted(trials)
-    if budget is not None and done >= budget and not any(t.state == TrialState.WAITING for t in trials):
+
+    def budget_met(trials: Sequence[FrozenTrial]) -> bool:
+        return budget is not None and counted(trials) >= budget and not any(
+            t.state == TrialState.WAITING for t in trials)
+
+    if budget_met(study.get_trials(deepcopy=False)) and not _wait_for_others(study):
         return
-    bar = _progress_bar(run, budget, done, progress)
+    bar = _progress_bar(run, budget, counted(study.get_trials(deepcopy=False)), progress)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if n_workers > 1:
@@ -703,18 +801,42 @@ def _work(run: Run, n_workers: int, worker_index: int, progress: bool | None, st
             bar.set_postfix_str(f"front {int(frame['pareto'].sum())}, HV {hv:.4f}", refresh=True)
             if trial.state == TrialState.FAIL:
                 bar.write(f"trial {trial.number} failed: {trial.user_attrs.get('fail_reason', '?')}")
-        if budget is not None and n >= budget and not any(t.state == TrialState.WAITING for t in trials):
+        if budget_met(trials):
             study.stop()
 
-    timeout = None
+    deadline = None
     if cfg.budget.minutes is not None:
-        timeout = max(1.0, cfg.budget.minutes * 60 - _elapsed_before(run))
+        deadline = time.monotonic() + max(1.0, cfg.budget.minutes * 60 - _elapsed_before(run))
     try:
-        study.optimize(objective, n_trials=None, timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
-                       gc_after_trial=False)
+        while True:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            study.optimize(objective, n_trials=None, timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
+                           gc_after_trial=False)
+            if (deadline is not None and time.monotonic() >= deadline) or not _wait_for_others(study):
+                break
     finally:
         if bar is not None:
             bar.close()
+
+
+def _wait_for_others(study: optuna.Study) -> bool:
+    """The budget is met: wait for the trials other workers are running, at most the grace period, failing
+    and retrying those whose worker went silent (a dead worker on another machine is found no other way).
+    True when retries are waiting to be run."""
+    interval, grace = heartbeat_settings()
+    end = time.monotonic() + grace + interval
+    while True:
+        with _quiet_experimental():
+            optuna.storages.fail_stale_trials(study)
+        reap_dead_workers(study)
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True
+        if not trials or time.monotonic() >= end:
+            return False
+        time.sleep(min(interval, 0.5))
 
 
 def _elapsed_before(run: Run) -> float:
