@@ -39,8 +39,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(tr)
     tr.set_defaults(run=_run_train)
 
-    ft = sub.add_parser("finetune", help="fine-tune a checkpoint or candidate, optionally distilling from a teacher")
-    _common(ft)
+    ft = sub.add_parser("finetune", help="fine-tune a run's winners, or a checkpoint or candidate, optionally "
+                                         "distilling from a teacher",
+                        description="With a run folder: fine-tune, distil and compress K winners spread along its "
+                                    "Pareto front (nas.winners). Otherwise: fine-tune one checkpoint or candidate.")
+    ft.add_argument("run_folder", nargs="?", type=Path, default=None, metavar="RUN",
+                    help="a run folder written by `nas search` (then --top, --epochs, --teacher-epochs apply)")
+    ft.add_argument("--top", type=int, default=None, help="winners to fine-tune (default: the experiment's winners.top)")
+    ft.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (run mode)")
+    _common(ft, out_required=False)
     ft.add_argument("--init", type=Path, default=None, help="checkpoint to start from (else a fresh candidate)")
     ft.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint to distil from")
     ft.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
@@ -79,7 +86,7 @@ def compress_with_recovery(model: torch.nn.Module, compression: Any, splits: Any
     return apply_compression(model, compression, retrain=recover), steps
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     src = p.add_argument_group("candidate")
     src.add_argument("--candidate", type=Path, default=None, help="Candidate JSON file")
     src.add_argument("--space", default=None, help="built-in space name or YAML file to draw the candidate from")
@@ -90,14 +97,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     data.add_argument("--split-seed", type=int, default=0,
                       help="seed of the train/val split; keep it equal for teacher and student (default: %(default)s)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default: 10; a run's winners.epochs)")
     t.add_argument("--max-samples", type=int, default=None, help="budget in training samples (caps epochs)")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
     t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
     t.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    p.add_argument("-o", "--out", type=Path, required=True, help="checkpoint file to write (.safetensors)")
+    p.add_argument("-o", "--out", type=Path, required=out_required, help="checkpoint file to write (.safetensors)")
 
 
 def _run_datasets(args: argparse.Namespace) -> int:
@@ -134,7 +141,7 @@ def _candidate(args: argparse.Namespace, input_shape: tuple[int, ...], num_class
 def _config(args: argparse.Namespace) -> Any:
     from nas.train import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
+    return TrainConfig(epochs=args.epochs or 10, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,
                        progress=False if args.no_progress else None)
 
@@ -169,7 +176,21 @@ def _run_train(args: argparse.Namespace) -> int:
         "failed": result.failed, "epochs": result.epochs, "seconds": round(result.seconds, 2)})
 
 
+def _run_winners(args: argparse.Namespace) -> int:
+    from nas.winners import finetune_run, print_summary
+
+    summary = finetune_run(args.run_folder, top=args.top, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                           progress=False if args.no_progress else None)
+    print_summary(summary)
+    print(f"summary: {args.run_folder / 'winners' / 'summary.md'}")
+    return 0
+
+
 def _run_finetune(args: argparse.Namespace) -> int:
+    if args.run_folder is not None:
+        return _run_winners(args)
+    if args.out is None:
+        raise NasError("give a run folder (nas finetune RUN --top K) or -o/--out for the fine-tuned checkpoint.")
     from nas.checkpoint import load_checkpoint
     from nas.data import check_fits, load_dataset
     from nas.distill import DistillConfig, distill

@@ -1,0 +1,263 @@
+"""From a run's Pareto front to real, small files: ``nas finetune RUN --top K``.
+
+1. Pick K candidates spread along the front (evenly along its first cost).
+2. Train a teacher: the most accurate trained architecture of the run, uncompressed,
+   for ``winners.teacher_epochs``.
+3. For each winner: train it from scratch while distilling from the teacher
+   (Hinton loss, ``winners.epochs``), then apply its own compression settings stage
+   by stage with a recovery fine-tune after each (:func:`nas.finetune.compress_with_recovery`).
+4. Measure test accuracy after distillation and after compression, write the
+   artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
+   real size, ``model.onnx`` checked against torch with onnxruntime,
+   ``candidate.json``), predict latency with each profile and, when a profile's
+   table was measured on this very CPU, time the network here too.
+5. Write ``winners/summary.csv`` and ``winners/summary.md`` (docs/run-folder.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import NasError
+from nas.files import write_atomic
+from nas.spec import Candidate
+
+
+def load_run(folder: str | Path) -> tuple[Path, dict[str, Any], Any, Any]:
+    """(folder, run.json, experiment, trials frame) of a run folder; a clear error when it is not one."""
+    import pandas as pd
+
+    from nas.experiment import parse_experiment
+
+    folder = Path(folder)
+    meta_path = folder / "run.json"
+    if not meta_path.exists():
+        raise NasError(f"{folder} is not a run folder (no run.json); give the folder `nas search` wrote.")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    exp_path = folder / "experiment.yaml"
+    experiment = parse_experiment(exp_path.read_text(encoding="utf-8"), str(exp_path))
+    trials_path = folder / "trials.csv"
+    if not trials_path.exists():
+        raise NasError(f"{folder} has no trials.csv yet: no trial has finished.")
+    return folder, meta, experiment, pd.read_csv(trials_path)
+
+
+def pick_winners(front: Any, meta: dict[str, Any], k: int) -> Any:
+    """``k`` rows of the front spread evenly along its first cost objective (all of it when smaller)."""
+    costs = [o["name"] for o in meta["objectives"] if o["direction"] == "minimize"]
+    ordered = front.sort_values(costs[0] if costs else meta["objectives"][0]["name"]).reset_index(drop=True)
+    if len(ordered) <= k:
+        return ordered
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, k)})
+    return ordered.iloc[picks].reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """torch.onnx logs a warning per missing torchvision op and warns about its internals; keep the terminal clean."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def bake(model: Any) -> Any:
+    """Fold every parametrization (pruning masks, codebooks, binary/ternary levels) of ``model`` into plain
+    weights, in place: the same function, in ops every exporter knows. (Parametrized modules do not survive
+    ``copy.deepcopy``, so this changes the model it is given.)"""
+    from torch.nn.utils import parametrize
+
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
+
+
+def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path) -> float:
+    """Export ``model`` to ONNX and run it with onnxruntime; returns the largest output difference to torch.
+    The model's parametrizations are folded into its weights first (:func:`bake`, in place)."""
+    import onnxruntime as ort
+    import torch
+
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.eval()(x)
+    model = bake(model)
+    with _quiet_export():
+        torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False, input_names=["input"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(out - ref.numpy()).max())
+
+
+def measured_here(profile: Any, candidate: Candidate) -> float | None:
+    """The network's latency timed on this CPU, when ``profile`` is a table measured on this CPU; else None."""
+    import torch
+
+    from nas.hardware.lut import LutProfile
+    from nas.hardware.measure import device_name, measure_networks
+
+    if not isinstance(profile, LutProfile) or profile.data.device != device_name():
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(profile.data.threads)
+    try:
+        return measure_networks([candidate.arch], batch=profile.data.batch, rounds=7,
+                                target_ms=profile.data.method.target_ms)[0]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | None = None,
+                 teacher_epochs: int | None = None, progress: bool | None = None) -> Any:
+    """Fine-tune, distil and compress the winners of a run; returns the summary DataFrame."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from nas.checkpoint import save_checkpoint
+    from nas.compress import apply_compression
+    from nas.compress import save as save_container
+    from nas.data import load_dataset
+    from nas.distill import DistillConfig, distill
+    from nas.finetune import compress_with_recovery
+    from nas.hardware import get_profile
+    from nas.models import build_model
+    from nas.train import TrainConfig, evaluate, train
+
+    folder, meta, experiment, trials = load_run(folder)
+    cfg = experiment.config.winners
+    top = top or cfg.top
+    if top < 1:
+        raise NasError(f"--top must be >= 1, but got {top}.")
+    if experiment.dataset is None:
+        raise NasError(f"{folder}: the experiment has no dataset (a cost-only search); winners need one to train on.")
+    front = trials[trials["pareto"].astype(bool)]
+    if front.empty:
+        raise NasError(f"{folder}: the Pareto front is empty (no feasible completed trial yet); nothing to fine-tune.")
+    winners = pick_winners(front, meta, top)
+    trained = trials[(trials["state"] == "COMPLETE") & trials["trained"].astype(bool)]
+    if "accuracy" not in trained.columns or trained.empty:
+        teacher_row = winners.iloc[-1]
+    else:
+        teacher_row = trained.loc[trained["accuracy"].idxmax()]
+    ds = experiment.dataset
+    splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
+    proxy = experiment.config.proxy
+    seed = experiment.config.seed
+    out_dir = folder / "winners"
+    out_dir.mkdir(exist_ok=True)
+    profiles = {name: get_profile(name) for name in meta.get("profiles", {})}
+    started = time.perf_counter()
+    base = TrainConfig(epochs=epochs or cfg.epochs, batch_size=proxy.batch_size, lr=proxy.lr, seed=seed,
+                       threads=max(1, torch.get_num_threads()), progress=False)
+    bar = tqdm(total=1 + len(winners), desc="winners", unit="model", disable=None if progress is None else not progress)
+
+    # The teacher: the run's most accurate architecture without its compression, trained longer.
+    teacher_cand = Candidate.from_json(teacher_row["candidate"])
+    teacher_cand = Candidate(teacher_cand.arch, replace(teacher_cand.compression, sparsity_conv=0.0,
+                                                        sparsity_linear=0.0, codebook_bits=None, quantization="none",
+                                                        lowrank_ratio=None))
+    torch.manual_seed(seed)
+    teacher = build_model(teacher_cand.arch)
+    bar.set_postfix_str(f"teacher (trial {int(teacher_row['number'])})")
+    t_run = train(teacher, splits, replace(base, epochs=teacher_epochs or cfg.teacher_epochs))
+    teacher_test = evaluate(teacher, splits.test)
+    save_checkpoint(out_dir / "teacher.safetensors", teacher, teacher_cand,
+                    {"role": "teacher", "trial": int(teacher_row["number"]), "val_accuracy": t_run.val_accuracy,
+                     "test_accuracy": teacher_test, "dataset": splits.name})
+    bar.update()
+
+    rows = []
+    for rank, (_, w) in enumerate(winners.iterrows(), start=1):
+        number = int(w["number"])
+        cand = Candidate.from_json(w["candidate"])
+        bar.set_postfix_str(f"trial {number}: {w.get('label', '')}")
+        d = out_dir / f"{rank}-trial{number}"
+        d.mkdir(exist_ok=True)
+        write_atomic(d / "candidate.json", cand.to_json() + "\n")
+        torch.manual_seed(seed + number)
+        student = build_model(cand.arch)
+        result = distill(student, teacher, splits, replace(base, seed=seed + number), DistillConfig())
+        distilled_test = evaluate(student, splits.test)
+        steps: list[dict[str, Any]] = []
+        if cfg.recovery_epochs > 0:
+            recovery = replace(base, epochs=cfg.recovery_epochs, lr=base.lr / 10)
+            compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
+        else:
+            compressed = apply_compression(student, cand.compression)
+        compressed_test = evaluate(compressed, splits.test)
+        report = save_container(compressed, d / "model.nasz")
+        save_checkpoint(d / "model.safetensors", compressed, cand,
+                        {"role": "winner", "trial": number, "teacher": "../teacher.safetensors",
+                         "dataset": splits.name, "test_accuracy": compressed_test, "steps": steps})
+        onnx_error = export_onnx(compressed, cand.arch.input_shape, d / "model.onnx")
+        row: dict[str, Any] = {
+            "rank": rank, "trial": number, "label": w.get("label", ""),
+            "search_val_accuracy": w.get("accuracy", float("nan")),
+            "distilled_val_accuracy": result.student_val_after, "distilled_test_accuracy": distilled_test,
+            "compressed_test_accuracy": compressed_test, "teacher_test_accuracy": teacher_test,
+            "file_bytes": report.file_bytes, "dense_bytes": report.dense_bits // 8,
+            "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
+            "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]), "madds": int(w["madds"]),
+            "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
+        }
+        for name, profile in profiles.items():
+            row[f"latency_ms:{name}"] = float(profile.latency_ms(cand.arch))
+            here = measured_here(profile, cand)
+            if here is not None:
+                row[f"measured_ms:{name}"] = here
+        rows.append(row)
+        summary = pd.DataFrame(rows)
+        write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+        write_atomic(out_dir / "summary.md", _markdown(summary, teacher_test, time.perf_counter() - started))
+        bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
+    cols = ["rank", "trial", "label", "search_val_accuracy", "distilled_test_accuracy", "compressed_test_accuracy",
+            "file_bytes", "rate"] + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))]
+    lines = [f"# Winners: distilled from a teacher at {teacher_test:.2%} test accuracy, then compressed",
+             "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in summary.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float) and "accuracy" in c:
+                cells.append(f"{v:.2%}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.3g}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"{len(summary)} winners in {seconds:.0f} s. Files per winner: `model.nasz` (compressed container, "
+              "`file_bytes`), `model.safetensors`, `model.onnx`, `candidate.json`.", ""]
+    return "\n".join(lines)
+
+
+def print_summary(summary: Any) -> None:
+    for _, r in summary.iterrows():
+        lat = "  ".join(f"{c.split(':', 1)[0].replace('_ms', '')} {r[c]:.2f} ms" for c in summary.columns
+                        if c.startswith(("latency_ms:", "measured_ms:")))
+        print(f"#{r['rank']} trial {r['trial']:>3} {r['label']:<28} test {r['distilled_test_accuracy']:.2%} distilled, "
+              f"{r['compressed_test_accuracy']:.2%} compressed; {r['file_bytes']:,} B ({r['rate']:.1f}x)  {lat}")
