@@ -365,6 +365,38 @@ def short_label(candidate: Candidate) -> str:
     return " ".join(parts)
 
 
+def cheap_violations(experiment: Experiment, costs: dict[str, float]) -> dict[str, float]:
+    """Each constraint known before training, as Optuna's violation (<= 0 holds), in the file's order."""
+    return {c.name: c.violation(costs[c.name]) for c in experiment.constraints if c.name != "accuracy"}
+
+
+def accuracy_violations(experiment: Experiment, accuracy: float) -> dict[str, float]:
+    """The accuracy constraint's violation (empty when there is none)."""
+    return {c.name: c.violation(accuracy) for c in experiment.constraints if c.name == "accuracy"}
+
+
+def objective_values(experiment: Experiment, costs: dict[str, float], accuracy: float) -> tuple[float, ...]:
+    """The study's values of a trial, in the order of the experiment's objectives."""
+    values = {**costs, "accuracy": accuracy}
+    return tuple(values[o.name] for o in experiment.objectives)
+
+
+def proxy_setup(experiment: Experiment, candidate: Candidate, number: int, threads: int) -> tuple[Any, Any]:
+    """``(model, TrainConfig)`` of trial ``number``'s proxy training: the network built under the trial's
+    seed and the experiment's proxy settings (the same on every backend)."""
+    import torch
+
+    from nas.models import build_model
+    from nas.train import TrainConfig
+
+    proxy = experiment.config.proxy
+    seed = experiment.config.seed * 100_003 + number
+    config = TrainConfig(epochs=proxy.epochs, max_samples=proxy.max_samples, batch_size=proxy.batch_size,
+                         lr=proxy.lr, seed=seed, threads=threads, progress=False)
+    torch.manual_seed(seed)
+    return build_model(candidate.arch), config
+
+
 class TrialObjective:
     """The function Optuna calls for each trial (one per worker process)."""
 
@@ -414,32 +446,23 @@ class TrialObjective:
             raise TrialFailed(str(exc)) from None
         for k, v in costs.items():
             trial.set_user_attr(k, v)
-        cheap = [c for c in self.experiment.constraints if c.name != "accuracy"]
-        feasible = all(c.violation(costs[c.name]) <= 0 for c in cheap)
-        for c in cheap:
-            trial.set_constraint(c.name, c.violation(costs[c.name]))
+        cheap = cheap_violations(self.experiment, costs)
+        feasible = all(v <= 0 for v in cheap.values())
+        for name, v in cheap.items():
+            trial.set_constraint(name, v)
         accuracy = math.nan
         trial.set_user_attr("trained", False)
         if self.experiment.needs_training:
             accuracy = self._train(trial, candidate) if feasible else 0.0
-        for c in self.experiment.constraints:
-            if c.name == "accuracy":
-                trial.set_constraint(c.name, c.violation(accuracy))
-        values = {**costs, "accuracy": accuracy}
-        return tuple(values[o.name] for o in self.experiment.objectives)
+        for name, v in accuracy_violations(self.experiment, accuracy).items():
+            trial.set_constraint(name, v)
+        return objective_values(self.experiment, costs, accuracy)
 
     def _train(self, trial: optuna.Trial, candidate: Candidate) -> float:
-        import torch
-
-        from nas.models import build_model
-        from nas.train import TrainConfig, train
+        from nas.train import train
 
         proxy = self.experiment.config.proxy
-        seed = self.experiment.config.seed * 100_003 + trial.number
-        config = TrainConfig(epochs=proxy.epochs, max_samples=proxy.max_samples, batch_size=proxy.batch_size,
-                             lr=proxy.lr, seed=seed, threads=self.threads, progress=False)
-        torch.manual_seed(seed)
-        model = build_model(candidate.arch)
+        model, config = proxy_setup(self.experiment, candidate, trial.number, self.threads)
         assert self.proxy_study is not None and self.scorer.splits is not None
         fidelity = self.proxy_study.ask()
         fidelity.set_user_attr("trial", trial.number)
@@ -873,6 +896,10 @@ def add_commands(sub: Any) -> None:
                         "(default: study.db in the run folder)")
     p.add_argument("--workers", type=int, default=None, help="worker processes on this machine (default: the file's)")
     p.add_argument("--trials", type=int, default=None, help="override budget.trials (total for the study)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine (default); ray: Ray Tune trials (nas.ray_backend)")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: a running Ray cluster, HOST:PORT or auto (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--finetune", action="store_true", help="fine-tune the winners at the end (winners.at_end)")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -888,14 +915,25 @@ def _run_search(args: Any) -> int:
         exp = Experiment(exp.config.model_copy(update={"budget": budget}), exp.source, exp.text)
     if args.workers is not None and args.workers < 1:
         raise ExperimentError(f"--workers must be >= 1, but got {args.workers}.")
+    if args.backend == "ray" and args.workers is not None:
+        raise ExperimentError("--workers is for the local backend; Ray runs as many trials at once as the cluster's "
+                              "CPUs allow (resources.cpus each).")
+    if args.address is not None and args.backend != "ray":
+        raise ExperimentError(f"--address {args.address} needs --backend ray.")
     command = "nas search " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["search"] else f"nas search {args.experiment}"
     try:
-        result = search(exp, folder=args.out, storage=args.storage, workers=args.workers,
-                        progress=False if args.no_progress else None, command=command,
-                        worker_index=args.worker_index)
+        if args.backend == "ray":
+            from nas import ray_backend
+
+            result = ray_backend.search(exp, folder=args.out, storage=args.storage, address=args.address,
+                                        progress=False if args.no_progress else None, command=command)
+        else:
+            result = search(exp, folder=args.out, storage=args.storage, workers=args.workers,
+                            progress=False if args.no_progress else None, command=command,
+                            worker_index=args.worker_index)
     except KeyboardInterrupt:
-        print(f"nas: interrupted; every finished trial is saved. Run `nas search {args.experiment}` again to resume.",
-              file=sys.stderr)
+        again = f"nas search {args.experiment}" + (" --backend ray" if args.backend == "ray" else "")
+        print(f"nas: interrupted; every finished trial is saved. Run `{again}` again to resume.", file=sys.stderr)
         return 130
     if args.worker_index:
         return 0
