@@ -921,6 +921,8 @@ def _run_search(args: Any) -> int:
     if args.address is not None and args.backend != "ray":
         raise ExperimentError(f"--address {args.address} needs --backend ray.")
     command = "nas search " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["search"] else f"nas search {args.experiment}"
+    if args.storage:  # run.json keeps the command: not the database password
+        command = command.replace(args.storage, redact(args.storage))
     try:
         if args.backend == "ray":
             from nas import ray_backend
