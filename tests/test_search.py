@@ -63,6 +63,11 @@ def test_tiny_search_writes_every_trial_and_the_front(tmp_path: Path) -> None:
     assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(front[["accuracy", "madds"]].to_numpy(), meta))
     assert result.trials == 4 and result.front == len(front)
     assert (out / "experiment.yaml").read_text() == (tmp_path / "exp.yaml").read_text()
+    # every trained candidate reported its validation accuracy per epoch to the pruner's study
+    proxy = optuna.load_study(study_name="tiny:proxy", storage=f"sqlite:///{out / 'study.db'}")
+    assert sorted(t.user_attrs["trial"] for t in proxy.trials) == [0, 1, 2, 3]
+    for t in proxy.trials:
+        assert t.intermediate_values == {1: pytest.approx(trials.set_index("number").loc[t.user_attrs["trial"], "accuracy"])}
 
 
 def test_hypervolume_is_optunas_on_normalised_values() -> None:
