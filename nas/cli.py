@@ -56,6 +56,8 @@ def _load_candidate(arch: str, seed: int) -> tuple[Candidate, str]:
             text = Path(arch).read_text(encoding="utf-8")
         except OSError as exc:
             raise NasError(f"cannot read candidate file {arch!r}: {exc.strerror}.") from None
+        except UnicodeDecodeError:
+            raise NasError(f"candidate file {arch!r} is not UTF-8 text (a binary or damaged file?).") from None
         return Candidate.from_json(text), arch
     space = load_space(arch)
     label = space.name if space.is_fixed else f"{space.name}, seed {seed}"

@@ -299,4 +299,6 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ExperimentError(f"experiment file {str(p)!r} does not exist.") from None
     except OSError as exc:
         raise ExperimentError(f"cannot read experiment file {str(p)!r}: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise ExperimentError(f"experiment file {str(p)!r} is not UTF-8 text (a binary or damaged file?).") from None
     return parse_experiment(text, str(p))

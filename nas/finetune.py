@@ -132,6 +132,8 @@ def _candidate(args: argparse.Namespace, input_shape: tuple[int, ...], num_class
             return Candidate.from_json(args.candidate.read_text(encoding="utf-8"))
         except OSError as exc:
             raise NasError(f"cannot read candidate file {str(args.candidate)!r}: {exc.strerror}.") from None
+        except UnicodeDecodeError:
+            raise NasError(f"candidate file {str(args.candidate)!r} is not UTF-8 text (a binary or damaged file?).") from None
     space = load_space(args.space)
     if space.input_shape != input_shape or space.config.num_classes != num_classes:
         space = space.with_input(input_shape, num_classes)

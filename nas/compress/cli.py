@@ -41,7 +41,7 @@ def _read_json(text_or_path: str, what: str) -> Any:
     try:
         text = path.read_text() if not text_or_path.lstrip().startswith("{") and path.exists() else text_or_path
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CompressError(f"{what} is neither a JSON object nor a readable JSON file: {exc}.") from None
     except OSError as exc:
         raise CompressError(f"cannot read {what} {text_or_path!r}: {exc.strerror}.") from None

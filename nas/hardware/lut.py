@@ -135,7 +135,7 @@ class LutProfile(HardwareProfile):
     def load(cls, path: Path) -> LutProfile:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
             raise HardwareError(f"{path}: cannot read latency table: {exc}") from None
         if isinstance(raw, dict) and raw.get("format") != FORMAT:
             raise HardwareError(f"{path}: format must be {FORMAT!r}, but got {raw.get('format')!r}.")

@@ -53,8 +53,12 @@ class RooflineProfile(HardwareProfile):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             return cls(RooflineFile.model_validate(data), str(path))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise HardwareError(f"{path}: cannot read roofline profile: {exc}") from None
+        except yaml.YAMLError as exc:  # one line: where, and what the parser found
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise HardwareError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
         except ValidationError as exc:
             raise HardwareError(f"{path}: {describe_validation_error(exc)}") from None
 

@@ -200,6 +200,8 @@ def _candidate_breakdown(args: argparse.Namespace) -> Path:
         cand = Candidate.from_json(args.candidate.read_text(encoding="utf-8"))
     except OSError as exc:
         raise NasError(f"cannot read candidate file {str(args.candidate)!r}: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise NasError(f"candidate file {str(args.candidate)!r} is not UTF-8 text (a binary or damaged file?).") from None
     out = args.out or args.candidate.resolve().parent
     return plot_latency_breakdown(get_profile(args.profile or "reference-cpu"), cand.arch,
                                   out / f"{args.candidate.stem}-latency.png", label=args.candidate.name)
