@@ -72,6 +72,8 @@ GRACE_S = 30
 ORPHAN_S = 10
 #: How many times a killed trial's parameters are retried.
 MAX_RETRY = 3
+#: Random candidates (seeds 0..N-1) every latency profile must price when a search starts.
+COVERAGE_SAMPLES = 16
 #: Random candidates drawn (seeds 0..N-1) to fix each cost's hypervolume reference point.
 REFERENCE_SAMPLES = 256
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -328,6 +330,13 @@ class CheapScorer:
         names = _profile_names(experiment)
         self.profiles = {name: get_profile(name) for name in names}
         self.first = names[0] if names else None
+        for name, profile in self.profiles.items():  # a table that lacks the space's operators is a bad input,
+            for seed in range(COVERAGE_SAMPLES):     # not a search whose every trial fails
+                try:
+                    profile.latency_ms(space.random(seed).arch)
+                except HardwareError as exc:
+                    raise HardwareError(f"profile {name!r} cannot price candidates of space {space.name!r} "
+                                        f"(seed {seed}): {exc}") from None
 
     def __call__(self, candidate: Candidate, only: set[str] | None = None) -> dict[str, float]:
         """All cheap costs, or those named in ``only`` (the size estimate is the slow one)."""
