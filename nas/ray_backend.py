@@ -150,6 +150,9 @@ class _Driver:
         self.folder = (run.folder / RAY_DIR).resolve()
         self.progress = progress
         self.bar: Any = None
+        #: Wall-clock end of the time budget (``time.time()``): no trial starts after it, running ones finish
+        #: (as the local backend's ``optimize(timeout=...)``); None without one.
+        self.deadline: float | None = None
 
     def drive(self) -> bool:
         """True when interrupted."""
@@ -160,6 +163,8 @@ class _Driver:
                                  self.progress)
         try:
             sessions = self._sessions()
+            if budget.minutes is not None:
+                self.deadline = time.time() + budget.minutes * 60 - sum(s["seconds"] for s in sessions)
             last = sessions[-1] if sessions else None
             if last is not None and not last["finished"]:
                 path = self.folder / last["name"]
@@ -175,17 +180,14 @@ class _Driver:
             # RUNNING trials whose driver died and that no restored trial finished: failed, parameters retried.
             reap_dead_workers(self.study)
             n = self._remaining()
-            time_left = None
-            if budget.minutes is not None:
-                time_left = budget.minutes * 60 - sum(s["seconds"] for s in sessions)
-            if n <= 0 or (time_left is not None and time_left <= 1):
+            if n <= 0 or (self.deadline is not None and time.time() >= self.deadline - 1):
                 return False
             name = f"session-{len(sessions) + 1}"
             entry: dict[str, Any] = {"name": name, "trials": n, "finished": False, "seconds": 0.0,
                      "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             sessions.append(entry)
             self._save_sessions(sessions)
-            interrupted = self._fit(self._tuner(name, n, time_left), entry)
+            interrupted = self._fit(self._tuner(name, n), entry)
             entry["finished"] = not interrupted
             self._save_sessions(sessions)
             return interrupted
@@ -248,7 +250,7 @@ class _Driver:
         fn = tune.with_parameters(_trial, experiment=cfg.model_dump(mode="json"), source=self.experiment.source)
         return tune.with_resources(fn, _resources(self.experiment))
 
-    def _tuner(self, name: str, n: int, time_left: float | None) -> Any:
+    def _tuner(self, name: str, n: int) -> Any:
         import ray
 
         cfg = self.experiment.config
@@ -260,6 +262,7 @@ class _Driver:
             mode=["max" if o.direction == "maximize" else "min" for o in self.experiment.objectives],
             sampler=make_sampler(cfg.sampler, seed % 2**32, cfg.population),
             storage=self.storage, study_name=self.run.study_name)
+        searcher.deadline = self.deadline
         scheduler = None
         if self.experiment.needs_training and cfg.proxy.pruner != "none":
             scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
@@ -276,7 +279,7 @@ class _Driver:
         return tune.Tuner(
             self._trainable(),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
-                                        max_concurrent_trials=at_once, reuse_actors=True, time_budget_s=time_left,
+                                        max_concurrent_trials=at_once, reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(self.folder), verbose=0, callbacks=[_AfterTrial()],
@@ -389,12 +392,20 @@ class _Space:
 
 class _Searcher(OptunaSearch):
     """``OptunaSearch`` that records a finished trial's report in its Optuna trial before telling the study
-    (states: COMPLETE, PRUNED when ASHA stopped it, FAIL with the reason), and that, restored from a Tune
-    experiment, reconnects to the storage of the search now running."""
+    (states: COMPLETE, PRUNED when ASHA stopped it, FAIL with the reason), that starts no trial after the
+    time budget's deadline, and that, restored from a Tune experiment, reconnects to the storage of the
+    search now running."""
 
     def __init__(self, space: _Space, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self._nas_space = space
+        self.deadline: float | None = None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # FINISHED is a str
+        if self.deadline is not None and time.time() >= self.deadline and trial_id not in self._ot_trials:
+            return str(self.FINISHED)
+        out: dict[str, Any] | None = super().suggest(trial_id)
+        return out
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
@@ -413,6 +424,7 @@ class _Searcher(OptunaSearch):
         driver = _CURRENT
         if driver is None:
             return
+        self.deadline = driver.deadline
         study = optuna.load_study(study_name=self._study_name, storage=driver.storage, sampler=self._sampler)
         self._ot_study = study  # type: ignore[assignment]
         self._storage = driver.storage
