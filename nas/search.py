@@ -953,7 +953,8 @@ def _run_search(args: Any) -> int:
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
           f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder}/")
     if args.finetune or exp.config.winners.at_end:
-        from nas.winners import finetune_run
+        from nas.winners import finetune_run, print_summary
 
-        finetune_run(r.run.folder)
+        print_summary(finetune_run(r.run.folder, progress=False if args.no_progress else None))
+        print(f"winners: {r.run.folder / 'winners' / 'summary.md'}")
     return 0

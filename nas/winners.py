@@ -9,7 +9,9 @@
 4. Measure test accuracy after distillation and after compression, write the
    artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
    real size, ``model.onnx`` checked against torch with onnxruntime,
-   ``candidate.json``), predict latency with each profile and, when a profile's
+   ``candidate.json``; ``model.safetensors`` holds the distilled weights before
+   compression, so it loads with :func:`nas.checkpoint.load_checkpoint` and can be
+   compressed again), predict latency with each profile and, when a profile's
    table was measured on this very CPU, time the network here too.
 5. Write ``winners/summary.csv`` and ``winners/summary.md`` (docs/run-folder.md).
 """
@@ -206,9 +208,11 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
             compressed = apply_compression(student, cand.compression)
         compressed_test = evaluate(compressed, splits.test)
         report = save_container(compressed, d / "model.nasz")
-        save_checkpoint(d / "model.safetensors", compressed, cand,
-                        {"role": "winner", "trial": number, "teacher": "../teacher.safetensors",
-                         "dataset": splits.name, "test_accuracy": compressed_test, "steps": steps})
+        save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible
+                        {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
+                         "teacher": "../teacher.safetensors", "dataset": splits.name,
+                         "test_accuracy": distilled_test, "compressed_test_accuracy": compressed_test,
+                         "steps": steps})
         onnx_error = export_onnx(compressed, cand.arch.input_shape, d / "model.onnx")
         row: dict[str, Any] = {
             "rank": rank, "trial": number, "label": w.get("label", ""),
