@@ -151,7 +151,7 @@ class CompressionConfig(_Strict):
     quantization: Annotated[list[Quantization], Field(min_length=1)] = ["none"]
     lowrank_ratio: Annotated[list[Annotated[float, Field(gt=0, le=1)] | None], Field(min_length=1),
                              BeforeValidator(_off_to_none)] = [None]
-    student_width: FloatChoices = [1.0]
+    student_width: Annotated[list[Annotated[float, Field(gt=0, le=4)]], Field(min_length=1)] = [1.0]  # as CompressionSpec
     huffman: bool = True
 
     def sample(self, choose: Chooser) -> CompressionSpec:
