@@ -5,7 +5,8 @@ Layout (all integers little-endian; ``u8/u16/u32`` unsigned)::
     magic        4 bytes  b"NASZ"
     version      u16      1
     header_len   u32      then header_len bytes of zlib-compressed UTF-8 JSON:
-                          {"arch": ArchSpec.to_dict(), "factored": {module: {"kind", "rank"}}, "huffman": bool}
+                          {"arch": ArchSpec.to_dict(), "factored": {module: {"kind", "rank"}}, "huffman": bool,
+                           "versions": {"nas": ..., "torch": ...}}  (the versions that wrote it; read_header)
     n_records    u32      then n_records records:
       name_len u16, name (UTF-8 state_dict key, e.g. "layers.0.0.weight")
       form u8             0 = raw float32 tensor, 1 = coded weight
@@ -288,8 +289,11 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
                             f"but got {type(model).__name__} without an ArchSpec.")
     factored = {name: {"kind": type(m).__name__, "rank": int(m.rank)}
                 for name, m in model.named_modules() if isinstance(m, FACTORED)}
-    header = zlib.compress(json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding},
-                                      sort_keys=True, separators=(",", ":")).encode(), 9)
+    from nas import __version__
+
+    versions = {"nas": __version__, "torch": torch.__version__}
+    header = zlib.compress(json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding,
+                                       "versions": versions}, sort_keys=True, separators=(",", ":")).encode(), 9)
     body = io.BytesIO()
     body.write(MAGIC + struct.pack("<HI", VERSION, len(header)) + header)
     items = _tensors(model)
@@ -337,8 +341,10 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
 
 def save(model: nn.Module, path: str | Path, *, huffman_coding: bool = True) -> ContainerReport:
     """Write ``model`` to ``path`` in the container format; returns the measured per-layer storage."""
+    from nas.files import write_atomic
+
     data, report = encode(model, huffman_coding=huffman_coding)
-    Path(path).write_bytes(data)
+    write_atomic(path, data)  # a full disk or a kill never leaves half a container
     return report
 
 
@@ -421,8 +427,22 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
                     torch.from_numpy(table.astype(np.float32)), bits)
 
 
-def decode(data: bytes) -> Network:
-    """The network stored in container ``data`` (see the module docstring)."""
+def read_header(data: bytes) -> dict[str, Any]:
+    """The JSON description of container ``data`` (arch, factored modules, coding, versions), checksum verified."""
+    _verify(data)
+    r = _Reader(data[:-4])
+    r.take(4)
+    _, header_len = r.unpack("<HI")
+    try:
+        header = json.loads(zlib.decompress(r.take(header_len)).decode())
+    except (ValueError, zlib.error) as exc:
+        raise CompressError(f"container header is malformed: {exc}") from None
+    if not isinstance(header, dict):
+        raise CompressError("container header is malformed: not a JSON object.")
+    return header
+
+
+def _verify(data: bytes) -> None:
     if len(data) < 4 or data[:4] != MAGIC:
         raise CompressError(f"not a nas compressed container: expected magic {MAGIC!r}, but got {bytes(data[:4])!r}.")
     if len(data) < 14:
@@ -431,6 +451,11 @@ def decode(data: bytes) -> Network:
     if zlib.crc32(data[:-4]) != stored_crc:
         raise CompressError("container checksum mismatch: the file is truncated or altered "
                             f"(crc32 {zlib.crc32(data[:-4]):#010x}, stored {stored_crc:#010x}).")
+
+
+def decode(data: bytes) -> Network:
+    """The network stored in container ``data`` (see the module docstring)."""
+    _verify(data)
     r = _Reader(data[:-4])
     r.take(4)
     version, header_len = r.unpack("<HI")
