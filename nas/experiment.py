@@ -103,6 +103,8 @@ class ProxyConfig(_Strict):
     pruner: Literal["median", "halving", "hyperband", "none"] = "median"
     max_seconds: float | None = Field(default=None, gt=0)
     threads: int = Field(default=1, ge=1)  # per worker; small networks train fastest on one thread
+    #: The last epoch trains the candidate with its compression applied: accuracy is the compressed model's.
+    compressed: bool = True
 
 
 class ResourcesConfig(_Strict):

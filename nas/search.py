@@ -468,8 +468,6 @@ class TrialObjective:
         return objective_values(self.experiment, costs, accuracy)
 
     def _train(self, trial: optuna.Trial, candidate: Candidate) -> float:
-        from nas.train import train
-
         proxy = self.experiment.config.proxy
         model, config = proxy_setup(self.experiment, candidate, trial.number, self.threads)
         assert self.proxy_study is not None and self.scorer.splits is not None
@@ -480,17 +478,18 @@ class TrialObjective:
         start = time.perf_counter()
         stop: list[str] = []
 
-        def on_epoch(epoch: int, accuracy: float) -> bool:
-            fidelity.report(accuracy, epoch)
+        def on_epoch(epoch: int, accuracy: float) -> bool:  # epoch counts from 0; reported from 1
+            done = epoch + 1
+            fidelity.report(accuracy, done)
             if proxy.max_seconds is not None and time.perf_counter() - start > proxy.max_seconds:
-                stop.append(f"time budget of {proxy.max_seconds:g} s used up after epoch {epoch}")
+                stop.append(f"time budget of {proxy.max_seconds:g} s used up after epoch {done}")
                 return True
-            if epoch < proxy.epochs and fidelity.should_prune():
-                stop.append(f"pruned after epoch {epoch} (validation accuracy {accuracy:.3f})")
+            if done < proxy.epochs and fidelity.should_prune():
+                stop.append(f"pruned after epoch {done} (validation accuracy {accuracy:.3f})")
                 return True
             return False
 
-        result = train(model, self.scorer.splits, config, on_epoch=on_epoch)
+        result = proxy_train(model, candidate, self.scorer.splits, config, on_epoch, proxy.compressed)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("history", [round(a, 5) for a in result.history])
@@ -507,6 +506,34 @@ class TrialObjective:
             raise optuna.TrialPruned(stop[0])
         self.proxy_study.tell(fidelity, result.val_accuracy)
         return float(result.val_accuracy)
+
+
+def proxy_train(model: Any, candidate: Candidate, splits: Any, config: Any, on_epoch: Any,
+                compressed: bool = True) -> Any:
+    """The proxy: train ``config.epochs``; with ``compressed`` (and a candidate that compresses), the last
+    epoch trains the model with its compression applied (pruning masks, codebooks, binary/ternary
+    weights, low-rank factors), so the accuracy the search sees is the compressed model's. Epochs are
+    numbered on through both phases for ``on_epoch``; returns the last phase's TrainResult with the
+    whole history."""
+    from dataclasses import replace
+
+    from nas.compress import apply_compression
+    from nas.compress._apply import stages
+    from nas.train import train
+
+    if not compressed or not stages(candidate.compression):
+        return train(model, splits, config, on_epoch=on_epoch)
+    dense_epochs = config.epochs - 1
+    history: list[float] = []
+    if dense_epochs:
+        first = train(model, splits, replace(config, epochs=dense_epochs), on_epoch=on_epoch)
+        history = list(first.history)
+        if first.failed or first.stopped_early:  # failed, pruned or out of time
+            return first
+    model = apply_compression(model, candidate.compression, inplace=True)
+    last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1),
+                 on_epoch=lambda epoch, accuracy: on_epoch(dense_epochs + epoch, accuracy))
+    return replace(last, history=history + list(last.history), epochs=dense_epochs + last.epochs)
 
 
 # ----------------------------------------------------------------------------- dead workers

@@ -202,7 +202,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
         distilled_test = evaluate(student, splits.test)
         steps: list[dict[str, Any]] = []
         if cfg.recovery_epochs > 0:
-            recovery = replace(base, epochs=cfg.recovery_epochs, lr=base.lr / 10)
+            recovery = replace(base, epochs=cfg.recovery_epochs)  # the proxy's learning rate: binary needs it
             compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
         else:
             compressed = apply_compression(student, cand.compression)
