@@ -489,7 +489,11 @@ class TrialObjective:
                 return True
             return False
 
-        result = proxy_train(model, candidate, self.scorer.splits, config, on_epoch, proxy.compressed)
+        try:
+            result = proxy_train(model, candidate, self.scorer.splits, config, on_epoch, proxy.compressed)
+        except BaseException:  # the trial fails (or is interrupted): its proxy trial must not stay RUNNING
+            self.proxy_study.tell(fidelity, state=TrialState.FAIL)
+            raise
         trial.set_user_attr("trained", True)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("history", [round(a, 5) for a in result.history])
@@ -742,7 +746,19 @@ def hypervolume_history(frame: Any, meta: dict[str, Any]) -> Any:
 
 
 def write_results(run: Run, study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> tuple[Any, float]:
-    """Rewrite trials.csv/.parquet, front.csv and hypervolume.csv; returns (trials frame, hypervolume)."""
+    """Rewrite trials.csv/.parquet, front.csv and hypervolume.csv; returns (trials frame, hypervolume).
+
+    Each file is replaced atomically; if the disk is full, the files already there stay whole and the
+    error says so (the study keeps every finished trial; resuming writes them all)."""
+    try:
+        return _write_results(run, study, trials)
+    except OSError as exc:
+        raise NasError(f"cannot write the results into {run.folder}: {exc.strerror or exc}; every finished trial is "
+                       f"kept in the study and the files there are whole: free space and run the same command to "
+                       f"resume.") from None
+
+
+def _write_results(run: Run, study: optuna.Study, trials: Sequence[FrozenTrial] | None) -> tuple[Any, float]:
     import io
 
     frame = trials_frame(study, run.meta, trials)
