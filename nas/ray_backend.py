@@ -81,6 +81,7 @@ from nas.search import (
     objective_values,
     open_run,
     proxy_setup,
+    proxy_train,
     reap_dead_workers,
     short_label,
     worker_host,
@@ -506,16 +507,16 @@ def _trial(config: dict[str, Any], *, experiment: dict[str, Any], source: str) -
 
 
 def _train(ev: _Evaluator, candidate: Candidate, number: int, base: dict[str, Any]) -> dict[str, Any]:
-    """The proxy training of a trial, resumed from its checkpoint when Tune restores it; returns the final report."""
+    """The proxy training of a trial (:func:`nas.search.proxy_train`, as the local backend trains it), with a
+    report and a checkpoint after every epoch but the last; resumed from the checkpoint when Tune restores the
+    trial. Returns the final report."""
     from nas.checkpoint import load_weights, read_checkpoint, save_checkpoint
-    from nas.train import Plan, train
 
     exp = ev.experiment
     proxy = exp.config.proxy
     splits = ev.scorer.splits
     assert splits is not None
     model, config = proxy_setup(exp, candidate, number, proxy.threads)
-    plan = Plan(len(splits.train), config)
     done, history = 0, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -523,17 +524,17 @@ def _train(ev: _Evaluator, candidate: Candidate, number: int, base: dict[str, An
             tensors, meta = read_checkpoint(Path(folder) / "model.safetensors")
         load_weights(model, tensors, f"trial {number}'s checkpoint")
         done, history = int(meta["extra"]["epoch"]), list(meta["extra"]["history"])
-        config = _rest_of_run(config, plan, done)
     start = time.perf_counter()
     stop: list[str] = []
 
-    def on_epoch(epoch: int, accuracy: float) -> bool:
-        k = done + epoch + 1
+    def on_epoch(k: int, accuracy: float) -> bool:
+        """After epoch ``k`` (from 1). Epochs before the last train the dense model (the compressed one, with
+        ``proxy.compressed``, is always epoch ``proxy.epochs``): their checkpoints hold dense weights."""
         history.append(accuracy)
         if proxy.max_seconds is not None and time.perf_counter() - start > proxy.max_seconds:
             stop.append(f"time budget of {proxy.max_seconds:g} s used up after epoch {k}")
             return True
-        if k < plan.epochs:  # the last epoch is reported with the final result
+        if k < config.epochs:  # the last epoch is reported with the final result
             with tempfile.TemporaryDirectory() as folder:
                 save_checkpoint(Path(folder) / "model.safetensors", model, candidate,
                                 extra={"epoch": k, "history": history, "trial": number})
@@ -545,22 +546,55 @@ def _train(ev: _Evaluator, candidate: Candidate, number: int, base: dict[str, An
                     raise _Reported() from exc
         return False
 
-    result = train(model, splits, config, on_epoch=on_epoch)
-    final = {**base, "trained": True, "epochs": done + result.epochs, "final": True,
+    epochs, result = _resume(model, candidate, splits, config, done, on_epoch, proxy.compressed)
+    final = {**base, "trained": True, "epochs": epochs, "final": True,
              "history": json.dumps([round(a, 5) for a in history]),
              "train_seconds": round(time.perf_counter() - start, 3)}
     if result.failed or stop:
         return {**final, "nas_state": "FAIL", "fail_reason": result.failed or stop[0]}
     return {**final, "accuracy": float(result.val_accuracy), "val_accuracy": float(result.val_accuracy),
-            "epoch": done + result.epochs}
+            "epoch": epochs}
 
 
-def _rest_of_run(config: Any, plan: Any, done: int) -> Any:
-    """The training settings for the epochs after ``done`` of a restored trial: the learning rate picks up
-    where the cosine schedule was and anneals to zero at the same end; the optimizer's momentum starts again
-    and the data order is reseeded, so a resumed trial is close to, not identical with, an uninterrupted one."""
+def _resume(model: Any, candidate: Candidate, splits: Any, config: Any, done: int, on_epoch: Any,
+            compressed: bool) -> tuple[int, Any]:
+    """``proxy_train`` from epoch ``done`` on: ``(epochs run in all, the last TrainResult)``.
+
+    From the start it is ``proxy_train`` itself. After ``done`` dense epochs, the rest of the dense phase
+    continues with the learning rate where the dense phase's cosine schedule was (momentum starts again and
+    the data order is reseeded, so a resumed trial is close to, not identical with, an uninterrupted one),
+    and the compressed last epoch is ``proxy_train``'s own (same seed and learning rate as without a break).
+    """
     from dataclasses import replace
 
+    from nas.compress import stages
+    from nas.train import train
+
+    if done == 0:
+        result = proxy_train(model, candidate, splits, config, lambda e, a: on_epoch(e + 1, a), compressed)
+        return result.epochs, result
+    compress_last = compressed and bool(stages(candidate.compression))
+    dense = replace(config, epochs=config.epochs - 1) if compress_last else config
+    epochs = done
+    if done < dense.epochs:
+        result = train(model, splits, _rest_of_run(dense, len(splits.train), done),
+                       on_epoch=lambda e, a: on_epoch(done + e + 1, a))
+        epochs += result.epochs
+        if not compress_last or result.failed or result.stopped_early:
+            return epochs, result
+    last = proxy_train(model, candidate, splits, replace(config, epochs=1), lambda e, a: on_epoch(config.epochs, a),
+                       True)
+    return epochs + last.epochs, last
+
+
+def _rest_of_run(config: Any, n_train: int, done: int) -> Any:
+    """The settings for the epochs after ``done`` of a run of ``config``: the cosine learning rate from where
+    it was to zero at the same end, the data order reseeded, the rest of ``max_samples``."""
+    from dataclasses import replace
+
+    from nas.train import Plan
+
+    plan = Plan(n_train, config)
     steps = min(done * plan.steps_per_epoch, plan.total_steps - 1)
     lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * steps / plan.total_steps))
     samples = None if config.max_samples is None else max(1, config.max_samples - steps * plan.batch_size)

@@ -87,7 +87,7 @@ def _finished(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 def test_an_interrupted_ray_search_resumes_with_tuner_restore_then_grows(tmp_path: Path) -> None:
     exp = write(tmp_path, {**TINY, "name": "resume", "constraints": {}, "budget": {"trials": 4},
-                           "proxy": {"epochs": 3, "pruner": "median", "batch_size": 64}})
+                           "proxy": {"epochs": 2, "pruner": "median", "batch_size": 128}})
     out = tmp_path / "run"
     args = nas_cmd("search", str(exp), "--backend", "ray", "--out", str(out), "--no-progress")
     env = {**os.environ, "NAS_RAY_CPUS": "2"}
@@ -156,3 +156,36 @@ def test_ray_search_on_a_cluster_address_with_its_token(tmp_path: Path) -> None:
         head.terminate()  # ray start --block stops the processes it started
         head.wait(timeout=60)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_restored_trial_continues_the_proxy_training_from_its_checkpoint(tmp_path: Path) -> None:
+    """The trial side of a restore, without Ray: dense epochs, a safetensors checkpoint after epoch 1, then
+    the rest of the dense phase and the compressed last epoch, numbered on from the checkpoint."""
+    from nas.checkpoint import load_weights, read_checkpoint, save_checkpoint
+    from nas.experiment import parse_experiment
+    from nas.ray_backend import _resume
+    from nas.search import CheapScorer, proxy_setup
+
+    exp = parse_experiment(yaml.safe_dump({**TINY, "proxy": {"epochs": 3, "batch_size": 128}}))
+    scorer = CheapScorer(exp)
+    candidate = next(c for c in (scorer.space.random(s) for s in range(50))
+                     if c.compression.quantization != "none" and c.compression.lowrank_ratio is None)
+    model, config = proxy_setup(exp, candidate, 7, 1)
+    seen: list[int] = []
+
+    def stop_after_first(k: int, accuracy: float) -> bool:
+        seen.append(k)
+        if k == 1:
+            save_checkpoint(tmp_path / "model.safetensors", model, candidate, extra={"epoch": 1})
+        return False
+
+    epochs, result = _resume(model, candidate, scorer.splits, config, 0, stop_after_first, True)
+    assert seen == [1, 2, 3] and epochs == 3 and not result.failed
+
+    fresh, config = proxy_setup(exp, candidate, 7, 1)
+    tensors, meta = read_checkpoint(tmp_path / "model.safetensors")
+    load_weights(fresh, tensors)  # the checkpoint holds the dense weights
+    resumed: list[int] = []
+    epochs, result = _resume(fresh, candidate, scorer.splits, config, meta["extra"]["epoch"],
+                             lambda k, a: resumed.append(k) or False, True)
+    assert resumed == [2, 3] and epochs == 3 and not result.failed and len(result.history) == 1
