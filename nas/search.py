@@ -119,6 +119,10 @@ def driver_url(url: str) -> str:
     return url
 
 
+#: What a database says when another worker created the same tables or rows a moment earlier.
+_CREATION_RACE = ("already exists", "duplicate key", "UNIQUE constraint failed")
+
+
 def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeat and retry of stale trials (SQLite file or a database server URL)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,13 +134,20 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        with _quiet_experimental():
-            if not heartbeat:
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            else:
-                storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=interval, grace_period=grace,
-                    heartbeat_stale_trial_callback=retry_trial)
+        for attempt in range(4):
+            try:
+                with _quiet_experimental():
+                    if not heartbeat:
+                        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+                    else:
+                        storage = optuna.storages.RDBStorage(
+                            url, engine_kwargs=kwargs, heartbeat_interval=interval, grace_period=grace,
+                            heartbeat_stale_trial_callback=retry_trial)
+                break
+            except Exception as exc:  # workers started at once race to create the tables: the loser retries
+                if attempt == 3 or not any(s in str(exc) for s in _CREATION_RACE):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         if url.startswith("sqlite"):
             _fast_sqlite(storage)
         return storage

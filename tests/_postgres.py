@@ -85,7 +85,7 @@ def postgres_server(database: str = "nas", user: str = "nas") -> Iterator[str]:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(top / "server.log"), "-o", options, "-w", "-t", "60",
             "start")
         started = True
-        sql = (f"CREATE USER {user} PASSWORD '{password}'; CREATE DATABASE {database} OWNER {user};")
+        sql = (f"CREATE USER {user} CREATEDB PASSWORD '{password}'; CREATE DATABASE {database} OWNER {user};")
         for statement in sql.split("; "):
             run(str(bindir / "psql"), "-h", str(sockets), "-p", str(port), "-U", "postgres", "-d", "postgres",
                 "-v", "ON_ERROR_STOP=1", "-q", "-c", statement)
