@@ -95,3 +95,33 @@ def postgres_server(database: str = "nas", user: str = "nas") -> Iterator[str]:
             subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            capture_output=True, timeout=60, cwd=top)
         shutil.rmtree(top, ignore_errors=True)
+
+
+#: A worker that opens ``sys.argv[1]`` with nas's storage once the file ``sys.argv[3]`` exists (so that several
+#: start at the same moment, as workers on many machines do), after saying it is ready (file ``sys.argv[2]``).
+OPEN_AT = """
+import os, sys, time
+from nas.search import make_storage
+url, ready, go = sys.argv[1:]
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.002)
+make_storage(url).engine.dispose()
+"""
+
+
+def open_at_once(url: str, n: int = 3) -> list[subprocess.CompletedProcess[str]]:
+    """``n`` processes open ``url`` at the same moment (once all have imported nas); their results."""
+    import sys
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="nas-at-once-") as folder:
+        go = Path(folder) / "go"
+        ready = [Path(folder) / f"ready{i}" for i in range(n)]
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, url, str(r), str(go)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in ready]
+        end = time.monotonic() + 120
+        while not all(r.exists() for r in ready) and time.monotonic() < end and all(p.poll() is None for p in procs):
+            time.sleep(0.01)
+        go.touch()
+        return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from _postgres import missing_reason, postgres_server
+from _postgres import missing_reason, open_at_once, postgres_server
 from nas.search import driver_url
 
 BUDGET = 6
@@ -129,3 +129,14 @@ def test_three_workers_share_a_study_and_a_killed_workers_trial_is_retried(
         assert table.loc[retry.number, "retry_of"] == victim.number
         summary = re.search(r"^shared: (\d+) trials", outputs[i][0], re.MULTILINE)
         assert summary is not None and BUDGET <= int(summary[1]) <= len(trials) - 1, outputs[i][0]
+
+
+def test_workers_started_at_once_all_open_a_fresh_study(postgres_url: str, storage: optuna.storages.RDBStorage) -> None:
+    """Several machines starting together race to create Optuna's tables; none may fail for it."""
+    import sqlalchemy
+
+    base = postgres_url.rsplit("/", 1)[0]
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE fresh"))
+    for done in open_at_once(f"{base}/fresh", n=4):
+        assert done.returncode == 0, done.stderr

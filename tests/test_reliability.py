@@ -504,6 +504,14 @@ def test_the_sources_load_nothing_unsafely() -> None:
 # ----------------------------------------------------------------------------- 5. determinism, 6. load
 
 
+def test_workers_started_at_once_all_open_a_fresh_shared_sqlite_study(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _postgres import open_at_once
+
+    for done in open_at_once(f"sqlite:///{tmp_path / 'shared.db'}"):
+        assert done.returncode == 0, done.stderr
+
+
 def test_same_seed_same_trials_and_front_with_training(tmp_path: Path) -> None:
     """One worker, the same experiment and seed: the same candidates, accuracies and front (the cheap-only
     case is in tests/test_search.py; here proxy training is part of every trial)."""
