@@ -125,7 +125,7 @@ _CREATION_RACE = ("already exists", "duplicate key", "UNIQUE constraint failed")
 
 def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeat and retry of stale trials (SQLite file or a database server URL)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by nas (progress bar, trials.csv)
     interval, grace = heartbeat_settings()
     url = driver_url(url)
     kwargs: dict[str, Any] = {}
