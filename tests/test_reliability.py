@@ -13,10 +13,8 @@ written, a scan of the sources for unsafe loading, and a load test of 8 workers 
 from __future__ import annotations
 
 import ast
-import contextlib
 import errno
 import gzip
-import io
 import json
 import math
 import os
