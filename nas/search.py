@@ -846,8 +846,12 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
 
 def _start_workers(run: Run, n_workers: int) -> list[subprocess.Popen[bytes]]:
     src = run.experiment.source
+    if src.startswith("<"):  # given in Python: the run folder's copy has the same settings
+        src = str(run.folder / "experiment.yaml")
     args = [sys.executable, "-m", "nas", "search", src, "--out", str(run.folder), "--storage", run.storage_url,
             "--workers", str(n_workers), "--no-progress"]
+    if run.experiment.config.budget.trials is not None:  # --trials (or a changed budget) reaches the workers
+        args += ["--trials", str(run.experiment.config.budget.trials)]
     return [subprocess.Popen([*args, "--worker-index", str(i)]) for i in range(1, n_workers)]
 
 
