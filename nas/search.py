@@ -956,7 +956,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("search", help="run or resume a search experiment into its run folder",
                        description="Search architectures and compression settings as the experiment file says. "
                                    "Running it again on the same run folder resumes the study.")
-    p.add_argument("experiment", type=Path, help="experiment YAML file (see search_spaces/experiments/)")
+    p.add_argument("experiment", type=Path, help="experiment YAML file (see examples/)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<name>)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by workers, e.g. postgresql://user:pw@host/db "
