@@ -611,6 +611,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _fail_unowned_proxy_trials(proxy_study: optuna.Study) -> None:
+    """Fail RUNNING proxy trials that never got their owner's attributes (a worker killed between asking
+    for one and labelling it). Called only when no search trial is RUNNING: every live proxy trial
+    belongs to a RUNNING search trial, so none of these can be live."""
+    for t in proxy_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not t.user_attrs.get("worker"):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                proxy_study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+
+
 def reap_dead_workers(study: optuna.Study, retry: bool = True) -> list[int]:
     """Fail RUNNING trials whose worker process on this node is gone, and retry their parameters.
 
@@ -870,6 +880,8 @@ def _work(run: Run, n_workers: int, worker_index: int, progress: bool | None, st
     objective = TrialObjective(run, cfg.proxy.threads)
     if objective.proxy_study is not None:
         reap_dead_workers(objective.proxy_study, retry=False)
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            _fail_unowned_proxy_trials(objective.proxy_study)
     budget = cfg.budget.trials
 
     def budget_met(trials: Sequence[FrozenTrial]) -> bool:
