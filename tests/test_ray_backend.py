@@ -21,26 +21,14 @@ import yaml
 
 from nas.search import search as local_search
 
+from _runs import nas_cmd, study_of, write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Tiny networks on the synthetic dataset; a size limit that rejects some candidates before training.
 TINY = {"name": "tiny", "space": "mobilenetv2-tiny", "dataset": "synthetic", "objectives": ["accuracy", "madds"],
         "constraints": {"size_kb": {"max": 300}}, "budget": {"trials": 5},
         "proxy": {"epochs": 1, "pruner": "none", "batch_size": 128}, "seed": 0}
-
-
-def write(tmp: Path, data: dict, name: str = "exp.yaml") -> Path:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def study_of(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
-
-
-def nas_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nas", *args]
 
 
 def sessions(folder: Path) -> list[dict]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,26 +19,14 @@ from nas.experiment import ExperimentError, parse_experiment
 from nas.search import hypervolume, search
 from nas.spec import Candidate
 
+from _runs import nas_cmd, study_of, write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"name": "tiny", "space": "mobilenetv2-tiny", "dataset": "synthetic", "objectives": ["accuracy", "madds"],
         "budget": {"trials": 4}, "proxy": {"epochs": 1, "pruner": "none", "batch_size": 128}, "seed": 0}
 CHEAP = {"name": "cheap", "space": "mobilenetv2-tiny", "objectives": ["latency_ms", "size_kb"],
          "budget": {"trials": 30}, "sampler": "nsga2", "population": 8, "seed": 3}
-
-
-def write(tmp: Path, data: dict, name: str = "exp.yaml") -> Path:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def study_of(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
-
-
-def nas_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nas", *args]
 
 
 def test_tiny_search_writes_every_trial_and_the_front(tmp_path: Path) -> None:
