@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.files import write_atomic
 
 # --------------------------------------------------------------------------- a tiny document model
 
@@ -402,9 +403,7 @@ def write_report(run_folder: str | Path, options: ReportOptions | None = None) -
     _reproduce(doc, run)
     md, page = run.path / "report.md", run.path / "report.html"
     for path, text in ((md, render_markdown(doc)), (page, render_html(doc, f"Run report: {run.name}"))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, text)
     return md, page
 
 

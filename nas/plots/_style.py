@@ -10,7 +10,6 @@ closes their figure after saving. Every picture is saved at a fixed size
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,14 +57,15 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG atomically (temp file + rename), at exactly its size in pixels."""
+    import io
+
+    from nas.files import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=DPI, format="png")
+    write_atomic(path, png.getvalue())
     return path
 
 
