@@ -19,6 +19,7 @@ one line naming the file, the field and what is allowed::
     proxy: {epochs: 3, pruner: median}
     winners: {top: 3, epochs: 10}
     resources: {cpus: 1, gpus: 0} # per trial, for --backend ray (default: proxy.threads CPUs, no GPU)
+    evaluator: train              # what scores accuracy: train (short proxy training, the default)
     seed: 0
 
 Objective and constraint names are the columns of the run's ``trials.csv``
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,20 +39,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import NasError, describe_validation_error
+from nas.objectives import KINDS, Constraint, Objective
 
 
 class ExperimentError(NasError):
     """An experiment file is missing, malformed or asks for something that does not exist."""
 
 
-#: name -> (direction, label, unit); latency is per profile.
-COSTS: dict[str, tuple[str, str, str]] = {
-    "accuracy": ("maximize", "validation accuracy", ""),
-    "latency_ms": ("minimize", "latency", "ms"),
-    "madds": ("minimize", "multiply-adds", "MAdds"),
-    "params": ("minimize", "parameters", ""),
-    "size_kb": ("minimize", "compressed size", "KB"),
-}
 #: Settings a resumed run may change.
 RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources")
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
@@ -139,6 +132,8 @@ class ExperimentConfig(_Strict):
     winners: WinnersConfig = WinnersConfig()
     resources: ResourcesConfig = ResourcesConfig()
     seed: int = 0
+    #: What scores a candidate's accuracy: a name in the evaluator registry (nas.search.evaluators).
+    evaluator: str = Field(default="train", pattern=r"^[a-z][a-z0-9_-]*$")
     storage: str | None = None
     workers: int = Field(default=1, ge=1)
     description: str = ""
@@ -147,40 +142,6 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _dataset_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One column the study optimises: ``name`` as in trials.csv, ``profile`` for latency."""
-
-    name: str
-    kind: str
-    direction: str
-    label: str
-    unit: str
-    profile: str | None = None
-    reference: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "direction": self.direction, "label": self.label, "unit": self.unit,
-               "reference": self.reference}
-        if self.profile is not None:
-            out["profile"] = self.profile
-        return out
-
-
-@dataclass(frozen=True)
-class Constraint:
-    name: str
-    op: str  # "<=" or ">="
-    limit: float
-
-    def violation(self, value: float) -> float:
-        """Optuna's convention: <= 0 holds."""
-        return value - self.limit if self.op == "<=" else self.limit - value
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "op": self.op, "limit": self.limit}
 
 
 class Experiment:
@@ -206,15 +167,25 @@ class Experiment:
 
     @property
     def needs_training(self) -> bool:
-        return any(o.kind == "accuracy" for o in self.objectives) or any(
-            c.name == "accuracy" for c in self.constraints)
+        return any(not KINDS[o.kind].cheap for o in self.objectives) or not all(c.cheap for c in self.constraints)
 
     @property
     def digest(self) -> str:
         """A hash of the settings that define the study's trials: resuming with other values would mix
         incomparable trials. Budget, workers, storage, winners and description may change between sessions."""
         kept = self.config.model_dump(mode="json", exclude=set(RESUMABLE))
+        if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume
+            del kept["evaluator"]
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def profile_names(self) -> list[str]:
+        """Every hardware profile the experiment names: ``profiles``, then those of latency objectives."""
+        names = list(self.config.profiles)
+        for o in self.objectives:
+            if o.profile and o.profile not in names:
+                names.append(o.profile)
+        return names
 
     def resolve(self, path: str) -> str:
         """A path named in the file, relative to the file's folder (names without a suffix are left alone)."""
@@ -238,23 +209,21 @@ class Experiment:
         out = []
         for entry in self.config.objectives:
             kind = "latency_ms" if isinstance(entry, dict) else entry
-            if kind not in COSTS:
-                raise self._error(f"objectives: unknown objective {kind!r}; choose from {sorted(COSTS)}")
-            direction, label, unit = COSTS[kind]
+            if kind not in KINDS:
+                raise self._error(f"objectives: unknown objective {kind!r}; choose from {sorted(KINDS)}")
             profile = None
             name = kind
-            if kind == "latency_ms":
+            if KINDS[kind].per_profile:
                 profile = entry["latency_ms"] if isinstance(entry, dict) else profiles[0]
-                label = f"latency on {profile}"
                 if len(latency_profiles) > 1:
                     name = f"latency_ms:{profile}"
             if any(o.name == name for o in out):
                 raise self._error(f"objectives: {name!r} is listed twice")
-            out.append(Objective(name, kind, direction, label, unit, profile))
+            out.append(Objective.of(name, profile))
         return out
 
     def _constraints(self) -> list[Constraint]:
-        names = {o.name for o in self.objectives} | {"accuracy", "madds", "params", "size_kb", "latency_ms"}
+        names = {o.name for o in self.objectives} | set(KINDS)
         names |= {f"latency_ms:{p}" for p in self.config.profiles}
         out = []
         for name, limit in self.config.constraints.items():

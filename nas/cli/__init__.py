@@ -159,7 +159,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 #: Modules that register subcommands through ``add_commands(subparsers)``, in help order.
 COMMAND_MODULES = (
-    "nas.search",
+    "nas.cli.search",
     "nas.finetune",
     "nas.compress.cli",
     "nas.hardware.cli",
@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_commands(sub)
     _add_cost_command(sub)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+        module = importlib.import_module(name)
+        (module.add_parser if hasattr(module, "add_parser") else module.add_commands)(sub)
     return parser
 
 

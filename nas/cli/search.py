@@ -1,0 +1,75 @@
+"""``nas search EXPERIMENT.yaml``: run or resume a search into its run folder (:mod:`nas.search`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nas.experiment import Experiment, ExperimentError, load_experiment
+from nas.search import redact, search
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("search", help="run or resume a search experiment into its run folder",
+                       description="Search architectures and compression settings as the experiment file says. "
+                                   "Running it again on the same run folder resumes the study.")
+    p.add_argument("experiment", type=Path, help="experiment YAML file (see examples/)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<name>)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by workers, e.g. postgresql://user:pw@host/db "
+                        "(default: study.db in the run folder)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes on this machine (default: the file's)")
+    p.add_argument("--trials", type=int, default=None, help="override budget.trials (total for the study)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine (default); ray: Ray Tune trials (nas.search.ray)")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: a running Ray cluster, HOST:PORT or auto (default: start a local one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--finetune", action="store_true", help="fine-tune the winners at the end (winners.at_end)")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    exp = load_experiment(args.experiment)
+    if args.trials is not None:
+        if args.trials < 1:
+            raise ExperimentError(f"--trials must be >= 1, but got {args.trials}.")
+        budget = exp.config.budget.model_copy(update={"trials": args.trials})
+        exp = Experiment(exp.config.model_copy(update={"budget": budget}), exp.source, exp.text)
+    if args.workers is not None and args.workers < 1:
+        raise ExperimentError(f"--workers must be >= 1, but got {args.workers}.")
+    if args.backend == "ray" and args.workers is not None:
+        raise ExperimentError("--workers is for the local backend; Ray runs as many trials at once as the cluster's "
+                              "CPUs allow (resources.cpus each).")
+    if args.address is not None and args.backend != "ray":
+        raise ExperimentError(f"--address {args.address} needs --backend ray.")
+    command = "nas search " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["search"] else f"nas search {args.experiment}"
+    if args.storage:  # run.json keeps the command: not the database password
+        command = command.replace(args.storage, redact(args.storage))
+    try:
+        if args.backend == "ray":
+            from nas.search.ray import search as ray_search
+
+            result = ray_search(exp, folder=args.out, storage=args.storage, address=args.address,
+                                        progress=False if args.no_progress else None, command=command)
+        else:
+            result = search(exp, folder=args.out, storage=args.storage, workers=args.workers,
+                            progress=False if args.no_progress else None, command=command,
+                            worker_index=args.worker_index)
+    except KeyboardInterrupt:
+        again = f"nas search {args.experiment}" + (" --backend ray" if args.backend == "ray" else "")
+        print(f"nas: interrupted; every finished trial is saved. Run `{again}` again to resume.", file=sys.stderr)
+        return 130
+    if args.worker_index:
+        return 0
+    r = result
+    states = r.frame["state"].value_counts().to_dict() if len(r.frame) else {}
+    print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
+          f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder}/")
+    if args.finetune or exp.config.winners.at_end:
+        from nas.winners import finetune_run, print_summary
+
+        print_summary(finetune_run(r.run.folder, progress=False if args.no_progress else None))
+        print(f"winners: {r.run.folder / 'winners' / 'summary.md'}")
+    return 0

@@ -1,0 +1,47 @@
+"""The few parts of Optuna that ``nas`` uses and Optuna does not make public, in one place.
+
+Each is what a public Optuna call does inside, used here on data ``nas`` already holds, so
+an Optuna upgrade that moves one of them breaks this file only:
+
+- the hypervolume (``optuna._hypervolume.compute_hypervolume``): what Optuna's own
+  ``plot_hypervolume_history`` and its samplers use; there is no public function;
+- the Pareto front of an already fetched trial list (what ``Study.best_trials`` computes after
+  fetching every trial again: once per finished trial, that is most of a results write);
+- a study's storage and a trial's storage id, to fail or label trials of *other* workers
+  (the public ``Study.tell`` can finish only trials of this process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume as _compute_hypervolume
+from optuna.study._constrained_optimization import _is_constrained_optimization
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+from optuna.trial import FrozenTrial
+
+
+def compute_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
+    """Hypervolume of minimisation ``losses`` (rows) dominated against ``reference``."""
+    return float(_compute_hypervolume(losses, reference))
+
+
+def pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
+                 ) -> list[FrozenTrial]:
+    """``study.best_trials`` on a fetched list: feasible trials only when any trial has constraints."""
+    trials = list(trials)
+    return _get_pareto_front_trials_by_trials(trials, list(directions),
+                                              consider_constraint=_is_constrained_optimization(trials))
+
+
+def storage_of(study: optuna.Study) -> Any:
+    """The study's storage (``BaseStorage``)."""
+    return study._storage
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial (not its number)."""
+    return int(trial._trial_id)
