@@ -13,7 +13,9 @@ an Optuna upgrade that moves one of them breaks this file only:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,14 @@ from optuna._hypervolume import compute_hypervolume as _compute_hypervolume
 from optuna.study._constrained_optimization import _is_constrained_optimization
 from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Optuna marks its heartbeat, retry and enqueue API experimental; the warning tells a user nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def compute_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:

@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     r = result
     states = r.frame["state"].value_counts().to_dict() if len(r.frame) else {}
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
-          f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder}/")
+          f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder.path}/")
     if args.finetune or exp.config.winners.at_end:
         from nas.winners import finetune_run, print_summary
 
-        print_summary(finetune_run(r.run.folder, progress=False if args.no_progress else None))
-        print(f"winners: {r.run.folder / 'winners' / 'summary.md'}")
+        print_summary(finetune_run(r.run.folder.path, progress=False if args.no_progress else None))
+        print(f"winners: {r.run.folder.winners_dir / 'summary.md'}")
     return 0

@@ -1,0 +1,68 @@
+"""What a worker prepares once before its first trial, and hands to everything that needs it.
+
+:func:`prepare` loads the space (fitted to the dataset's input shape and classes), the dataset's
+splits when the evaluator trains, and the hardware profiles, and checks that every profile can
+price the space's candidates: a table that lacks the space's operators is a bad input, not a
+search whose every trial fails. Scoring and evaluators receive the :class:`Setup`; none of them
+loads anything itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nas.errors import HardwareError
+from nas.experiment import Experiment
+
+if TYPE_CHECKING:
+    from nas.data import Splits
+    from nas.hardware import HardwareProfile
+    from nas.space import Space
+
+#: Random candidates (seeds 0..N-1) every latency profile must price when a search starts.
+COVERAGE_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Setup:
+    """An experiment made ready: its space, its dataset's splits (None when not loaded), its profiles."""
+
+    experiment: Experiment
+    space: Space
+    profiles: dict[str, HardwareProfile]
+    splits: Splits | None = None
+
+    @property
+    def first_profile(self) -> str | None:
+        return next(iter(self.profiles), None)
+
+
+def prepare(experiment: Experiment, data: bool = True) -> Setup:
+    """The :class:`Setup` of ``experiment``; ``data=False`` keeps no splits (the driver of a Ray search
+    needs the space's shapes, not the training data)."""
+    from nas.data import load_dataset
+    from nas.hardware import get_profile
+    from nas.space import load_space
+
+    space = load_space(experiment.resolve(experiment.config.space))
+    splits = None
+    ds = experiment.dataset
+    if ds is not None:  # the dataset sets the input shape and class count
+        splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
+        if space.input_shape != splits.input_shape or space.config.num_classes != splits.num_classes:
+            space = space.with_input(splits.input_shape, splits.num_classes)
+    profiles = {name: get_profile(name) for name in experiment.profile_names}
+    check_coverage(space, profiles)
+    return Setup(experiment, space, profiles, splits if data else None)
+
+
+def check_coverage(space: Space, profiles: dict[str, HardwareProfile]) -> None:
+    """Each profile prices the space's first COVERAGE_SAMPLES random candidates, or a HardwareError says which."""
+    for name, profile in profiles.items():
+        for seed in range(COVERAGE_SAMPLES):
+            try:
+                profile.latency_ms(space.random(seed).arch)
+            except HardwareError as exc:
+                raise HardwareError(f"profile {name!r} cannot price candidates of space {space.name!r} "
+                                    f"(seed {seed}): {exc}") from None
