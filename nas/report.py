@@ -25,6 +25,7 @@ from typing import Any
 
 from nas.errors import NasError
 from nas.files import write_atomic
+from nas.run import RunFolder, load_run, read_table
 
 # --------------------------------------------------------------------------- a tiny document model
 
@@ -167,21 +168,19 @@ def _attempt(draw: Callable[[], Path]) -> tuple[Path | None, str]:
         return None, str(exc)
 
 
-def _experiment(doc: Doc, run: Any) -> None:
+def _experiment(doc: Doc, run: RunFolder) -> None:
     info = run.info
     doc.h(2, "Experiment")
     objectives = "; ".join(f"{o.name} ({'max' if o.maximize else 'min'}imise, {o.label})" for o in run.objectives)
-    constraints = "; ".join(f"{c.get('name')} {c.get('op', '<=')} {c.get('limit')}"
-                            for c in info.get("constraints", [])) or "none"
-    doc.kv([("name", str(info.get("name", run.name))), ("search space", str(info.get("space", "?"))),
-            ("dataset", str(info.get("dataset", "?"))), ("sampler", f"{info.get('sampler', '?')}, seed "
-                                                                     f"{info.get('seed', '?')}"),
+    constraints = "; ".join(f"{c.name} {c.op} {c.limit:g}" for c in info.constraints) or "none"
+    doc.kv([("name", run.name), ("search space", info.space or "?"),
+            ("dataset", info.dataset or "none (costs only)"), ("sampler", f"{info.sampler or '?'}, seed {info.seed}"),
             ("objectives", objectives), ("constraints", constraints),
-            ("created", str(info.get("created", "?"))), ("nas version", str(info.get("nas_version", "?")))])
+            ("created", info.created), ("nas version", info.nas_version or "?")])
 
 
-def _profiles(doc: Doc, run: Any) -> None:
-    profiles = run.info.get("profiles") or {}
+def _profiles(doc: Doc, run: RunFolder) -> None:
+    profiles = run.info.profiles
     doc.h(2, "Hardware profile")
     if not profiles:
         doc.note("run.json lists no hardware profile.")
@@ -195,13 +194,13 @@ def _profiles(doc: Doc, run: Any) -> None:
         doc.kv(pairs)
 
 
-def _budget(doc: Doc, run: Any) -> None:
+def _budget(doc: Doc, run: RunFolder) -> None:
     import pandas as pd
 
     t = run.trials
     doc.h(2, "Budget and time spent")
     states = t["state"].value_counts().to_dict() if len(t) else {}
-    budget = run.info.get("budget") or {}
+    budget = run.info.budget
     finished = sum(int(states.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL"))
     pairs = [("budget", ", ".join(f"{k} {v}" for k, v in budget.items() if v is not None) or "none given"),
              ("trials", ", ".join(f"{n} {s.lower()}" for s, n in states.items()) or "none yet")]
@@ -225,7 +224,7 @@ def _budget(doc: Doc, run: Any) -> None:
                  f"trials finished so far; write it again for the newer ones.")
 
 
-def _front_table(doc: Doc, run: Any, plots: Path) -> None:
+def _front_table(doc: Doc, run: RunFolder, plots: Path) -> None:
     import pandas as pd
 
     from nas.plots import plot_front
@@ -256,7 +255,7 @@ def _front_table(doc: Doc, run: Any, plots: Path) -> None:
     doc.image(path, "Pareto front", why)
 
 
-def _progress(doc: Doc, run: Any, plots: Path) -> None:
+def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
     from nas.plots import plot_hypervolume, plot_importance, plot_parallel
 
     doc.h(2, "Search progress")
@@ -274,7 +273,7 @@ def _progress(doc: Doc, run: Any, plots: Path) -> None:
     doc.image(path, "Parallel coordinates", why)
 
 
-def _latency(doc: Doc, run: Any, plots: Path, options: ReportOptions) -> None:
+def _latency(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
     from nas.plots._latency import plot_latency_validation, read_validation
     from nas.plots.cli import run_latency_breakdown, run_profile
 
@@ -291,7 +290,7 @@ def _latency(doc: Doc, run: Any, plots: Path, options: ReportOptions) -> None:
         doc.image(path, "Predicted against measured latency", why)
 
 
-def _compression(doc: Doc, run: Any, plots: Path, options: ReportOptions) -> None:
+def _compression(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
     from nas.plots._compression import layer_table, plot_weight_distribution
     from nas.plots.cli import LAYER_FORMATS, chosen_trial, tradeoff_picture, weight_picture_settings
     from nas.spec import Candidate
@@ -323,7 +322,7 @@ def _compression(doc: Doc, run: Any, plots: Path, options: ReportOptions) -> Non
         doc.note(f"weight picture{note}.")
     doc.image(path, "Weight distribution before and after pruning, with the codebook", why)
     if options.tradeoff:
-        dataset = (meta.get("extra") or {}).get("dataset") or run.info.get("dataset")
+        dataset = (meta.get("extra") or {}).get("dataset") or run.info.dataset
         path, why = _attempt(lambda: tradeoff_picture(model, wcand.arch, str(dataset),
                                                       plots / "compression-tradeoff.png", root=options.data_root))
         doc.image(path, "Accuracy against size: pruning, quantization, both", why)
@@ -333,18 +332,16 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
-def _winners(doc: Doc, run: Any) -> None:
+def _winners(doc: Doc, run: RunFolder) -> None:
     doc.h(2, "Winners")
     winners = run.winners()
     if not winners:
         doc.note("no fine-tuned winners yet: `nas finetune RUN --top K` trains, distils and compresses the best "
                  "trials into winners/.")
         return
-    summary = run.path / "winners" / "summary.csv"
+    summary = run.summary_file
     if summary.is_file():
-        import pandas as pd
-
-        df = pd.read_csv(summary)
+        df = read_table(summary)
         df = df[[c for c in df.columns if c not in ("candidate", "history")]]
         doc.p("From ", doc.link("winners/summary.csv", summary), ":")
         doc.table(df)
@@ -364,30 +361,29 @@ def _winners(doc: Doc, run: Any) -> None:
     doc.items(rows)
 
 
-def _reproduce(doc: Doc, run: Any) -> None:
+def _reproduce(doc: Doc, run: RunFolder) -> None:
+    info = run.info
     doc.h(2, "Reproduce")
-    command = run.info.get("command") or "nas search experiment.yaml"
-    exp = run.path / "experiment.yaml"
+    command = info.command or "nas search experiment.yaml"
+    exp = run.experiment_file
     doc.p("The experiment file as given is kept in the run folder (", doc.link("experiment.yaml", exp),
           "). From the repository root:")
-    lines = [f"# the original command ({run.info.get('created', 'date unknown')})", str(command),
+    lines = [f"# the original command ({info.created})", command,
              "# or again from the copy kept in the run folder (a new run: give it another --out)",
              f"nas search {exp.as_posix()} --out {run.path.as_posix()}-again",
              f"nas finetune {run.path.as_posix()} --top 3   # winners: fine-tune, distil, compress",
              f"nas report {run.path.as_posix()}             # this page"]
     doc.code("\n".join(lines))
-    doc.p(f"nas {run.info.get('nas_version', '?')}; sampler {run.info.get('sampler', '?')} with seed "
-          f"{run.info.get('seed', '?')}. Proxy training is seeded too, but parallel workers and timing-dependent "
+    doc.p(f"nas {info.nas_version or '?'}; sampler {info.sampler or '?'} with seed "
+          f"{info.seed}. Proxy training is seeded too, but parallel workers and timing-dependent "
           f"pruning can change which trials run, so a rerun finds a similar front, not always the same one.")
 
 
 def write_report(run_folder: str | Path, options: ReportOptions | None = None) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (pictures into ``plots/``) in the run folder."""
-    from nas.plots import load_run
-
     options = options or ReportOptions()
     run = load_run(run_folder)
-    plots = run.path / "plots"
+    plots = run.plots_dir
     doc = Doc(run.path)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc.h(1, f"Run report: {run.name}")

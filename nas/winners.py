@@ -19,45 +19,29 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nas.errors import NasError
 from nas.files import write_atomic
+from nas.run import load_run
 from nas.spec import Candidate
 
-
-def load_run(folder: str | Path) -> tuple[Path, dict[str, Any], Any, Any]:
-    """(folder, run.json, experiment, trials frame) of a run folder; a clear error when it is not one."""
-    import pandas as pd
-
-    from nas.experiment import parse_experiment
-
-    folder = Path(folder)
-    meta_path = folder / "run.json"
-    if not meta_path.exists():
-        raise NasError(f"{folder} is not a run folder (no run.json); give the folder `nas search` wrote.")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    exp_path = folder / "experiment.yaml"
-    experiment = parse_experiment(exp_path.read_text(encoding="utf-8"), str(exp_path))
-    trials_path = folder / "trials.csv"
-    if not trials_path.exists():
-        raise NasError(f"{folder} has no trials.csv yet: no trial has finished.")
-    return folder, meta, experiment, pd.read_csv(trials_path)
+if TYPE_CHECKING:
+    from nas.objectives import Objective
 
 
-def pick_winners(front: Any, meta: dict[str, Any], k: int) -> Any:
+def pick_winners(front: Any, objectives: Sequence[Objective], k: int) -> Any:
     """``k`` rows of the front spread evenly along its first cost objective (all of it when smaller)."""
-    costs = [o["name"] for o in meta["objectives"] if o["direction"] == "minimize"]
-    ordered = front.sort_values(costs[0] if costs else meta["objectives"][0]["name"]).reset_index(drop=True)
+    costs = [o.name for o in objectives if not o.maximize]
+    ordered = front.sort_values(costs[0] if costs else objectives[0].name).reset_index(drop=True)
     if len(ordered) <= k:
         return ordered
     picks = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, k)})
@@ -145,18 +129,20 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     from nas.models import build_model
     from nas.train import TrainConfig, evaluate, train
 
-    folder, meta, experiment, trials = load_run(folder)
+    run = load_run(folder)
+    folder, experiment, trials = run.path, run.experiment(), run.trials
     cfg = experiment.config.winners
     top = top or cfg.top
     if top < 1:
         raise NasError(f"--top must be >= 1, but got {top}.")
     if experiment.dataset is None:
         raise NasError(f"{folder}: the experiment has no dataset (a cost-only search); winners need one to train on.")
-    front = trials[trials["pareto"].astype(bool)]
+    front = trials[trials["pareto"]]
     if front.empty:
         raise NasError(f"{folder}: the Pareto front is empty (no feasible completed trial yet); nothing to fine-tune.")
-    winners = pick_winners(front, meta, top)
-    trained = trials[(trials["state"] == "COMPLETE") & trials["trained"].astype(bool)]
+    winners = pick_winners(front, run.objectives, top)
+    done = run.completed()
+    trained = done[done["trained"]]
     if "accuracy" not in trained.columns or trained.empty:
         teacher_row = winners.iloc[-1]
     else:
@@ -165,9 +151,9 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
     proxy = experiment.config.proxy
     seed = experiment.config.seed
-    out_dir = folder / "winners"
+    out_dir = run.winners_dir
     out_dir.mkdir(exist_ok=True)
-    profiles = {name: get_profile(name) for name in meta.get("profiles", {})}
+    profiles = {name: get_profile(name) for name in run.info.profiles}
     started = time.perf_counter()
     base = TrainConfig(epochs=epochs or cfg.epochs, batch_size=proxy.batch_size, lr=proxy.lr, seed=seed,
                        threads=max(1, torch.get_num_threads()), progress=False)

@@ -16,7 +16,6 @@ from nas.cli import main
 from nas.errors import NasError
 from nas.plots import (
     front_figsize,
-    load_run,
     pixel_size,
     plot_front,
     plot_hypervolume,
@@ -26,6 +25,7 @@ from nas.plots import (
     plot_parallel,
 )
 from nas.plots.testing import SyntheticRun, write_synthetic_run
+from nas.run import load_run
 
 WIDTH_PX = 1050  # every picture is 7 inches at 150 dpi
 
@@ -106,7 +106,7 @@ def test_hypervolume_one_run_and_several_overlaid(run2: Path, run3: Path, tmp_pa
 
 
 def test_hypervolume_file_matches_recomputation(run3: Path) -> None:
-    from nas.plots._pareto import hypervolume_history
+    from nas.run import hypervolume_history
 
     run = load_run(run3)
     again = hypervolume_history(run.trials, run.objectives)

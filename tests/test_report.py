@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from nas.cli import main
-from nas.plots import load_run
 from nas.plots.testing import SyntheticRun, write_synthetic_run, write_winner
 from nas.report import ReportOptions, write_report
+from nas.run import load_run
 
 LINK = re.compile(r"\]\(([^)]+)\)")  # Markdown links and images
 

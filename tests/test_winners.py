@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from nas.compress import load as load_container
+from nas.objectives import Objective
 from nas.search import search
 from nas.winners import finetune_run, pick_winners
 
@@ -55,10 +56,10 @@ def test_winners_are_distilled_compressed_and_exported(run: Path) -> None:
 
 
 def test_winners_spread_along_the_front() -> None:
-    meta = {"objectives": [{"name": "accuracy", "direction": "maximize"}, {"name": "size_kb", "direction": "minimize"}]}
+    objectives = [Objective.of("accuracy"), Objective.of("size_kb")]
     front = pd.DataFrame({"number": range(7), "accuracy": [0.1 * i for i in range(7)], "size_kb": [7, 1, 3, 2, 5, 4, 6]})
-    assert pick_winners(front, meta, 3)["size_kb"].tolist() == [1, 4, 7]
-    assert len(pick_winners(front, meta, 10)) == 7
+    assert pick_winners(front, objectives, 3)["size_kb"].tolist() == [1, 4, 7]
+    assert len(pick_winners(front, objectives, 10)) == 7
 
 
 def test_finetune_cli_errors_are_one_line(tmp_path: Path, run: Path) -> None:

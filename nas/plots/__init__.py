@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from nas.plots._compression import compression_tradeoff, layer_table, plot_compression_tradeoff, plot_weight_distribution
 from nas.plots._latency import plot_latency_breakdown, plot_latency_validation, read_validation
-from nas.plots._run import Objective, Run, Winner, load_run
 from nas.plots._search import front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
 from nas.plots._style import DPI, pixel_size
 
 __all__ = [
     "DPI",
-    "Objective",
-    "Run",
-    "Winner",
     "compression_tradeoff",
     "front_figsize",
     "layer_table",
-    "load_run",
     "pixel_size",
     "plot_compression_tradeoff",
     "plot_front",

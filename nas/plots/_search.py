@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.errors import NasError
-from nas.plots._pareto import minimised, non_dominated, pair_front
-from nas.plots._run import Objective, Run
+from nas.objectives import Objective
 from nas.plots._style import FRONT, GREY, LIGHT, SECOND, new_figure, optuna_axes, save, style
+from nas.run import RunFolder, non_dominated, normalised_losses
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +46,7 @@ def objective_pairs(objectives: list[Objective]) -> list[tuple[Objective, Object
     return pairs
 
 
-def front_members(run: Run, rows: pd.DataFrame) -> np.ndarray:
+def front_members(run: RunFolder, rows: pd.DataFrame) -> np.ndarray:
     """Mask of ``rows`` (feasible, complete) on the front of all objectives: the ``pareto``
     column when the search wrote one, else computed."""
     if rows["pareto"].any():
@@ -55,11 +55,18 @@ def front_members(run: Run, rows: pd.DataFrame) -> np.ndarray:
     values = rows[[o.name for o in run.objectives]].to_numpy(dtype=float)
     ok = np.isfinite(values).all(axis=1)
     mask = np.zeros(len(rows), dtype=bool)
-    mask[np.flatnonzero(ok)] = non_dominated(minimised(values[ok], run.objectives))
+    mask[np.flatnonzero(ok)] = non_dominated(normalised_losses(values[ok], run.objectives))
     return mask
 
 
-def pick_winners(run: Run, limit: int = MAX_WINNERS) -> list[int]:
+def pair_front(x: np.ndarray, y: np.ndarray, x_max: bool, y_max: bool) -> np.ndarray:
+    """Indices of the points non-dominated in (x, y), ordered from best x to worst x."""
+    losses = np.column_stack([-x if x_max else x, -y if y_max else y])
+    idx = np.flatnonzero(non_dominated(losses))
+    return idx[np.argsort(losses[idx, 0], kind="stable")]
+
+
+def pick_winners(run: RunFolder, limit: int = MAX_WINNERS) -> list[int]:
     """Trial numbers to annotate: the fine-tuned winners, else up to ``limit`` front members
     spread from the most accurate (first maximised objective) to the cheapest."""
     done = set(run.completed()["number"].astype(int))
@@ -78,7 +85,7 @@ def pick_winners(run: Run, limit: int = MAX_WINNERS) -> list[int]:
 
 
 def needs_training(o: Objective) -> bool:
-    return o.name.split(":", 1)[0] == "accuracy"
+    return o.kind == "accuracy"
 
 
 def _log_axis(ax: Axes, which: str, values: np.ndarray) -> None:
@@ -103,7 +110,7 @@ def _use_log(values: np.ndarray) -> bool:
     return len(v) > 1 and float(v.max() / v.min()) >= LOG_RATIO
 
 
-def _draw_pair(ax: Axes, run: Run, x: Objective, y: Objective, letters: dict[int, str]) -> list[Any]:
+def _draw_pair(ax: Axes, run: RunFolder, x: Objective, y: Objective, letters: dict[int, str]) -> list[Any]:
     done = run.completed()
     fx, xlabel = x.display(done[x.name])
     fy, ylabel = y.display(done[y.name])
@@ -173,7 +180,7 @@ def _place_letters(ax: Axes, marked: list[tuple[float, float, str]]) -> None:
                     fontweight="bold", zorder=5)
 
 
-def _key_lines(run: Run, letters: dict[int, str]) -> list[str]:
+def _key_lines(run: RunFolder, letters: dict[int, str]) -> list[str]:
     rows = run.completed().set_index("number")
     lines = []
     for number, letter in letters.items():
@@ -196,7 +203,7 @@ def front_figsize(n_objectives: int, n_winners: int) -> tuple[float, float]:
     return 7.0, round((4.4 if cols == 1 else 3.1) * rows + key_h + 0.3, 2)
 
 
-def plot_front(run: Run, path: str | Path) -> Path:
+def plot_front(run: RunFolder, path: str | Path) -> Path:
     """The Pareto front for every pair of objectives (a grid when there are 3+), written to ``path``.
 
     Grey: dominated trials; light grey crosses: infeasible; red, connected: the front of
@@ -249,7 +256,7 @@ def hypervolume_height(n_runs: int) -> float:
     return round(4.0 + 0.2 * n_runs, 2)
 
 
-def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
+def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     """Normalised hypervolume against finished trials, one line per run (samplers compared).
 
     Runs with fewer than two completed trials are left out; with none left, a clear error.
@@ -271,7 +278,7 @@ def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
         ax = fig.add_subplot()
         for i, run in enumerate(usable):
             hv = run.hypervolume()
-            label = f"{run.name} ({run.info.get('sampler', '?')})"
+            label = f"{run.name} ({run.info.sampler or '?'})"
             if len(refs) > 1:
                 label += f"; reference {run.reference_text()}"
             hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
@@ -289,7 +296,7 @@ def plot_hypervolume(runs: list[Run], path: str | Path) -> Path:
 # --------------------------------------------------------------------------- Optuna's pictures
 
 
-def _target(run: Run, i: int) -> Any:
+def _target(run: RunFolder, i: int) -> Any:
     factor = run.objectives[i].display([1.0])[0]
     return lambda t: t.values[i] * factor
 
@@ -302,7 +309,7 @@ def _evaluator() -> Any:
     return FanovaImportanceEvaluator(n_trees=32, seed=0)
 
 
-def top_params(run: Run, study: Any, limit: int = MAX_PARAMS) -> list[str]:
+def top_params(run: RunFolder, study: Any, limit: int = MAX_PARAMS) -> list[str]:
     """The ``limit`` parameters most important for any objective (fANOVA)."""
     import optuna
 
@@ -315,7 +322,7 @@ def top_params(run: Run, study: Any, limit: int = MAX_PARAMS) -> list[str]:
     return sorted(best, key=lambda n: -best[n])[:limit]
 
 
-def _study_for_params(run: Run) -> Any:
+def _study_for_params(run: RunFolder) -> Any:
     run.require_trials(2, "plot")
     study = run.study()
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -327,7 +334,7 @@ def _study_for_params(run: Run) -> Any:
     return _trained_only(run, study)
 
 
-def _trained_only(run: Run, study: Any) -> Any:
+def _trained_only(run: RunFolder, study: Any) -> Any:
     """The study without trials rejected before training, when accuracy is an objective: their
     placeholder accuracy (0) would make fANOVA explain the cheap constraints, not accuracy.
     An in-memory copy; the run's storage is not touched."""
@@ -351,7 +358,7 @@ def _trained_only(run: Run, study: Any) -> Any:
     return copy
 
 
-def plot_importance(run: Run, path: str | Path) -> Path:
+def plot_importance(run: RunFolder, path: str | Path) -> Path:
     """Optuna's parameter importances (fANOVA) for every objective, the top parameters only."""
     import optuna.visualization.matplotlib as ovm
 
@@ -397,7 +404,7 @@ def _short_param(name: str) -> str:
     return name.removeprefix("compression.")
 
 
-def plot_parallel(run: Run, path: str | Path) -> Path:
+def plot_parallel(run: RunFolder, path: str | Path) -> Path:
     """Optuna's parallel coordinates of the most important choices, coloured by the first
     maximised objective (accuracy); dotted lines are infeasible trials."""
     import optuna.visualization.matplotlib as ovm

@@ -3,31 +3,35 @@
 :func:`write_synthetic_run` draws real candidates from a space through a real Optuna
 study (SQLite ``study.db``), costs them exactly (MAdds, params, Deep Compression size,
 latency on ``reference-cpu``), invents an accuracy that grows with the network's size
-and falls with aggressive compression (no training: it takes seconds), and writes every
-file the contract lists. It is not a search; ``nas search`` writes real runs.
+and falls with aggressive compression (no training: it takes seconds), records on each
+trial the attributes the search records, and writes the folder through
+:class:`nas.run.RunFolder`, the same writer ``nas search`` uses. It is not a search;
+``nas search`` writes real runs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.plots._pareto import hypervolume_history
-from nas.plots._run import Objective
+from nas.files import write_atomic
+from nas.objectives import KINDS, Constraint, Objective
+from nas.run import RunFolder, RunInfo, read_table
 
-OBJECTIVES: dict[str, dict[str, Any]] = {
-    "accuracy": {"direction": "maximize", "label": "validation accuracy", "unit": "", "reference": 0.0},
-    "latency_ms": {"direction": "minimize", "label": "latency on reference-cpu", "unit": "ms",
-                   "profile": "reference-cpu", "reference": 1.6},
-    "size_kb": {"direction": "minimize", "label": "compressed size", "unit": "KB", "reference": 200.0},
-    "madds": {"direction": "minimize", "label": "multiply-adds", "unit": "", "reference": 4e6},
-    "params": {"direction": "minimize", "label": "parameters", "unit": "", "reference": 3e5},
-}
+if TYPE_CHECKING:
+    import optuna
+
+    from nas.hardware import HardwareProfile
+    from nas.space import Space
+    from nas.spec import Candidate, CompressionSpec
+
+#: The synthetic run's latency profile, and each objective's hypervolume reference point.
+PROFILE = "reference-cpu"
+REFERENCES = {"accuracy": 0.0, "latency_ms": 1.6, "size_kb": 200.0, "madds": 4e6, "params": 3e5}
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class SyntheticRun:
     seed: int = 0
 
 
-def _label(params: dict[str, Any], compression: Any) -> str:
+def _label(params: dict[str, Any], compression: CompressionSpec) -> str:
     width = params.get("width_multiplier", 1.0)
     depths = "-".join(str(params[k]) for k in sorted(params) if k.endswith(".depth"))
     kernels = sorted({int(v) for k, v in params.items() if k.endswith(".kernel")})
@@ -57,7 +61,7 @@ def _label(params: dict[str, Any], compression: Any) -> str:
             f"b{bits}")
 
 
-def _fake_accuracy(params: int, compression: Any, rng: np.random.Generator) -> float:
+def _fake_accuracy(params: float, compression: CompressionSpec, rng: np.random.Generator) -> float:
     size_gain = 0.12 * math.log10(params / 2e4)
     squeeze = (0.06 * compression.sparsity_conv ** 3 + 0.05 * compression.sparsity_linear ** 3
                + {"binary": 0.08, "ternary": 0.04}.get(compression.quantization, 0.0)
@@ -66,95 +70,84 @@ def _fake_accuracy(params: int, compression: Any, rng: np.random.Generator) -> f
     return float(np.clip(0.9 + size_gain - squeeze + rng.normal(0, 0.01), 0.05, 0.995))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def _info(spec: SyntheticRun, storage: str, profile: HardwareProfile) -> RunInfo:
+    """run.json of the synthetic run, as ``nas search`` would describe it."""
+    import nas
+
+    objectives = tuple(Objective.of(n, PROFILE if KINDS[n].per_profile else None, REFERENCES[n])
+                       for n in spec.objectives)
+    return RunInfo(name=spec.name, objectives=objectives, storage=storage, space=spec.space, dataset="digits",
+                   sampler=spec.sampler, seed=spec.seed, budget={"trials": spec.trials, "minutes": None},
+                   constraints=(Constraint("latency_ms", "<=", spec.latency_limit),),
+                   profiles={PROFILE: profile.provenance()}, nas_version=nas.__version__,
+                   command=f"nas search experiments/{spec.name}.yaml", created="2026-11-28T22:40:00+00:00")
+
+
+def _costs(candidate: Candidate, profile: HardwareProfile) -> dict[str, float]:
+    """The cheap costs every trial records, computed by the objective registry as the search does."""
+    return {name: float(kind.compute(candidate, profile)) for name, kind in KINDS.items() if kind.compute is not None}
+
+
+def _trial(study: optuna.Study, i: int, spec: SyntheticRun, space: Space, profile: HardwareProfile,
+           rng: np.random.Generator) -> None:
+    """Ask one trial, record on it what the search records, and tell its end (or leave it running)."""
+    from optuna.trial import TrialState
+
+    trial = study.ask()
+    cand = space.sample(trial)
+    costs = _costs(cand, profile)
+    for name, value in costs.items():
+        trial.set_user_attr(name, value)
+    trial.set_user_attr("candidate", cand.to_json())
+    trial.set_user_attr("label", _label(trial.params, cand.compression))
+    trial.set_user_attr("fail_reason", "")
+    trial.set_user_attr("trained", False)
+    violation = costs["latency_ms"] - spec.latency_limit
+    trial.set_constraint("latency_ms", violation)
+    if i >= spec.trials - spec.running:
+        return  # left RUNNING
+    acc = _fake_accuracy(costs["params"], cand.compression, rng)
+    if i < spec.pruned:  # the proxy-training pruner stopped it after one epoch
+        _trained(trial, [round(acc * 0.5, 4)], "pruned at epoch 1")
+        study.tell(trial, state=TrialState.PRUNED)
+    elif i < spec.pruned + spec.failed:
+        _trained(trial, [], "training diverged (loss is NaN)")
+        study.tell(trial, state=TrialState.FAIL)
+    elif violation > 0:  # like nas search: complete but infeasible, accuracy 0, never trained
+        study.tell(trial, [0.0 if name == "accuracy" else costs[name] for name in spec.objectives])
+    else:
+        _trained(trial, [round(acc * f, 4) for f in (0.6, 0.85, 1.0)])
+        study.tell(trial, [acc if name == "accuracy" else costs[name] for name in spec.objectives])
+
+
+def _trained(trial: optuna.Trial, history: list[float], fail_reason: str = "") -> None:
+    trial.set_user_attr("trained", True)
+    trial.set_user_attr("epochs", len(history))
+    trial.set_user_attr("history", history)
+    trial.set_user_attr("fail_reason", fail_reason)
 
 
 def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun()) -> Path:
-    """Write a run folder (run.json, study.db, trials.csv/.parquet, front.csv, hypervolume.csv)."""
+    """Write a run folder (experiment.yaml, run.json, study.db, trials.csv/.parquet, front.csv, hypervolume.csv)
+    through :class:`nas.run.RunFolder`, as ``nas search`` does."""
     import optuna
-    import pandas as pd
 
     import nas
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    objectives = [{"name": n, **OBJECTIVES[n]} for n in spec.objectives]
-    storage = f"sqlite:///{(folder / 'study.db').resolve()}"
+    run = RunFolder(folder)
+    profile = nas.get_profile(PROFILE)
+    info = _info(spec, run.default_storage, profile)
+    run.create(info, f"name: {spec.name}\nspace: {spec.space}\n# synthetic run\n")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=[o["direction"] for o in objectives], storage=storage,
-                                study_name=spec.name, sampler=optuna.samplers.RandomSampler(seed=spec.seed),
+    study = optuna.create_study(directions=[o.direction for o in info.objectives], storage=info.storage,
+                                study_name=info.study_name, sampler=optuna.samplers.RandomSampler(seed=spec.seed),
                                 load_if_exists=False)
     space = nas.load_space(spec.space)
-    profile = nas.get_profile("reference-cpu")
     rng = np.random.default_rng(spec.seed)
-    extra: dict[int, dict[str, Any]] = {}
     for i in range(spec.trials):
-        trial = study.ask()
-        cand = space.sample(trial)
-        cost = nas.count(cand.arch)
-        costs = {"madds": float(cost.madds), "params": float(cost.params),
-                 "size_kb": nas.size_bits(cand.arch, cand.compression) / 8 / 1000,
-                 "latency_ms": profile.latency_ms(cand.arch)}
-        violation = costs["latency_ms"] - spec.latency_limit
-        trial.set_constraint("latency_ms", violation)
-        info: dict[str, Any] = {"costs": costs, "violation": violation, "candidate": cand.to_json(), "history": [],
-                "label": _label(trial.params, cand.compression), "trained": True, "fail_reason": ""}
-        extra[trial.number] = info
-        if i >= spec.trials - spec.running:
-            continue  # left RUNNING
-        acc = _fake_accuracy(cost.params, cand.compression, rng)
-        if i < spec.pruned:  # the proxy-training pruner stopped it
-            info.update(history=[round(acc * 0.5, 4)], fail_reason="pruned at epoch 1")
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
-        if i < spec.pruned + spec.failed:
-            info["fail_reason"] = "training diverged (loss is NaN)"
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        if violation > 0:  # like nas search: complete but infeasible, accuracy 0, never trained
-            info["trained"], acc = False, 0.0
-        else:
-            info["history"] = [round(acc * f, 4) for f in (0.6, 0.85, 1.0)]
-        study.tell(trial, [acc if o["name"] == "accuracy" else costs[o["name"]] for o in objectives])
-
-    best = {t.number for t in study.best_trials}
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        info = extra[t.number]
-        values = dict(zip([o["name"] for o in objectives], t.values)) if t.values else {}
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        for o in objectives:
-            row[o["name"]] = values.get(o["name"], info["costs"].get(o["name"], math.nan))
-        row.update(feasible=t.state.name == "COMPLETE" and info["violation"] <= 0, pareto=t.number in best,
-                   trained=info["trained"], **{"c:latency_ms": info["violation"]})
-        row.update({f"param:{k}": v for k, v in t.params.items()})
-        row.update(label=info["label"], candidate=info["candidate"], **info["costs"], epochs=len(info["history"]),
-                   history=json.dumps(info["history"]), fail_reason=info["fail_reason"], retry_of="",
-                   datetime_start=t.datetime_start.isoformat() if t.datetime_start else "",
-                   datetime_complete=t.datetime_complete.isoformat() if t.datetime_complete else "",
-                   duration_s=t.duration.total_seconds() if t.duration else math.nan)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:  # as nas search writes it before the first trial finishes
-        df = pd.DataFrame(columns=["number", "state", *spec.objectives, "feasible", "pareto", "trained"])
-    df.to_csv(folder / "trials.csv", index=False)
-    df.to_parquet(folder / "trials.parquet", index=False)
-    df[df["pareto"]].to_csv(folder / "front.csv", index=False)
-    objs = [Objective.from_dict(o) for o in objectives]
-    df_typed = df.assign(state=df["state"].astype("string"))
-    hypervolume_history(df_typed, objs).to_csv(folder / "hypervolume.csv", index=False)
-    run = {"name": spec.name, "study_name": spec.name, "storage": storage, "space": spec.space, "dataset": "digits",
-           "sampler": spec.sampler, "seed": spec.seed, "budget": {"trials": spec.trials, "minutes": None},
-           "objectives": objectives,
-           "constraints": [{"name": "latency_ms", "op": "<=", "limit": spec.latency_limit}],
-           "profiles": {"reference-cpu": profile.provenance()}, "nas_version": nas.__version__,
-           "command": f"nas search experiments/{spec.name}.yaml", "created": "2026-11-28T22:40:00+00:00"}
-    _atomic_write(folder / "run.json", json.dumps(run, indent=1) + "\n")
-    _atomic_write(folder / "experiment.yaml", f"name: {spec.name}\nspace: {spec.space}\n# synthetic run\n")
-    return folder
+        _trial(study, i, spec, space, profile, rng)
+    run.write_results(study.get_trials(deepcopy=False), study.directions)
+    return run.path
 
 
 def write_winner(run_folder: str | Path, rank: int, number: int, *, onnx: bool = False, seed: int = 0) -> Path:
@@ -169,23 +162,22 @@ def write_winner(run_folder: str | Path, rank: int, number: int, *, onnx: bool =
     from nas.checkpoint import save_checkpoint
     from nas.compress import apply_compression, save
 
-    folder = Path(run_folder)
-    trials = pd.read_csv(folder / "trials.csv")
-    row = trials[trials["number"] == number].iloc[0]
-    cand = nas.Candidate.from_json(row["candidate"])
-    out = folder / "winners" / f"{rank}-trial{number}"
+    run = RunFolder(run_folder)
+    row = run.trials[run.trials["number"] == number].iloc[0]
+    cand = nas.Candidate.from_json(str(row["candidate"]))
+    out = run.winners_dir / f"{rank}-trial{number}"
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = nas.build_model(cand.arch)
     save_checkpoint(out / "model.safetensors", model, cand, {"dataset": "digits"})
     report = save(apply_compression(model, cand.compression, seed=seed), out / "model.nasz")
-    (out / "candidate.json").write_text(cand.to_json() + "\n", encoding="utf-8")
+    write_atomic(out / "candidate.json", cand.to_json() + "\n")
     if onnx:
         (out / "model.onnx").write_bytes(b"not a real onnx file")
-    summary = folder / "winners" / "summary.csv"
-    old = pd.read_csv(summary) if summary.is_file() else pd.DataFrame()
+    summary = run.summary_file
+    old = read_table(summary) if summary.is_file() else pd.DataFrame()
     new = pd.DataFrame([{"rank": rank, "number": number, "label": row["label"],
                          "accuracy_search": row.get("accuracy"), "accuracy": row.get("accuracy"),
                          "accuracy_compressed": row.get("accuracy"), "file_bytes": report.file_bytes}])
-    pd.concat([old, new]).to_csv(summary, index=False)
+    write_atomic(summary, pd.concat([old, new]).to_csv(index=False))
     return out

@@ -83,6 +83,16 @@ class RunFolder:
     def plots_dir(self) -> Path:
         return self.path / PLOTS
 
+    @property
+    def experiment_file(self) -> Path:
+        """The experiment file as given, copied in when the run started."""
+        return self.path / EXPERIMENT
+
+    @property
+    def summary_file(self) -> Path:
+        """``winners/summary.csv`` (written by ``nas finetune RUN``; may not exist yet)."""
+        return self.path / WINNERS / SUMMARY
+
     def exists(self) -> bool:
         return (self.path / RUN_JSON).is_file()
 
@@ -152,7 +162,7 @@ class RunFolder:
         """The experiment the run was started with (its copy in the folder)."""
         from nas.experiment import load_experiment
 
-        return load_experiment(self.path / EXPERIMENT)
+        return load_experiment(self.experiment_file)
 
     @cached_property
     def trials(self) -> pd.DataFrame:
@@ -236,8 +246,8 @@ class RunFolder:
         """Fine-tuned winners (``nas finetune RUN --top K``), best rank first; empty before that."""
         folder = self.winners_dir
         rows: dict[int, dict[str, Any]] = {}
-        if (folder / SUMMARY).is_file():
-            for i, row in enumerate(read_table(folder / SUMMARY).to_dict("records")):
+        if self.summary_file.is_file():
+            for i, row in enumerate(read_table(self.summary_file).to_dict("records")):
                 rows[_rank(row.get("rank"), i + 1)] = row
         out = []
         for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -250,7 +260,7 @@ class RunFolder:
 def _rank(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # empty, text, NaN, infinite: the row's place instead
         return default
 
 
