@@ -77,7 +77,7 @@ def run_local(exp: Experiment, folder: Path, workers: int) -> tuple[dict[str, An
 
 
 def run_ray(exp: Experiment, folder: Path, cpus: int) -> tuple[dict[str, Any], pd.DataFrame]:
-    from nas import ray_backend
+    from nas.search import ray as ray_backend
 
     start = time.perf_counter()
     with ray_backend.ray_session(num_cpus=cpus):

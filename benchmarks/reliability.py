@@ -53,7 +53,7 @@ from nas.checkpoint import save_checkpoint
 from nas.cli import main as nas_main
 from nas.errors import NasError
 from nas.experiment import parse_experiment
-from nas.search import CheapScorer, search
+from nas.search import cheap_costs, prepare, search
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"name": "tiny", "space": "mobilenetv2-tiny", "dataset": "synthetic", "objectives": ["accuracy", "madds"],
@@ -253,7 +253,7 @@ def generated_experiments(d: Path, n: int, seed: int) -> dict[str, Any]:
         source = str(d / f"experiment-{i}.yaml")
         try:
             exp = parse_experiment(yaml.safe_dump(data), source)
-            scorer = CheapScorer(exp, data=False)
+            setup = prepare(exp, data=False)
         except Exception as exc:  # noqa: BLE001
             tally["rejected, one line" if _one_line(exc) else "crashed"] += 1
             if not _one_line(exc):
@@ -263,10 +263,10 @@ def generated_experiments(d: Path, n: int, seed: int) -> dict[str, Any]:
             study = optuna.create_study(directions=[o.direction for o in exp.objectives],
                                         sampler=optuna.samplers.RandomSampler(seed=i))
             for _ in range(2):
-                cand = scorer.space.sample(study.ask())
-                costs = scorer(cand)
+                cand = setup.space.sample(study.ask())
+                costs = cheap_costs(setup, cand)
                 assert all(math.isfinite(costs[o.name]) for o in exp.objectives if o.kind != "accuracy")
-                _costed(scorer.space, cand)
+                _costed(setup.space, cand)
                 tally["candidates built and costed"] += 1
             tally["loaded"] += 1
         except Exception as exc:  # noqa: BLE001

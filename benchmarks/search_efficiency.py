@@ -62,9 +62,9 @@ def main() -> None:
                 t = time.perf_counter()
                 result = search(path, folder=Path(tmp) / path.stem, progress=False)
                 seconds[sampler] += time.perf_counter() - t
-                hv = pd.read_csv(result.run.folder / "hypervolume.csv")["hypervolume"].to_numpy()
+                hv = pd.read_csv(result.run.folder.file("hypervolume.csv"))["hypervolume"].to_numpy()
                 curves[sampler].append(hv[: args.trials])
-                reference = reference or {o["name"]: o["reference"] for o in result.run.meta["objectives"]}
+                reference = reference or {o.name: o.reference for o in result.run.folder.info.objectives}
                 print(f"{sampler:>6} seed {seed}: final HV {hv[-1]:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
     mean = {s: np.mean(np.stack(c), axis=0) for s, c in curves.items()}
     target = float(mean["random"][-1])

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -37,7 +38,7 @@ def sessions(folder: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_ray_search_is_the_local_search_and_nas_plot_reads_it(tmp_path: Path) -> None:
-    from nas import ray_backend
+    from nas.search import ray as ray_backend
 
     exp = write(tmp_path, TINY)
     out = tmp_path / "ray-run"
@@ -143,33 +144,39 @@ def test_ray_search_on_a_cluster_address_with_its_token(tmp_path: Path) -> None:
 
 
 def test_a_restored_trial_continues_the_proxy_training_from_its_checkpoint(tmp_path: Path) -> None:
-    """The trial side of a restore, without Ray: dense epochs, a safetensors checkpoint after epoch 1, then
-    the rest of the dense phase and the compressed last epoch, numbered on from the checkpoint."""
-    from nas.checkpoint import load_weights, read_checkpoint, save_checkpoint
+    """The trial side of a restore, without Ray, through the evaluator seam: dense epochs, a safetensors
+    checkpoint after epoch 1, then the rest of the dense phase and the compressed last epoch, numbered on
+    from the checkpoint."""
+    from nas.checkpoint import read_checkpoint, save_checkpoint
     from nas.experiment import parse_experiment
-    from nas.ray_backend import _resume
-    from nas.search import CheapScorer, proxy_setup
+    from nas.search import Checkpoint, Progress, TrainEvaluator, prepare
 
     exp = parse_experiment(yaml.safe_dump({**TINY, "proxy": {"epochs": 3, "batch_size": 128}}))
-    scorer = CheapScorer(exp)
-    candidate = next(c for c in (scorer.space.random(s) for s in range(50))
+    setup = prepare(exp)
+    candidate = next(c for c in (setup.space.random(s) for s in range(50))
                      if c.compression.quantization != "none" and c.compression.lowrank_ratio is None)
-    model, config = proxy_setup(exp, candidate, 7, 1)
-    seen: list[int] = []
+    path = tmp_path / "model.safetensors"
 
-    def stop_after_first(k: int, accuracy: float) -> bool:
-        seen.append(k)
-        if k == 1:
-            save_checkpoint(tmp_path / "model.safetensors", model, candidate, extra={"epoch": 1})
-        return False
+    class Saving(Progress):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
 
-    epochs, result = _resume(model, candidate, scorer.splits, config, 0, stop_after_first, True)
-    assert seen == [1, 2, 3] and epochs == 3 and not result.failed
+        def report(self, epoch: int, accuracy: float, model: Any, last: bool) -> bool:
+            self.seen.append(epoch)
+            if epoch == 1:
+                save_checkpoint(path, model, candidate, extra={"epoch": 1, "history": [accuracy]})
+            return False
 
-    fresh, config = proxy_setup(exp, candidate, 7, 1)
-    tensors, meta = read_checkpoint(tmp_path / "model.safetensors")
-    load_weights(fresh, tensors)  # the checkpoint holds the dense weights
-    resumed: list[int] = []
-    epochs, result = _resume(fresh, candidate, scorer.splits, config, meta["extra"]["epoch"],
-                             lambda k, a: resumed.append(k) or False, True)
-    assert resumed == [2, 3] and epochs == 3 and not result.failed and len(result.history) == 1
+    class Restoring(Saving):
+        def restored(self) -> Checkpoint | None:
+            tensors, meta = read_checkpoint(path)  # the checkpoint holds the dense weights
+            return Checkpoint(meta["extra"]["epoch"], meta["extra"]["history"], tensors)
+
+    first = Saving()
+    outcome = TrainEvaluator(setup).evaluate(candidate, 7, first)
+    assert first.seen == [1, 2, 3] and outcome.state == "COMPLETE" and outcome.epochs == 3
+    saved = read_checkpoint(path)[1]["extra"]["history"]
+    second = Restoring()
+    outcome = TrainEvaluator(setup).evaluate(candidate, 7, second)
+    assert second.seen == [2, 3] and outcome.state == "COMPLETE" and outcome.epochs == 3
+    assert len(outcome.history) == 3 and outcome.history[0] == saved[0]

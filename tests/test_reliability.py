@@ -414,7 +414,7 @@ EXPERIMENTS = st.fixed_dictionaries(
 @given(data=EXPERIMENTS)
 def test_generated_experiment_loads_and_every_candidate_is_costed_or_is_rejected(
         scratch: Path, data: dict[str, Any]) -> None:
-    from nas.search import CheapScorer
+    from nas.search import cheap_costs, prepare
 
     (scratch / GOOD_SPACE_FILE).write_text(yaml.safe_dump(BASES["mobilenetv2-tiny"]))
     source = str(scratch / "experiment.yaml")
@@ -425,7 +425,7 @@ def test_generated_experiment_loads_and_every_candidate_is_costed_or_is_rejected
         event("rejected: experiment")
         return
     try:
-        scorer = CheapScorer(exp, data=False)
+        setup = prepare(exp, data=False)
     except NasError as exc:  # a name or file the experiment points to: the error names it instead
         message = str(exc)
         assert message and "\n" not in message, message
@@ -435,12 +435,12 @@ def test_generated_experiment_loads_and_every_candidate_is_costed_or_is_rejected
     study = optuna.create_study(directions=[o.direction for o in exp.objectives],
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(2):  # through a real Optuna trial, as the search draws them
-        cand = scorer.space.sample(study.ask())
-        costs = scorer(cand)
+        cand = setup.space.sample(study.ask())
+        costs = cheap_costs(setup, cand)
         for name in [o.name for o in exp.objectives if o.kind != "accuracy"] + [
                 c.name for c in exp.constraints if c.name != "accuracy"]:
             assert math.isfinite(costs[name]) and costs[name] >= 0, (name, costs)
-        _check_candidate(scorer.space, cand)
+        _check_candidate(setup.space, cand)
 
 
 # ----------------------------------------------------------------------------- 3./4. artifacts and trust

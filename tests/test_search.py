@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from nas.experiment import ExperimentError, parse_experiment
-from nas.search import hypervolume, search
+from nas.objectives import Objective
+from nas.run import hypervolume
+from nas.search import search
 from nas.spec import Candidate
 
 from _runs import nas_cmd, study_of, write
@@ -58,8 +60,7 @@ def test_tiny_search_writes_every_trial_and_the_front(tmp_path: Path) -> None:
 
 
 def test_hypervolume_is_optunas_on_normalised_values() -> None:
-    meta = {"objectives": [{"name": "accuracy", "direction": "maximize", "reference": 0.0},
-                           {"name": "madds", "direction": "minimize", "reference": 100.0}]}
+    meta = [Objective.of("accuracy", reference=0.0), Objective.of("madds", reference=100.0)]
     # one point at accuracy 0.5, madds 50 -> box 0.5 x 0.5; a dominated point adds nothing
     assert hypervolume(np.array([[0.5, 50.0]]), meta) == pytest.approx(0.25)
     assert hypervolume(np.array([[0.5, 50.0], [0.4, 60.0]]), meta) == pytest.approx(0.25)

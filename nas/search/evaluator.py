@@ -107,10 +107,11 @@ def available_evaluators() -> list[str]:
     return sorted(_EVALUATORS)
 
 
-def evaluate_candidate(setup: Setup, candidate: Candidate, evaluate: Callable[[], Outcome]) -> Outcome:
+def evaluate_candidate(setup: Setup, candidate: Candidate, evaluate: Callable[[dict[str, float]], Outcome]
+                       ) -> Outcome:
     """One trial's work on either backend: cheap costs; a candidate over a cheap limit is COMPLETE with
-    accuracy 0 and never trained; the rest go to ``evaluate``. An error of the candidate's own (a profile
-    that cannot price it, a layer that fails) fails this trial only."""
+    accuracy 0 and never trained; the rest go to ``evaluate(costs)``. An error of the candidate's own (a
+    profile that cannot price it, a layer that fails) fails this trial only."""
     experiment = setup.experiment
     costs: dict[str, float] = {}
     try:
@@ -119,7 +120,7 @@ def evaluate_candidate(setup: Setup, candidate: Candidate, evaluate: Callable[[]
             return Outcome("COMPLETE", costs)
         if any(v > 0 for v in cheap_violations(experiment, costs).values()):
             return Outcome("COMPLETE", costs, accuracy=0.0)
-        return evaluate().with_costs(costs)
+        return evaluate(costs).with_costs(costs)
     except ReportError:
         raise
     except HardwareError as exc:

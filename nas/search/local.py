@@ -158,7 +158,7 @@ class TrialObjective:
             label(trial, candidate)
         except Exception as exc:  # a draw that cannot be built fails this trial, not the search
             return Outcome.failed(f"{type(exc).__name__}: {exc}")
-        return evaluate_candidate(self.run.setup, candidate, lambda: self._evaluate(trial, candidate))
+        return evaluate_candidate(self.run.setup, candidate, lambda costs: self._evaluate(trial, candidate))
 
     def _evaluate(self, trial: optuna.Trial, candidate: Candidate) -> Outcome:
         assert self.proxy_study is not None
