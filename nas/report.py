@@ -11,7 +11,6 @@ that exist; ``report.html`` embeds the pictures, so it can be sent on its own.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -274,8 +273,8 @@ def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
 
 
 def _latency(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
+    from nas.plots import run_latency_breakdown, run_profile
     from nas.plots._latency import plot_latency_validation, read_validation
-    from nas.plots.cli import run_latency_breakdown, run_profile
 
     doc.h(2, "Latency")
     path, why = _attempt(lambda: run_latency_breakdown(run, plots / "latency.png"))
@@ -291,8 +290,8 @@ def _latency(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> N
 
 
 def _compression(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
+    from nas.plots import LAYER_FORMATS, chosen_trial, tradeoff_picture, weight_picture_settings
     from nas.plots._compression import layer_table, plot_weight_distribution
-    from nas.plots.cli import LAYER_FORMATS, chosen_trial, tradeoff_picture, weight_picture_settings
     from nas.spec import Candidate
 
     doc.h(2, "Compression of the top candidate")
@@ -401,29 +400,3 @@ def write_report(run_folder: str | Path, options: ReportOptions | None = None) -
     for path, text in ((md, render_markdown(doc)), (page, render_html(doc, f"Run report: {run.name}"))):
         write_atomic(path, text)
     return md, page
-
-
-# --------------------------------------------------------------------------- command
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("report", help="one-page Markdown + HTML report of a run folder (also while it runs)",
-                       description="Write RUN/report.md and RUN/report.html (pictures in RUN/plots/): experiment, "
-                                   "hardware profile, budget, Pareto table, pictures, winners, how to reproduce.")
-    p.add_argument("run_folder", metavar="RUN", help="run folder written by `nas search`")
-    p.add_argument("--validation", type=Path, default=None,
-                   help="include a profile validation (`nas hardware validate ... --json FILE`)")
-    p.add_argument("--tradeoff", action="store_true",
-                   help="also measure accuracy vs size of the top winner (pruning / quantization / both; "
-                        "needs the dataset, takes a minute)")
-    p.add_argument("--data-root", default=None, help="folder holding the dataset files (with --tradeoff)")
-    p.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")  # this process only draws files
-    md, page = write_report(args.run_folder, ReportOptions(args.validation, args.tradeoff, args.data_root))
-    print(f"wrote {md} and {page}")
-    return 0

@@ -124,7 +124,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     from nas.compress import save as save_container
     from nas.data import load_dataset
     from nas.distill import DistillConfig, distill
-    from nas.finetune import compress_with_recovery
+    from nas.compress import compress_with_recovery
     from nas.hardware import get_profile
     from nas.models import build_model
     from nas.train import TrainConfig, evaluate, train

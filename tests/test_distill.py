@@ -178,7 +178,7 @@ def test_codistillation_burn_in_is_plain_training() -> None:
 
 
 def test_distil_then_compress_with_recovery_reports_each_step() -> None:
-    from nas.finetune import compress_with_recovery
+    from nas.compress import compress_with_recovery
 
     splits = load_dataset("synthetic")
     mlp = lambda width: nas.build_model(ArchSpec((64,), (Linear(width, act="relu"), Linear(10)), "mlp"))  # noqa: E731

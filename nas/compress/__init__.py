@@ -8,7 +8,9 @@
 - :mod:`~nas.compress.huffman`: canonical Huffman coding.
 - :mod:`~nas.compress.container`: the binary file format, ``save``/``load``.
 
-:func:`apply_compression` applies a whole :class:`~nas.spec.CompressionSpec`.
+:func:`apply_compression` applies a whole :class:`~nas.spec.CompressionSpec`;
+:func:`~nas.compress.recovery.compress_with_recovery` does so with a recovery fine-tune
+after each stage.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from nas.compress.binary import QuantizedWeight, hard_sigmoid, htanh, quantize_w
 from nas.compress.container import ContainerReport, LayerStorage, decode, encode, load, save
 from nas.compress.lowrank import CPConv, LowRankLinear, TwoComponentConv, apply_lowrank, rank_for
 from nas.compress.pruning import PruneSchedule, iterative_prune, magnitude_prune, make_permanent, masks, rewind
+from nas.compress.recovery import compress_with_recovery
 from nas.compress.sharing import SharedWeight, kmeans_codebook, share_weights
 from nas.compress.structured import ChannelPruning, channel_importance, prune_channels
 
@@ -40,6 +43,7 @@ __all__ = [
     "apply_compression",
     "apply_lowrank",
     "channel_importance",
+    "compress_with_recovery",
     "decode",
     "encode",
     "hard_sigmoid",

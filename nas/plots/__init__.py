@@ -2,18 +2,30 @@
 
 Every function reads what it draws (a run folder, a model, a validation result) and
 writes one PNG at a fixed size; none touches matplotlib's global state. ``nas plot``
-(:mod:`nas.plots.cli`) and ``nas report`` (:mod:`nas.report`) call them.
+(:mod:`nas.cli.plot`) and ``nas report`` (:mod:`nas.report`) call them; both pick the
+run's trial and profile through the same helpers (:func:`chosen_trial`, :func:`run_profile`).
 """
 
 from __future__ import annotations
 
 from nas.plots._compression import compression_tradeoff, layer_table, plot_compression_tradeoff, plot_weight_distribution
+from nas.plots._figures import (
+    LAYER_FORMATS,
+    chosen_trial,
+    run_latency_breakdown,
+    run_profile,
+    tradeoff_picture,
+    weight_picture_settings,
+    write_layer_table,
+)
 from nas.plots._latency import plot_latency_breakdown, plot_latency_validation, read_validation
 from nas.plots._search import front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
 from nas.plots._style import DPI, pixel_size
 
 __all__ = [
     "DPI",
+    "LAYER_FORMATS",
+    "chosen_trial",
     "compression_tradeoff",
     "front_figsize",
     "layer_table",
@@ -27,4 +39,9 @@ __all__ = [
     "plot_parallel",
     "plot_weight_distribution",
     "read_validation",
+    "run_latency_breakdown",
+    "run_profile",
+    "tradeoff_picture",
+    "weight_picture_settings",
+    "write_layer_table",
 ]

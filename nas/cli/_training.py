@@ -1,0 +1,72 @@
+"""What ``nas train`` and ``nas finetune`` share: the candidate, data and training options,
+and how a trained model is saved and reported."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.checkpoint import save_checkpoint
+from nas.cli._args import read_candidate
+from nas.cost import count
+from nas.data import Splits
+from nas.errors import NasError
+from nas.space import load_space
+from nas.spec import Candidate
+from nas.train import TrainConfig, evaluate
+
+
+def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """The candidate, data and training options, and ``-o/--out``."""
+    src = p.add_argument_group("candidate")
+    src.add_argument("--candidate", type=Path, default=None, help="Candidate JSON file")
+    src.add_argument("--space", default=None, help="built-in space name or YAML file to draw the candidate from")
+    src.add_argument("--seed", type=int, default=0, help="candidate seed (with --space) and training seed")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", help="dataset name (default: %(default)s; see `nas datasets`)")
+    data.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the train/val split; keep it equal for teacher and student (default: %(default)s)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default: 10; a run's winners.epochs)")
+    t.add_argument("--max-samples", type=int, default=None, help="budget in training samples (caps epochs)")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    t.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument("-o", "--out", type=Path, required=out_required, help="checkpoint file to write (.safetensors)")
+
+
+def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: int) -> Candidate:
+    """``--candidate FILE``, or ``--space``'s candidate for ``--seed`` drawn for the dataset's input and classes."""
+    if (args.candidate is None) == (args.space is None):
+        raise NasError("give exactly one of --candidate FILE or --space NAME (with --seed).")
+    if args.candidate is not None:
+        return read_candidate(args.candidate)
+    space = load_space(args.space)
+    if space.input_shape != input_shape or space.config.num_classes != num_classes:
+        space = space.with_input(input_shape, num_classes)
+    return space.random(args.seed)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs or 10, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
+                       schedule=args.schedule, seed=args.seed, threads=args.threads,
+                       progress=False if args.no_progress else None)
+
+
+def finish(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
+           summary: dict[str, Any]) -> int:
+    """Add test accuracy and size to ``summary``, save the checkpoint to ``--out``, print the summary
+    as one JSON line; 1 when training failed."""
+    summary.update(dataset=splits.name, params=count(candidate.arch).params,
+                   test_accuracy=evaluate(model, splits.test), checkpoint=str(args.out))
+    save_checkpoint(args.out, model, candidate, summary)
+    print(json.dumps(summary, sort_keys=True))
+    return 1 if summary.get("failed") else 0

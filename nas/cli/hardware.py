@@ -1,0 +1,101 @@
+"""``nas hardware list | build | calibrate | validate``: latency profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from nas.errors import NasError
+from nas.hardware import LutProfile, available_profiles, get_profile
+from nas.hardware.measure import build_table, calibrate, validate
+from nas.space import load_space
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hw = sub.add_parser("hardware", help="latency profiles: list, build, calibrate, validate")
+    hw_sub = hw.add_subparsers(dest="hardware_command", metavar="ACTION")
+    hw_sub.required = True
+
+    ls = hw_sub.add_parser("list", help="built-in profiles and installed plugins, with their source")
+    ls.add_argument("--no-plugins", action="store_true", help="do not load plugins (also: NAS_DISABLE_PLUGIN_AUTOLOAD=1)")
+
+    build = hw_sub.add_parser("build", help="measure every layer a space can produce into a latency table")
+    build.add_argument("--space", required=True, help="search space name or YAML file")
+    build.add_argument("--name", required=True, help="profile name; the table is written to OUT/NAME.json")
+    build.add_argument("--out", type=Path, default=Path("hardware"), help="folder for the table (default: %(default)s)")
+    build.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    build.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
+    build.add_argument("--rounds", type=int, default=11, help="interleaved timing rounds (default: %(default)s)")
+
+    for action, helptext, n in (("calibrate", "fit the table's correction on measured whole networks", 30),
+                                ("validate", "measure held-out networks and report prediction accuracy", 50)):
+        p = hw_sub.add_parser(action, help=helptext)
+        p.add_argument("profile", help="profile name or table file (.json)")
+        p.add_argument("--space", required=True, help="search space the networks are drawn from")
+        p.add_argument("-n", type=int, default=n, help="networks (default: %(default)s)")
+        p.add_argument("--json", type=Path, help="also write the results to this file" if action == "validate"
+                       else argparse.SUPPRESS)
+    hw.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _ACTIONS[args.hardware_command](args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = available_profiles(plugins=False if args.no_plugins else None)
+    print(f"{'name':<24} {'kind':<12} {'source':<36} where")
+    for p in rows:
+        print(f"{p.name:<24} {p.kind:<12} {p.source:<36} {p.where}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    if args.threads < 1 or args.batch < 1 or args.rounds < 2:
+        raise NasError(f"--threads and --batch must be >= 1 and --rounds >= 2, but got "
+                       f"{args.threads}, {args.batch}, {args.rounds}.")
+    space = load_space(args.space)
+    profile = build_table(space, args.name, args.out / f"{args.name}.json", threads=args.threads,
+                          batch=args.batch, rounds=args.rounds)
+    print(f"{profile.path}: {len(profile.data.entries)} entries; next: `nas hardware calibrate {profile.path} "
+          f"--space {args.space}`")
+    return 0
+
+
+def _lut(name: str) -> LutProfile:
+    profile = get_profile(name)
+    if not isinstance(profile, LutProfile):
+        raise NasError(f"{name!r} is a {profile.kind} profile; only measured tables (.json) are calibrated/validated.")
+    return profile
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    profile = _lut(args.profile)
+    for shape, cal in calibrate(profile, load_space(args.space), args.n).items():
+        print(f"{profile.path}, input {shape}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of "
+              f"layer times (fitted on {cal.networks} networks of {cal.space!r})")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    profile = _lut(args.profile)
+    result = validate(profile, load_space(args.space), args.n)
+    for label, key in (("calibrated", "calibrated"), ("naive sum", "naive_sum")):
+        s = result[key]
+        if s is None:
+            print(f"{label:<11} (no calibration yet: run `nas hardware calibrate`)")
+            continue
+        print(f"{label:<11} within +-10%: {100 * s['within_10pct']:5.1f}%   MAPE {100 * s['mape']:5.1f}%   "
+              f"Spearman {s['spearman']:.3f}")
+    print(f"noise floor: the same network measured twice differs by {result['noise_floor_median_pct']:.1f}% "
+          f"(median over {result['networks']} networks)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+#: What each ``nas hardware ACTION`` runs.
+_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": _list, "build": _build, "calibrate": _calibrate, "validate": _validate}
