@@ -48,8 +48,8 @@ def test_tiny_search_writes_every_trial_and_the_front(tmp_path: Path) -> None:
         assert Candidate.from_json(row["candidate"]) == Candidate.from_json(t.user_attrs["candidate"])
     hv = pd.read_csv(out / "hypervolume.csv")
     assert hv["finished"].tolist() == [1, 2, 3, 4] and hv["hypervolume"].is_monotonic_increasing
-    meta = json.loads((out / "run.json").read_text())
-    assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(front[["accuracy", "madds"]].to_numpy(), meta))
+    objectives = [Objective.from_dict(o) for o in json.loads((out / "run.json").read_text())["objectives"]]
+    assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(front[["accuracy", "madds"]].to_numpy(), objectives))
     assert result.trials == 4 and result.front == len(front)
     assert (out / "experiment.yaml").read_text() == (tmp_path / "exp.yaml").read_text()
     # every trained candidate reported its validation accuracy per epoch to the pruner's study
