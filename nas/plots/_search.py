@@ -192,6 +192,21 @@ def _key_lines(run: RunFolder, letters: dict[int, str]) -> list[str]:
     return lines
 
 
+def _legend_handles(panels: list[list[Any]]) -> list[Any]:
+    """One handle per kind of mark, taken from any panel that drew points with it (the infeasible
+    trials, for one, are left out of every panel with accuracy on an axis)."""
+    def drew(h: Any) -> bool:
+        return bool(h.get_label()) and len(np.atleast_1d(getattr(h, "get_offsets", lambda: [1])())) > 0
+
+    chosen: dict[str, Any] = {}
+    for panel in sorted(panels, key=len, reverse=True):  # the fullest panel sets the order
+        for h in panel:
+            chosen.setdefault(h.get_label(), None)
+            if chosen[h.get_label()] is None and drew(h):
+                chosen[h.get_label()] = h
+    return [h for h in chosen.values() if h is not None]
+
+
 def front_figsize(n_objectives: int, n_winners: int) -> tuple[float, float]:
     """Inches of the front picture: one panel per objective pair (two columns from 3 objectives
     on), and a key of the winners below unless it fits into a free grid cell."""
@@ -226,15 +241,11 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
         fig = new_figure(width, height)
         grid = fig.add_gridspec(rows + (0 if key_in_cell else 1), cols,
                                 height_ratios=[3.1] * rows + ([] if key_in_cell else [max(key_h, 0.01)]))
-        handles: list[Any] = []
-        for i, (x, y) in enumerate(pairs):
-            ax = fig.add_subplot(grid[i // cols, i % cols])
-            drawn = _draw_pair(ax, run, x, y, letters)
-            handles = drawn if len(drawn) > len(handles) else handles
+        panels = [_draw_pair(fig.add_subplot(grid[i // cols, i % cols]), run, x, y, letters)
+                  for i, (x, y) in enumerate(pairs)]
         key_ax = fig.add_subplot(grid[rows - 1, 1] if key_in_cell else grid[rows, :])
         key_ax.axis("off")
-        visible = [h for h in handles if h.get_label() and len(np.atleast_1d(getattr(h, "get_offsets", lambda: [1])()))]
-        key_ax.legend(handles=visible, loc="upper left", ncol=1 if key_in_cell else 2, frameon=False,
+        key_ax.legend(handles=_legend_handles(panels), loc="upper left", ncol=1 if key_in_cell else 2, frameon=False,
                       borderaxespad=0.0)
         if key:
             top = 0.62 if key_in_cell else 1.0 - 0.34 / max(key_h, 0.34)
