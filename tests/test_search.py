@@ -155,7 +155,7 @@ def _running(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_killed_or_interrupted_trial_is_failed_and_retried(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"
     exp = write(tmp_path, {**TINY, "name": "slow", "budget": {"trials": 2}, "proxy": {"epochs": 4, "pruner": "none"}})
