@@ -24,6 +24,24 @@ from typing import Any
 
 from nas.errors import NasError
 from nas.files import write_atomic
+from nas.plots import (
+    LAYER_FORMATS,
+    chosen_trial,
+    html_table,
+    layer_table,
+    markdown_table,
+    plot_front,
+    plot_hypervolume,
+    plot_importance,
+    plot_latency_validation,
+    plot_parallel,
+    plot_weight_distribution,
+    read_validation,
+    run_latency_breakdown,
+    run_profile,
+    tradeoff_picture,
+    weight_picture_settings,
+)
 from nas.run import RunFolder, load_run, read_table
 
 # --------------------------------------------------------------------------- a tiny document model
@@ -90,8 +108,6 @@ def _html_segments(segments: list[Segment]) -> str:
 
 
 def render_markdown(doc: Doc) -> str:
-    from nas.plots._tables import markdown_table
-
     out = []
     for kind, value in doc.blocks:
         if kind == "h":
@@ -126,8 +142,6 @@ var p=a.dataset.v,q=c.dataset.v;var d=(p!==undefined&&q!==undefined)?(parseFloat
 
 
 def render_html(doc: Doc, title: str) -> str:
-    from nas.plots._tables import html_table
-
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{_CSS}</style></head><body>"]
     for kind, value in doc.blocks:
@@ -226,8 +240,6 @@ def _budget(doc: Doc, run: RunFolder) -> None:
 def _front_table(doc: Doc, run: RunFolder, plots: Path) -> None:
     import pandas as pd
 
-    from nas.plots import plot_front
-
     doc.h(2, "Pareto front")
     path, why = _attempt(lambda: plot_front(run, plots / "front.png"))
     front = run.front()
@@ -255,8 +267,6 @@ def _front_table(doc: Doc, run: RunFolder, plots: Path) -> None:
 
 
 def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
-    from nas.plots import plot_hypervolume, plot_importance, plot_parallel
-
     doc.h(2, "Search progress")
     path, why = _attempt(lambda: plot_hypervolume([run], plots / "hypervolume.png"))
     if path is not None:
@@ -273,9 +283,6 @@ def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
 
 
 def _latency(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
-    from nas.plots import run_latency_breakdown, run_profile
-    from nas.plots._latency import plot_latency_validation, read_validation
-
     doc.h(2, "Latency")
     path, why = _attempt(lambda: run_latency_breakdown(run, plots / "latency.png"))
     doc.p(f"Where the time of the top candidate goes on `{run_profile(run)}`:")
@@ -290,8 +297,6 @@ def _latency(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> N
 
 
 def _compression(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) -> None:
-    from nas.plots import LAYER_FORMATS, chosen_trial, tradeoff_picture, weight_picture_settings
-    from nas.plots._compression import layer_table, plot_weight_distribution
     from nas.spec import Candidate
 
     doc.h(2, "Compression of the top candidate")

@@ -21,6 +21,7 @@ from nas.plots._figures import (
 from nas.plots._latency import plot_latency_breakdown, plot_latency_validation, read_validation
 from nas.plots._search import front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
 from nas.plots._style import DPI, pixel_size
+from nas.plots._tables import html_table, markdown_table
 
 __all__ = [
     "DPI",
@@ -28,7 +29,9 @@ __all__ = [
     "chosen_trial",
     "compression_tradeoff",
     "front_figsize",
+    "html_table",
     "layer_table",
+    "markdown_table",
     "pixel_size",
     "plot_compression_tradeoff",
     "plot_front",
