@@ -8,7 +8,9 @@ an Optuna upgrade that moves one of them breaks this file only:
 - the Pareto front of an already fetched trial list (what ``Study.best_trials`` computes after
   fetching every trial again: once per finished trial, that is most of a results write);
 - a study's storage and a trial's storage id, to fail or label trials of *other* workers
-  (the public ``Study.tell`` can finish only trials of this process).
+  (the public ``Study.tell`` can finish only trials of this process);
+- ``Study.ask`` with user attributes written in the same transaction (:func:`ask_labelled`), so that
+  no process killed between the two leaves a trial nobody can tell apart.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ def pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[optuna.stud
     trials = list(trials)
     return _get_pareto_front_trials_by_trials(trials, list(directions),
                                               consider_constraint=_is_constrained_optimization(trials))
+
+
+def ask_labelled(study: optuna.Study, user_attrs: dict[str, Any]) -> optuna.Trial:
+    """A new RUNNING trial of ``study`` created with ``user_attrs`` at once (what ``ask`` then
+    ``set_user_attr`` does in several transactions), through the storage's public ``create_new_trial``."""
+    from datetime import datetime
+
+    template = FrozenTrial(number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+                           datetime_start=datetime.now(), datetime_complete=None, params={}, distributions={},
+                           user_attrs=dict(user_attrs), system_attrs={}, intermediate_values={}, trial_id=-1)
+    new_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, new_id)
 
 
 def storage_of(study: optuna.Study) -> Any:

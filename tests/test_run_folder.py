@@ -149,8 +149,6 @@ def test_trials_table_is_the_same_from_csv_and_parquet(synthetic: Path, tmp_path
     pd.testing.assert_frame_equal(from_csv[numeric], from_parquet[numeric], check_dtype=False)
 
 
-@pytest.mark.xfail(strict=True, reason="nas.run.typed leaves the text columns as read: an empty fail_reason, "
-                                       "retry_of, worker or datetime_complete is '' from Parquet, NaN from CSV")
 def test_text_columns_are_the_same_from_csv_and_parquet(synthetic: Path, tmp_path: Path) -> None:
     from_parquet, from_csv = read_trials(synthetic, load_run(synthetic).objectives), _csv_only(synthetic, tmp_path)
     text = ["fail_reason", "retry_of", "worker", "history", "candidate", "datetime_start", "datetime_complete"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from nas.errors import NasError
@@ -36,8 +35,6 @@ class RunInfo:
     def __post_init__(self) -> None:
         if not self.study_name:
             object.__setattr__(self, "study_name", self.name)
-        if not self.created:
-            object.__setattr__(self, "created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def objective_names(self) -> list[str]:
@@ -70,7 +67,10 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "run.json") -> RunInfo:
-        if not isinstance(d, dict) or not d.get("objectives") or not isinstance(d["objectives"], list):
+        if not isinstance(d, dict):
+            raise NasError(f"{where}: not a run description (a JSON object), but {type(d).__name__}; "
+                           f"see docs/run-folder.md.")
+        if not d.get("objectives") or not isinstance(d["objectives"], list):
             raise NasError(f"{where}: 'objectives' is missing or empty; see docs/run-folder.md.")
         try:
             known = {k: d[k] for k in ("study_name", "storage", "space", "dataset", "sampler", "seed", "budget",

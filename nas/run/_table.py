@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 FLAGS = ("feasible", "pareto", "trained")
 TRAILING = ("label", "epochs", "history", "fail_reason", "retry_of", "worker", "datetime_start",
             "datetime_complete", "duration_s")
+#: Text columns: empty is "" whichever file they come from (CSV reads an empty cell as NaN, Parquet as "").
+TEXT = ("label", "history", "fail_reason", "retry_of", "worker", "datetime_start", "datetime_complete", "candidate")
 #: The reason a trial failed by another worker's heartbeat check carries (Optuna's storage keeps none).
 SILENT_WORKER = "its worker went silent (no heartbeat within the grace period); retried"
 
@@ -100,7 +102,7 @@ def _as_bool(series: pd.Series) -> pd.Series:
 
 def typed(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """The table with the types readers rely on: ``state`` upper case, the flags bool, objectives and
-    cheap costs float, ``label`` text; sorted by trial number."""
+    cheap costs float, the text columns text ("" when empty); sorted by trial number."""
     import pandas as pd
 
     if "number" not in df.columns:
@@ -112,8 +114,19 @@ def typed(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     for col in [o.name for o in objectives] + list(CHEAP):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    df["label"] = df["label"].fillna("").astype(str) if "label" in df.columns else ""
+    if "retry_of" in df.columns:  # trial numbers; CSV reads a column of them with blanks as floats
+        df["retry_of"] = [_number_text(v) for v in df["retry_of"]]
+    for col in TEXT:
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str) if col in df.columns else ""
     return df
+
+
+def _number_text(value: Any) -> str:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if math.isnan(f) else str(int(f)) if f.is_integer() else str(value)
 
 
 def read_table(path: Path) -> pd.DataFrame:

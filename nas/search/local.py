@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import NasError
 from nas.experiment import Experiment, ExperimentConfig, load_experiment
+from nas.optuna_compat import ask_labelled
 from nas.search.budget import ProgressBar, budget_met, counted, elapsed_before, wait_for_others
 from nas.search.evaluator import Evaluator, Progress, evaluate_candidate, evaluator_class
 from nas.search.record import Outcome, label, record
@@ -102,10 +103,8 @@ class ProxyProgress(Progress):
     def __init__(self, proxy_study: optuna.Study, number: int, interrupt: Interrupt) -> None:
         self.study = proxy_study
         self.interrupt = interrupt
-        self.fidelity = proxy_study.ask()
-        self.fidelity.set_user_attr("trial", number)
-        self.fidelity.set_user_attr("node", NODE)
-        self.fidelity.set_user_attr("worker", worker_id())
+        # Asked with its owner in one transaction: a worker killed in between leaves no unowned proxy trial.
+        self.fidelity = ask_labelled(proxy_study, {"trial": number, "node": NODE, "worker": worker_id()})
 
     def report(self, epoch: int, accuracy: float, model: Any, last: bool) -> bool:
         self.interrupt.check()

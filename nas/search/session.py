@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
@@ -74,4 +75,5 @@ def _info(setup: Setup, storage: str, command: str) -> RunInfo:
                                                           for o in experiment.objectives),
         constraints=tuple(experiment.constraints),
         profiles={name: dict(p.provenance()) for name, p in setup.profiles.items()}, evaluator=cfg.evaluator,
-        digest=experiment.digest, nas_version=__version__, command=command)
+        digest=experiment.digest, nas_version=__version__, command=command,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
