@@ -41,8 +41,6 @@ every step: each rank then keeps its own, and the checkpoint holds rank 0's.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import inspect
 import math
 import multiprocessing
@@ -51,7 +49,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
@@ -187,7 +185,7 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _env_int(name: str, default: int | None = None) -> int:
+def env_int(name: str, default: int | None = None) -> int:
     value = os.environ.get(name)
     if value is None:
         if default is None:
@@ -210,11 +208,11 @@ def process_group() -> Iterator[torch.device]:
     if dist.is_initialized():
         yield _device()
         return
-    world = _env_int("WORLD_SIZE")
-    local_world = _env_int("LOCAL_WORLD_SIZE", world)
+    world = env_int("WORLD_SIZE")
+    local_world = env_int("LOCAL_WORLD_SIZE", world)
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= local_world
     if use_cuda:
-        torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
+        torch.cuda.set_device(env_int("LOCAL_RANK", 0))
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield _device()
@@ -392,80 +390,3 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
             result.val_accuracy = result.history[-1] if result.history and not result.failed else evaluate(model, val)
     result.seconds = time.perf_counter() - start
     return DistResult(result, comm, rank, world, dist.get_backend())
-
-
-# --------------------------------------------------------------------------- `nas finetune --nproc N`
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``nas finetune`` options for data-parallel training."""
-    g = parser.add_argument_group("distributed (torch.distributed data parallel)")
-    g.add_argument("--nproc", type=int, default=None,
-                   help="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs); --batch-size is the "
-                        "global batch and --threads the total; under torchrun leave it out")
-    g.add_argument("--comm-hook", choices=COMM_HOOKS, default="allreduce",
-                   help="how processes exchange gradients: DDP's fp32 all-reduce, PyTorch's fp16 or PowerSGD hooks, "
-                        "or TernGrad (2 bits per element) (default: %(default)s)")
-    g.add_argument("--terngrad-clip", type=float, default=DEFAULT_CLIP,
-                   help="TernGrad clips gradients at this many standard deviations; 0 turns clipping off "
-                        "(default: %(default)s)")
-
-
-def wants_distributed(args: argparse.Namespace) -> bool:
-    """Whether ``nas finetune`` runs data-parallel: ``--nproc`` > 1, or started by torchrun.
-
-    ``--comm-hook`` other than ``allreduce`` with one process is refused: there
-    is nothing to communicate, so the setting would silently do nothing.
-    """
-    if launched():
-        world = _env_int("WORLD_SIZE")
-        if args.nproc is not None and args.nproc != world:
-            raise TrainError(f"--nproc {args.nproc} disagrees with torchrun's WORLD_SIZE={world}; leave --nproc "
-                             f"out when torchrun starts the processes.")
-        return True
-    if args.nproc is not None and args.nproc < 1:
-        raise TrainError(f"--nproc must be >= 1, but got {args.nproc}.")
-    if (args.nproc or 1) == 1:
-        if args.comm_hook != "allreduce":
-            raise TrainError(f"--comm-hook {args.comm_hook} compresses what processes exchange, and one process "
-                             f"exchanges nothing: add --nproc 2 (or more), or start with torchrun.")
-        return False
-    return True
-
-
-def _rerun(args: argparse.Namespace) -> int:
-    code: int = args.run(args)  # the same command again, now inside a rank (launched() is true)
-    return code
-
-
-def finetune_distributed(args: argparse.Namespace, model: nn.Module, candidate: Any, splits: Splits,
-                         config: TrainConfig, finish: Callable[..., int]) -> int:
-    """``nas finetune`` when :func:`wants_distributed`: spawn ``--nproc`` ranks that rerun the command, or,
-    inside a rank, train with DDP; rank 0 reports and saves through ``finish(args, model, candidate, splits,
-    summary)``."""
-    if args.teacher is not None:
-        raise TrainError("--teacher is not supported with --nproc or torchrun yet: distil in one process.")
-    if args.compress:
-        raise TrainError("--compress is not supported with --nproc or torchrun: compress the written checkpoint "
-                         "afterwards with `nas compress OUT`.")
-    dc = DistConfig(comm_hook=args.comm_hook, terngrad_clip=args.terngrad_clip or None)
-    if not launched():
-        if config.batch_size // args.nproc < 2:
-            raise TrainError(f"--batch-size {config.batch_size} is the global batch; split over {args.nproc} "
-                             f"processes it leaves under 2 per process: use --batch-size >= {2 * args.nproc}.")
-        child = copy.copy(args)
-        child.threads = max(1, args.threads // args.nproc)  # --threads is the total over the local processes
-        return launch(_rerun, args.nproc, child)
-    with process_group() as device:
-        rank = dist.get_rank()
-        before = evaluate(model, splits.val) if rank == 0 else None
-        out = train_ddp(model, splits, config, dc, device)
-        if rank != 0:
-            return 0
-        model.cpu()
-        summary = {"command": "finetune", "init": str(args.init) if args.init else None, "val_before": before,
-                   "val_accuracy": out.run.val_accuracy, "history": out.run.history, "failed": out.run.failed,
-                   "distributed": {"backend": out.backend, **out.comm.summary(),
-                                   **({"terngrad": {k: v for k, v in asdict(dc).items() if k.startswith("terngrad")}}
-                                      if dc.comm_hook == "terngrad" else {})}}
-        return finish(args, model, candidate, splits, summary)

@@ -21,7 +21,8 @@ import nas
 from nas.checkpoint import load_checkpoint
 from nas.cli import main
 from nas.data import load_dataset
-from nas.distributed import CommStats, DistConfig, launch, train_ddp, wants_distributed
+from nas.cli._distributed import wants_distributed
+from nas.distributed import CommStats, DistConfig, launch, train_ddp
 from nas.errors import DataError, TrainError
 from nas.terngrad import TernGradState, decode, pack, payload_bytes, scalers, terngrad_hook, ternarize, unpack
 from nas.train import Plan, TrainConfig

@@ -28,8 +28,8 @@ from nas.cli._training import add_training_arguments, candidate_from, finish, tr
 from nas.compress import compress_with_recovery, save
 from nas.data import Splits, check_fits, load_dataset
 from nas.distill import DistillConfig, distill
-from nas.distributed import add_arguments as add_distributed_arguments
-from nas.distributed import finetune_distributed, wants_distributed
+from nas.cli._distributed import add_arguments as add_distributed_arguments
+from nas.cli._distributed import finetune_distributed, wants_distributed
 from nas.errors import NasError
 from nas.models import build_model
 from nas.spec import Candidate
