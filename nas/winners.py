@@ -5,7 +5,7 @@
    for ``winners.teacher_epochs``.
 3. For each winner: train it from scratch while distilling from the teacher
    (Hinton loss, ``winners.epochs``), then apply its own compression settings stage
-   by stage with a recovery fine-tune after each (:func:`nas.finetune.compress_with_recovery`).
+   by stage with a recovery fine-tune after each (:func:`nas.compress.compress_with_recovery`).
 4. Measure test accuracy after distillation and after compression, write the
    artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
    real size, ``model.onnx`` checked against torch with onnxruntime,
