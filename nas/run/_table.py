@@ -21,10 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from optuna.trial import FrozenTrial
 
-#: Columns after the objectives and cheap costs, in order (``c:``, ``param:`` and ``candidate`` follow).
+#: The flag columns after the objectives and cheap costs.
 FLAGS = ("feasible", "pareto", "trained")
-TRAILING = ("label", "epochs", "history", "fail_reason", "retry_of", "worker", "datetime_start",
-            "datetime_complete", "duration_s")
 #: Text columns: empty is "" whichever file they come from (CSV reads an empty cell as NaN, Parquet as "").
 TEXT = ("label", "history", "fail_reason", "retry_of", "worker", "datetime_start", "datetime_complete", "candidate")
 #: The reason a trial failed by another worker's heartbeat check carries (Optuna's storage keeps none).
