@@ -3,12 +3,13 @@
 The public surface is the contract in DESIGN.md: load a :class:`Space`, draw
 :class:`Candidate` objects from it, build them with :func:`build_model`, and cost
 them from their operator list (:func:`ops`, :func:`count`, :func:`size_bits`) and
-hardware profiles (:func:`get_profile`). Heavier parts are submodules:
+hardware profiles (:func:`get_profile`), as they run after compression (:func:`compressed`). Heavier parts are submodules:
 :mod:`nas.data`, :mod:`nas.train`, :mod:`nas.distill`, :mod:`nas.compress`.
 """
 
 from __future__ import annotations
 
+from nas.compressed import compressed
 from nas.cost import Cost, LayerSize, count, size_bits, size_report
 from nas.errors import CompressError, DataError, HardwareError, NasError, SpaceError, SpecError, TrainError
 from nas.graph import Op, ops
@@ -56,6 +57,7 @@ __all__ = [
     "available_profiles",
     "build_model",
     "builtin_spaces",
+    "compressed",
     "count",
     "get_profile",
     "load_space",

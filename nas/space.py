@@ -30,6 +30,7 @@ from nas.graph import layer_ops
 from nas.spec import (
     ArchSpec,
     Candidate,
+    ChannelImportance,
     CompressionSpec,
     Conv,
     ConvKind,
@@ -151,8 +152,17 @@ class CompressionConfig(_Strict):
     quantization: Annotated[list[Quantization], Field(min_length=1)] = ["none"]
     lowrank_ratio: Annotated[list[Annotated[float, Field(gt=0, le=1)] | None], Field(min_length=1),
                              BeforeValidator(_off_to_none)] = [None]
-    student_width: Annotated[list[Annotated[float, Field(gt=0, le=4)]], Field(min_length=1)] = [1.0]  # as CompressionSpec
+    channel_ratio: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] = [0.0]
+    channel_importance: Annotated[list[ChannelImportance], Field(min_length=1)] = ["l1"]
     huffman: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_student_width(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "student_width" in data:
+            raise ValueError("student_width was removed: a narrower student is the same network at a smaller "
+                             "width multiplier, so list the widths in 'width_multiplier' instead")
+        return data
 
     def sample(self, choose: Chooser) -> CompressionSpec:
         if isinstance(self.sparsity, SparsityConfig):
@@ -163,13 +173,16 @@ class CompressionConfig(_Strict):
         quantization = choose("compression.quantization", self.quantization)
         # Binary/ternary codes replace the codebook, so its size is only drawn for "none".
         bits = choose("compression.codebook_bits", self.codebook_bits) if quantization == "none" else None
+        ratio = choose("compression.channel_ratio", self.channel_ratio)
         return CompressionSpec(
             sparsity_conv=conv,
             sparsity_linear=linear,
             codebook_bits=bits,
             quantization=quantization,
             lowrank_ratio=choose("compression.lowrank_ratio", self.lowrank_ratio),
-            student_width=choose("compression.student_width", self.student_width),
+            channel_ratio=ratio,
+            # The importance only matters when channels are pruned, so it is only drawn then.
+            channel_importance=choose("compression.channel_importance", self.channel_importance) if ratio else "l1",
             huffman=self.huffman,
         )
 

@@ -21,11 +21,15 @@ from nas.errors import SpecError
 
 Activation = Literal["relu", "relu6", "none"]
 ConvKind = Literal["depthwise", "grouped", "full"]
-Quantization = Literal["none", "binary", "ternary"]
+Quantization = Literal["none", "binary", "ternary", "int8"]
+Precision = Literal["float32", "int8"]
+ChannelImportance = Literal["l1", "l2", "activation"]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "none")
 CONV_KINDS: tuple[str, ...] = ("depthwise", "grouped", "full")
-QUANTIZATIONS: tuple[str, ...] = ("none", "binary", "ternary")
+QUANTIZATIONS: tuple[str, ...] = ("none", "binary", "ternary", "int8")
+PRECISIONS: tuple[str, ...] = ("float32", "int8")
+CHANNEL_IMPORTANCES: tuple[str, ...] = ("l1", "l2", "activation")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -223,12 +227,21 @@ class ArchSpec:
     ``input_shape`` is ``(C, H, W)`` for conv nets and ``(features,)`` for MLPs.
     The last layer is the classifier; ``family`` names where the spec came from
     (a space's family) and is informational.
+
+    Two fields say how the network *runs* (see :func:`nas.compressed`, which sets
+    them from a :class:`CompressionSpec`): ``lowrank`` factorizes every conv and
+    linear layer that the rule of :func:`nas.graph.factorize_ops` allows, at that
+    ratio of its full rank, and ``precision`` is the arithmetic of the deployed
+    network (``int8``: int8 weights and activations). Both are left out of
+    :meth:`to_dict` at their defaults.
     """
 
     input_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
     family: str = ""
     detector: Detector | None = None
+    lowrank: float | None = None
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_shape)
@@ -237,6 +250,10 @@ class ArchSpec:
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "layers", tuple(self.layers))
         _check(len(self.layers) > 0, "ArchSpec.layers must not be empty.")
+        _check(self.lowrank is None or 0.0 < self.lowrank <= 1.0,
+               f"ArchSpec.lowrank must be None (dense) or in (0, 1], but got {self.lowrank!r}.")
+        _check(self.precision in PRECISIONS,
+               f"ArchSpec.precision must be one of {list(PRECISIONS)}, but got {self.precision!r}.")
 
     @property
     def num_classes(self) -> int:
@@ -256,13 +273,17 @@ class ArchSpec:
         if self.detector is not None:
             out["detector"] = {k: list(v) if isinstance(v, tuple) else v
                                for k, v in dataclasses.asdict(self.detector).items()}
+        if self.lowrank is not None:
+            out["lowrank"] = self.lowrank
+        if self.precision != "float32":
+            out["precision"] = self.precision
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         if not isinstance(data, dict):
             raise SpecError(f"ArchSpec must be a mapping, but got {type(data).__name__}.")
-        allowed = ["detector", "family", "input_shape", "layers"]
+        allowed = ["detector", "family", "input_shape", "layers", "lowrank", "precision"]
         unknown = sorted(set(data) - set(allowed))
         if unknown:
             raise SpecError(f"ArchSpec: unknown field(s) {unknown}; allowed: {allowed}.")
@@ -277,6 +298,8 @@ class ArchSpec:
             layers=tuple(layer_from_dict(item, f"ArchSpec.layers[{i}]") for i, item in enumerate(layers)),
             family=str(data.get("family", "")),
             detector=None if detector is None else _from_fields(Detector, detector, "ArchSpec.detector"),
+            lowrank=data.get("lowrank"),
+            precision=data.get("precision", "float32"),
         )
 
 
@@ -288,12 +311,22 @@ class CompressionSpec:
       conv and linear layers (equal when the space samples one global value).
     - ``codebook_bits``: k-means weight sharing with ``2**bits`` centroids per
       layer; ``None`` is off (32-bit floats).
-    - ``quantization``: ``none``, ``binary`` (1 bit + per-layer scale) or
-      ``ternary`` (2 bits + per-layer scale); binary/ternary replace the codebook.
+    - ``quantization``: ``none``, ``binary`` (1 bit + per-layer scale),
+      ``ternary`` (2 bits + per-layer scale) or ``int8`` (per-channel int8
+      weights and int8 activations: the network runs in int8); binary, ternary
+      and int8 replace the codebook.
     - ``lowrank_ratio``: fraction of the full rank kept when factorizing conv and
       linear weights; ``None`` is off.
-    - ``student_width``: width multiplier of the distilled student (1.0 = same).
+    - ``channel_ratio``: structured pruning, the fraction of channels removed from
+      every prunable coupled group (:mod:`nas.compress.structured`); 0 is off.
+      ``channel_importance`` ranks the channels: ``l1``/``l2`` filter norms or
+      ``activation``.
     - ``huffman``: Huffman-code the stored indices (Deep Compression's last stage).
+
+    There is no student width: a narrower student of a sampled architecture is
+    the same architecture sampled at a smaller width multiplier, which the
+    spaces already search (``student_width``, which nothing read, was removed;
+    :meth:`from_dict` drops it from old run folders).
     """
 
     sparsity_conv: float = 0.0
@@ -301,7 +334,8 @@ class CompressionSpec:
     codebook_bits: int | None = None
     quantization: Quantization = "none"
     lowrank_ratio: float | None = None
-    student_width: float = 1.0
+    channel_ratio: float = 0.0
+    channel_importance: ChannelImportance = "l1"
     huffman: bool = True
 
     def __post_init__(self) -> None:
@@ -314,8 +348,11 @@ class CompressionSpec:
                f"CompressionSpec.quantization must be one of {list(QUANTIZATIONS)}, but got {self.quantization!r}.")
         _check(self.lowrank_ratio is None or 0.0 < self.lowrank_ratio <= 1.0,
                f"CompressionSpec.lowrank_ratio must be None (off) or in (0, 1], but got {self.lowrank_ratio!r}.")
-        _check(0.0 < self.student_width <= 4.0,
-               f"CompressionSpec.student_width must be in (0, 4], but got {self.student_width}.")
+        _check(0.0 <= self.channel_ratio < 1.0,
+               f"CompressionSpec.channel_ratio must satisfy 0 <= value < 1, but got {self.channel_ratio!r}.")
+        _check(self.channel_importance in CHANNEL_IMPORTANCES,
+               f"CompressionSpec.channel_importance must be one of {list(CHANNEL_IMPORTANCES)}, "
+               f"but got {self.channel_importance!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,6 +361,7 @@ class CompressionSpec:
     def from_dict(cls, data: dict[str, Any]) -> CompressionSpec:
         if not isinstance(data, dict):
             raise SpecError(f"CompressionSpec must be a mapping, but got {type(data).__name__}.")
+        data = {k: v for k, v in data.items() if k != "student_width"}  # removed: it was never read
         spec: CompressionSpec = _from_fields(cls, data, "CompressionSpec")
         return spec
 

@@ -89,7 +89,7 @@ def test_unknown_family_lists_families(tmp_path: Path) -> None:
 def test_compression_knobs_are_validated(tmp_path: Path) -> None:
     assert "compression.sparsity" in error_for(tmp_path, variant(compression={"sparsity": [1.5]}))
     message = error_for(tmp_path, variant(compression={"quantization": ["none", "int3"]}))
-    assert "'none', 'binary' or 'ternary'" in message
+    assert "'none', 'binary', 'ternary' or 'int8'" in message
 
 
 def test_off_means_no_codebook(tmp_path: Path) -> None:

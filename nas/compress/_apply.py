@@ -22,11 +22,7 @@ Retrain = Callable[[nn.Module, str], object]
 def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linear",
            lowrank_method: LowRankMethod = "two_component", stochastic: bool = False,
            seed: int = 0) -> list[tuple[str, CompressionMethod]]:
-    """The methods a spec asks for, in Deep Compression's order: factorize, prune, quantize.
-
-    ``student_width`` is not a compression of a given model (it picks the distilled
-    student's width, see :mod:`nas.distill`), so it is not a stage here.
-    """
+    """The methods a spec asks for, in Deep Compression's order: factorize, prune, quantize."""
     out: list[tuple[str, CompressionMethod]] = []
     if spec.lowrank_ratio is not None:
         out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
