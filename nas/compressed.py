@@ -16,6 +16,7 @@ dense kernels still run), so they stay in the :class:`CompressionSpec` that
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 
 from nas.spec import ArchSpec, Candidate, CompressionSpec
 
@@ -38,6 +39,7 @@ def compressed(arch: ArchSpec, compression: CompressionSpec) -> ArchSpec:
     return dataclasses.replace(arch, **changes) if changes else arch
 
 
+@lru_cache(maxsize=256)  # each cost of one candidate asks for it: compress once
 def running(candidate: Candidate) -> ArchSpec:
     """:func:`compressed` of a candidate's architecture and compression."""
     return compressed(candidate.arch, candidate.compression)

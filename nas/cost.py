@@ -24,8 +24,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nas.graph import Op, layer_ops, ops
+from nas.compressed import compressed
+from nas.graph import Op, factorize_ops, layer_ops, lowrank_rank, ops
 from nas.spec import ArchSpec, CompressionSpec, Layer
+
+__all__ = ["Cost", "FvcoreCount", "LayerSize", "StageCost", "count", "count_ops", "fvcore_count", "lowrank_rank",
+           "size_bits", "size_report", "stage_costs"]
 
 FLOAT_BITS = 32
 LLOYD_STEPS = 300  # converged to 0.01 bits on the reference cases
@@ -65,9 +69,15 @@ def count_ops(op_list: list[Op]) -> Cost:
     return Cost(madds, params, norm, pool, norm_params)
 
 
-@lru_cache(maxsize=1 << 16)
-def _layer_cost(layer: Layer, shape: tuple[int, ...]) -> tuple[Cost, tuple[int, ...]]:
+def running_layer_ops(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[list[Op], tuple[int, ...]]:
+    """:func:`nas.graph.layer_ops` of one layer as it runs: factorized when ``lowrank`` is set."""
     op_list, out_shape = layer_ops(layer, "", shape)
+    return (op_list if lowrank is None else factorize_ops(op_list, lowrank)), out_shape
+
+
+@lru_cache(maxsize=1 << 16)
+def _layer_cost(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[Cost, tuple[int, ...]]:
+    op_list, out_shape = running_layer_ops(layer, shape, lowrank)
     return count_ops(op_list), out_shape
 
 
@@ -75,15 +85,16 @@ def count(arch: ArchSpec) -> Cost:
     """Exact MAdds and parameters of ``arch`` (see the module docstring for the convention).
 
     The sum over layers of :func:`count_ops` on each layer's ops, memoized per
-    (layer, input shape): candidates of one space share most of their blocks, so
-    a search costs each distinct block once. ``count(arch) == count_ops(ops(arch))``.
+    (layer, input shape, low rank): candidates of one space share most of their blocks,
+    so a search costs each distinct block once. ``count(arch) == count_ops(ops(arch))``.
+    A candidate's costs are those of the network as it runs: ``count(nas.compressed(arch, compression))``.
     """
     if arch.detector is not None:  # heads read feature maps across layers: cost the whole op list
         return count_ops(ops(arch))
     costs = []
     shape = arch.input_shape
     for layer in arch.layers:
-        cost, shape = _layer_cost(layer, shape)
+        cost, shape = _layer_cost(layer, shape, arch.lowrank)
         costs.append(cost)
     return Cost(*map(sum, zip(*costs)))
 
@@ -283,19 +294,6 @@ def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float]:
     return fillers, min(float(index_bits), _entropy(probs))
 
 
-def lowrank_rank(ratio: float, kernel: int, cin: int, cout: int) -> int:
-    """Rank kept when factorizing a layer at ``ratio``: ``max(1, ceil(ratio * full rank))``.
-
-    Linear and 1x1 conv: truncated SVD, full rank ``min(cin, cout)``, ``r * (cin + cout)``
-    weights. k x k conv with groups = 1: Jaderberg's two-component scheme (k x 1 conv
-    to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)`` (the rank of the
-    ``(cin*k) x (cout*k)`` unfolding), ``r * k * (cin + cout)`` weights. Grouped and
-    depthwise convs are not factorized; a factorization that would not save weights
-    is not applied. (The storage accounting applies this rule vectorized.)
-    """
-    return max(1, math.ceil(ratio * kernel * min(cin, cout)))
-
-
 class _WeightOp(NamedTuple):
     """A conv/linear op with the 32-bit parameters stored beside it (its bias, the BN after it)."""
 
@@ -394,13 +392,7 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
         a, b = getattr(conv_plan, field), getattr(linear_plan, field)
         return np.where(conv, a, b) if a != b else np.full(len(table), float(a))
 
-    dense = table[:, _WEIGHTS]
-    stored = dense
-    if compression.lowrank_ratio is not None:
-        k, cin, cout = table[:, _KERNEL], table[:, _CIN], table[:, _COUT]
-        rank = np.maximum(1.0, np.ceil(compression.lowrank_ratio * k * np.minimum(cin, cout)))  # lowrank_rank
-        factored = rank * k * (cin + cout)
-        stored = np.where((table[:, _GROUPS] == 1) & (factored < dense), factored, dense)
+    stored = table[:, _WEIGHTS]  # factorized layers are already their two factors' rows
     kept = stored - np.round(stored * per_kind("sparsity"))
     index_bits = per_kind("index_bits")
     entries = np.where(index_bits > 0, kept + np.round(kept * per_kind("fillers")), kept)
@@ -426,6 +418,10 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
 def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
     """Per-layer storage of ``arch`` under ``compression`` (Deep Compression's accounting).
 
+    ``arch`` is the architecture before compression; the layers reported are those
+    of the network as it runs, :func:`nas.compressed` ``(arch, compression)``
+    (structured-pruned widths, each factorized layer as its two factors).
+
     Each conv/linear weight tensor is pruned to ``1 - sparsity`` of its weights
     and stored in relative-index sparse format (8-bit indices for conv, 5-bit for
     linear, a filler zero whenever a gap overflows) when pruned, dense otherwise.
@@ -435,7 +431,7 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     Huffman coding is estimated by the entropy of values and indices (see
     ``_value_entropy`` and ``_index_stats``): an estimate, not a measured file.
     """
-    weight_ops = _weight_ops(ops(arch))
+    weight_ops = _weight_ops(ops(compressed(arch, compression)))
     c = _columns(_table(weight_ops), compression)
     value_h = np.broadcast_to(c.value_entropy, c.stored.shape)
     return [LayerSize(w.name, w.kind, w.weight_count, int(c.stored[i]), int(c.kept[i]), int(c.entries[i]),
@@ -445,8 +441,8 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
 
 
 @lru_cache(maxsize=1 << 16)
-def _layer_table(layer: Layer, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    op_list, out_shape = layer_ops(layer, "", shape)
+def _layer_table(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[np.ndarray, tuple[int, ...]]:
+    op_list, out_shape = running_layer_ops(layer, shape, lowrank)
     return _table(_weight_ops(op_list)), out_shape
 
 
@@ -459,13 +455,14 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     vectorized over the whole network. Dense 32-bit storage is
     ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
     """
+    arch = compressed(arch, compression)
     if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
         table = _table(_weight_ops(ops(arch)))
     else:
         parts = []
         shape = arch.input_shape
         for layer in arch.layers:
-            part, shape = _layer_table(layer, shape)
+            part, shape = _layer_table(layer, shape, arch.lowrank)
             parts.append(part)
         table = np.concatenate(parts)
     columns = _columns(table, compression)

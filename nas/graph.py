@@ -10,6 +10,7 @@ cannot disagree about what the network is.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from nas.errors import SpecError
@@ -24,9 +25,12 @@ class Op(NamedTuple):
     """One operator, for a batch of one.
 
     ``h`` and ``w`` are the *input* spatial size (1 for linear layers);
-    ``cin``/``cout`` are channels (features for linear layers). A NamedTuple
-    rather than a dataclass: the op list is built for every scored candidate,
-    and tuples are several times cheaper to create.
+    ``cin``/``cout`` are channels (features for linear layers). ``kernel``,
+    ``stride`` and ``padding`` are along the height, and along the width too
+    unless ``kernel_w``/``stride_w``/``padding_w`` say otherwise (the ``k x 1``
+    and ``1 x k`` convs of a factorized layer, see :func:`factorize_ops`). A
+    NamedTuple rather than a dataclass: the op list is built for every scored
+    candidate, and tuples are several times cheaper to create.
     """
 
     kind: str
@@ -40,6 +44,21 @@ class Op(NamedTuple):
     groups: int = 1
     padding: int = 0
     bias: bool = False
+    kernel_w: int | None = None
+    stride_w: int | None = None
+    padding_w: int | None = None
+
+    @property
+    def kw(self) -> int:
+        return self.kernel if self.kernel_w is None else self.kernel_w
+
+    @property
+    def sw(self) -> int:
+        return self.stride if self.stride_w is None else self.stride_w
+
+    @property
+    def pw(self) -> int:
+        return self.padding if self.padding_w is None else self.padding_w
 
     @property
     def out_h(self) -> int:
@@ -47,13 +66,18 @@ class Op(NamedTuple):
 
     @property
     def out_w(self) -> int:
-        return (self.w + 2 * self.padding - self.kernel) // self.stride + 1
+        return (self.w + 2 * self.pw - self.kw) // self.sw + 1
+
+    @property
+    def kernel_text(self) -> str:
+        """``3`` for a square kernel, ``3x1`` for a rectangular one (stride and padding alike)."""
+        return str(self.kernel) if self.kernel_w is None else f"{self.kernel}x{self.kernel_w}"
 
     @property
     def weight_count(self) -> int:
         """Weights of a conv or linear op (biases excluded); 0 for other kinds."""
         if self.kind == "conv":
-            return self.cout * (self.cin // self.groups) * self.kernel * self.kernel
+            return self.cout * (self.cin // self.groups) * self.kernel * self.kw
         if self.kind == "linear":
             return self.cin * self.cout
         return 0
@@ -85,9 +109,52 @@ class Op(NamedTuple):
         return (self.cout, self.h, self.w)
 
     @property
-    def signature(self) -> tuple[str, int, int, int, int, int, int, int]:
-        """What determines the op's cost: everything but its name and bias."""
-        return (self.kind, self.cin, self.cout, self.h, self.w, self.kernel, self.stride, self.groups)
+    def signature(self) -> tuple[str, int, int, int, int, int, int, int, int, int]:
+        """What determines the op's cost: everything but its name, bias and padding."""
+        return (self.kind, self.cin, self.cout, self.h, self.w, self.kernel, self.kw, self.stride, self.sw,
+                self.groups)
+
+
+def lowrank_rank(ratio: float, kernel: int, cin: int, cout: int) -> int:
+    """Rank kept when factorizing a layer at ``ratio``: ``max(1, ceil(ratio * full rank))``.
+
+    Linear and 1x1 conv: truncated SVD, full rank ``min(cin, cout)``, ``r * (cin + cout)``
+    weights. k x k conv with groups = 1: Jaderberg's two-component scheme (k x 1 conv
+    to ``r`` channels, then 1 x k), full rank ``k * min(cin, cout)`` (the rank of the
+    ``(cin*k) x (cout*k)`` unfolding), ``r * k * (cin + cout)`` weights.
+    """
+    return max(1, math.ceil(ratio * kernel * min(cin, cout)))
+
+
+def factorize_ops(op_list: list[Op], ratio: float) -> list[Op]:
+    """The ops of a network whose conv and linear layers are factorized at ``ratio`` of their rank.
+
+    Exactly what :func:`nas.compress.apply_lowrank` does to the built model (two-component
+    scheme): a linear or square groups-1 conv op whose factors hold fewer weights than it
+    does becomes two ops named ``<name>.0`` and ``<name>.1`` (the children of the
+    ``nn.Sequential`` that replaces it); grouped and depthwise convs, and layers that
+    would not shrink, stay. The bias moves to the second factor.
+    """
+    out: list[Op] = []
+    for op in op_list:
+        if op.kind == "linear":
+            rank = lowrank_rank(ratio, 1, op.cin, op.cout)
+            if rank * (op.cin + op.cout) < op.weight_count:
+                out += [op._replace(name=f"{op.name}.0", cout=rank, bias=False),
+                        op._replace(name=f"{op.name}.1", cin=rank)]
+                continue
+        elif op.kind == "conv" and op.groups == 1 and op.kernel_w is None:
+            k = op.kernel
+            rank = lowrank_rank(ratio, k, op.cin, op.cout)
+            if rank * k * (op.cin + op.cout) < op.weight_count:
+                vertical = op._replace(name=f"{op.name}.0", cout=rank, bias=False, kernel_w=1, stride_w=1,
+                                       padding_w=0)
+                out += [vertical, op._replace(name=f"{op.name}.1", cin=rank, h=vertical.out_h, kernel=1,
+                                              kernel_w=k, stride=1, stride_w=op.stride, padding=0,
+                                              padding_w=op.padding)]
+                continue
+        out.append(op)
+    return out
 
 
 def _act_op(act: str, name: str, c: int, h: int, w: int) -> list[Op]:
@@ -210,7 +277,8 @@ def ops(arch: ArchSpec) -> list[Op]:
     and ``heads.i.box`` / ``heads.i.cls`` (see :func:`detector_ops`). Raises
     :class:`SpecError` when a layer does not fit its input (groups not dividing
     channels, a kernel larger than the feature map, a linear layer on an
-    unflattened input).
+    unflattened input). With ``arch.lowrank`` set the factorized layers' ops replace
+    theirs (:func:`factorize_ops`).
     """
     out: list[Op] = []
     shape = arch.input_shape
@@ -219,4 +287,6 @@ def ops(arch: ArchSpec) -> list[Op]:
         out += layer_list
     if arch.detector is not None:
         out += detector_ops(arch.detector, out)
+    if arch.lowrank is not None:
+        out = factorize_ops(out, arch.lowrank)
     return out

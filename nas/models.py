@@ -63,7 +63,8 @@ class Network(nn.Module):
 
 def _module(op: Op) -> nn.Module:
     if op.kind == "conv":
-        return nn.Conv2d(op.cin, op.cout, op.kernel, op.stride, op.padding, groups=op.groups, bias=op.bias)
+        return nn.Conv2d(op.cin, op.cout, (op.kernel, op.kw), (op.stride, op.sw), (op.padding, op.pw),
+                         groups=op.groups, bias=op.bias)
     if op.kind == "linear":
         return nn.Linear(op.cin, op.cout, bias=op.bias)
     if op.kind == "bn":

@@ -3,7 +3,8 @@ the pictures and the report all read.
 
 An objective's *kind* (``accuracy``, ``latency_ms``, ``madds``, ``params``, ``size_kb``) says
 its direction, its label and unit, and how it is computed: accuracy by the search's evaluator
-(training), every other kind from the candidate alone, in microseconds (a *cheap cost*).
+(training), every other kind from the candidate alone, in microseconds (a *cheap cost*), of the
+network as it runs after its compression (:func:`nas.compressed`).
 An :class:`Objective` is one column of a study: a kind, on a hardware profile for latency
 (``latency_ms:<profile>`` when several profiles are objectives), with the reference point of
 the run's hypervolume.
@@ -22,15 +23,17 @@ if TYPE_CHECKING:
 
 
 def _madds(candidate: Candidate, profile: HardwareProfile | None) -> float:
+    from nas.compressed import running
     from nas.cost import count
 
-    return float(count(candidate.arch).madds)
+    return float(count(running(candidate)).madds)
 
 
 def _params(candidate: Candidate, profile: HardwareProfile | None) -> float:
+    from nas.compressed import running
     from nas.cost import count
 
-    return float(count(candidate.arch).params)
+    return float(count(running(candidate)).params)
 
 
 def _size_kb(candidate: Candidate, profile: HardwareProfile | None) -> float:
@@ -42,7 +45,9 @@ def _size_kb(candidate: Candidate, profile: HardwareProfile | None) -> float:
 def _latency_ms(candidate: Candidate, profile: HardwareProfile | None) -> float:
     if profile is None:
         raise ValueError("latency needs a hardware profile")
-    return float(profile.latency_ms(candidate.arch))
+    from nas.compressed import running
+
+    return float(profile.latency_ms(running(candidate)))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas.compressed import running
 from nas.errors import NasError
 from nas.files import write_atomic
 from nas.run import load_run
@@ -106,7 +107,7 @@ def measured_here(profile: Any, candidate: Candidate) -> float | None:
     threads = torch.get_num_threads()
     torch.set_num_threads(profile.data.threads)
     try:
-        return measure_networks([candidate.arch], batch=profile.data.batch, rounds=7,
+        return measure_networks([running(candidate)], batch=profile.data.batch, rounds=7,
                                 target_ms=profile.data.method.target_ms)[0]
     finally:
         torch.set_num_threads(threads)
@@ -211,7 +212,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
             "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
         }
         for name, profile in profiles.items():
-            row[f"latency_ms:{name}"] = float(profile.latency_ms(cand.arch))
+            row[f"latency_ms:{name}"] = float(profile.latency_ms(running(cand)))
             here = measured_here(profile, cand)
             if here is not None:
                 row[f"measured_ms:{name}"] = here

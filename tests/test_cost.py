@@ -109,12 +109,19 @@ def stored(arch: nas.ArchSpec, ratio: float) -> list[int]:
 
 
 def test_lowrank_factorization_counts() -> None:
+    """A factorized layer is stored (and run) as its two factors, one row each."""
     fc = nas.ArchSpec((300,), (nas.Linear(100, bias=False),))
-    assert stored(fc, 0.5) == [50 * 400]  # rank 50 of min(300, 100) = 100
+    assert stored(fc, 0.5) == [300 * 50, 50 * 100]  # rank 50 of min(300, 100) = 100
     assert stored(fc, 1.0) == [300 * 100]  # no saving: not applied
     conv = nas.ArchSpec((64, 8, 8), (nas.Conv(64), nas.Conv(64, groups=64), nas.GlobalAvgPool(), nas.Linear(2)))
-    assert stored(conv, 0.25)[:2] == [48 * 3 * 128, 64 * 9]  # rank ceil(0.25 * 3 * 64) = 48; depthwise stays
+    # rank ceil(0.25 * 3 * 64) = 48: a 3x1 conv 64 -> 48 and a 1x3 conv 48 -> 64; the depthwise conv stays
+    assert stored(conv, 0.25)[:3] == [48 * 64 * 3, 64 * 48 * 3, 64 * 9]
     assert nas.cost.lowrank_rank(0.25, 3, 64, 64) == 48
+    running = nas.compressed(conv, nas.CompressionSpec(lowrank_ratio=0.25))
+    assert [(op.name, op.kernel_text, op.cout) for op in nas.ops(running) if op.kind == "conv"][:2] == [
+        ("layers.0.0.0", "3x1", 48), ("layers.0.0.1", "1x3", 64)]
+    # the classifier too: rank ceil(0.25 * 2) = 1, 64 -> 1 -> 2
+    assert nas.count(running).madds == (48 * 64 * 3 + 64 * 48 * 3 + 64 * 9) * 8 * 8 + 64 * 1 + 1 * 2
 
 
 def test_deep_compression_lenet_300_100_rate() -> None:
@@ -145,7 +152,8 @@ def test_deep_compression_lenet_300_100_rate() -> None:
 def test_size_report_covers_every_weight_layer(space: nas.Space) -> None:
     cand = space.random(5)
     report = nas.size_report(cand.arch, cand.compression)
-    weighted = [op.name for op in nas.ops(cand.arch) if op.kind in ("conv", "linear")]
+    running = nas.compressed(cand.arch, cand.compression)
+    weighted = [op.name for op in nas.ops(running) if op.kind in ("conv", "linear")]
     assert [layer.name for layer in report] == weighted
     for layer in report:
         assert 0 < layer.kept <= layer.stored <= layer.weights

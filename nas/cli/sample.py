@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from nas.compressed import running
 from nas.cost import count, size_bits
 from nas.errors import HardwareError, NasError
 from nas.hardware import get_profile
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for i in range(args.num):
         cand = space.random(args.seed + i)
-        cost = count(cand.arch)
+        cost = count(running(cand))
         c = cand.compression
         small = size_bits(cand.arch, c) / 8 / 1000
         dense = cost.params * 4 / 1000
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                  f"{c.quantization if c.quantization != 'none' else (f'{c.codebook_bits}-bit codebook' if c.codebook_bits else 'fp32')}, "
                  f"low-rank {c.lowrank_ratio or 'off'}")
         try:
-            latency = f"{profile.latency_ms(cand.arch):7.2f}"
+            latency = f"{profile.latency_ms(running(cand)):7.2f}"
         except HardwareError:  # a table that does not cover this space: say so in the column, not abort
             latency = f"{'n/a':>7}"
         print(f"{args.seed + i:>5} {cand.arch.family:<14} {cost.params:>10,} {cost.madds:>13,} {latency} "

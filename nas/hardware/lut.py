@@ -53,12 +53,17 @@ def layer_groups(op_list: list[Op]) -> dict[str, list[Op]]:
 
 def layer_key(group: list[Op]) -> str:
     """The signature of one layer: its ops without names, e.g. ``conv:16:96:8x8:k1:s1:g1|bn:...``."""
-    return "|".join(f"{o.kind}:{o.cin}:{o.cout}:{o.h}x{o.w}:k{o.kernel}:s{o.stride}:g{o.groups}" for o in group)
+    return "|".join(f"{o.kind}:{o.cin}:{o.cout}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:g{o.groups}"
+                    for o in group)
+
+
+def _stride_text(op: Op) -> str:
+    return str(op.stride) if op.stride_w is None else f"{op.stride}x{op.stride_w}"
 
 
 def layer_structure(group: list[Op]) -> str:
     """The signature with channel counts blanked: layers that interpolation may compare."""
-    return "|".join(f"{o.kind}:{o.h}x{o.w}:k{o.kernel}:s{o.stride}:{'dw' if o.groups == o.cin > 1 else o.groups}"
+    return "|".join(f"{o.kind}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:{'dw' if o.groups == o.cin > 1 else o.groups}"
                     for o in group)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nas.compressed import running
 from nas.errors import HardwareError
 from nas.experiment import Experiment
 
@@ -62,7 +63,7 @@ def check_coverage(space: Space, profiles: dict[str, HardwareProfile]) -> None:
     for name, profile in profiles.items():
         for seed in range(COVERAGE_SAMPLES):
             try:
-                profile.latency_ms(space.random(seed).arch)
+                profile.latency_ms(running(space.random(seed)))
             except HardwareError as exc:
                 raise HardwareError(f"profile {name!r} cannot price candidates of space {space.name!r} "
                                     f"(seed {seed}): {exc}") from None
