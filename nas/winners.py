@@ -9,7 +9,8 @@
 4. Measure test accuracy after distillation and after compression, write the
    artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
    real size, ``model.onnx`` checked against torch with onnxruntime,
-   ``candidate.json``; ``model.safetensors`` holds the distilled weights before
+   ``candidate.json``, and for an int8 winner ``winner-K.int8.onnx`` with its onnxruntime
+   test accuracy and latency; ``model.safetensors`` holds the distilled weights before
    compression, so it loads with :func:`nas.checkpoint.load_checkpoint` and can be
    compressed again), predict latency with each profile and, when a profile's
    table was measured on this very CPU, time the network here too.
@@ -18,11 +19,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,50 +47,23 @@ def pick_winners(front: Any, objectives: Sequence[Objective], k: int) -> Any:
     return ordered.iloc[picks].reset_index(drop=True)
 
 
-@contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
-    """torch.onnx logs a warning per missing torchvision op and warns about its internals; keep the terminal clean."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+#: Training inputs int8 calibration runs (a fixed prefix of the training split: same ranges on every run).
+CALIBRATION_SAMPLES = 512
 
 
-def bake(model: Any) -> Any:
-    """Fold every parametrization (pruning masks, codebooks, binary/ternary levels) of ``model`` into plain
-    weights, in place: the same function, in ops every exporter knows. (Parametrized modules do not survive
-    ``copy.deepcopy``, so this changes the model it is given.)"""
-    from torch.nn.utils import parametrize
+def int8_onnx(d: Path, rank: int, arch: Any, splits: Any, *, threads: int = 1) -> dict[str, Any]:
+    """``d/model.onnx`` quantized to ``d/winner-{rank}.int8.onnx`` (calibrated on training inputs); both files'
+    test accuracy in onnxruntime and their onnxruntime latency (batch 1, ``threads``, interleaved, median)."""
+    from nas.compress.int8 import OnnxModel, quantize_int8
+    from nas.data import fit_input
+    from nas.hardware.ort import onnx_latency
 
-    for module in list(model.modules()):
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return model
-
-
-def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path) -> float:
-    """Export ``model`` to ONNX and run it with onnxruntime; returns the largest output difference to torch.
-    The model's parametrizations are folded into its weights first (:func:`bake`, in place)."""
-    import onnxruntime as ort
-    import torch
-
-    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = model.eval()(x)
-    model = bake(model)
-    with _quiet_export():
-        torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False, input_names=["input"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ref = ref[0] if isinstance(ref, tuple) else ref
-    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    return float(np.abs(out - ref.numpy()).max())
+    fp32, int8 = d / "model.onnx", d / f"winner-{rank}.int8.onnx"
+    quantize_int8(fp32, int8, fit_input(splits.train[:CALIBRATION_SAMPLES][0], arch.input_shape))
+    fp32_ms, int8_ms = onnx_latency([fp32, int8], arch.input_shape, threads=threads)
+    return {"onnx_test_accuracy": OnnxModel(fp32, threads=threads).accuracy(splits.test),
+            "int8_test_accuracy": OnnxModel(int8, threads=threads).accuracy(splits.test),
+            "onnx_ms": fp32_ms, "int8_ms": int8_ms, "int8_speedup": fp32_ms / int8_ms, "int8_file": int8.name}
 
 
 def measured_here(profile: Any, candidate: Candidate) -> float | None:
@@ -114,13 +85,17 @@ def measured_here(profile: Any, candidate: Candidate) -> float | None:
 
 
 def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | None = None,
-                 teacher_epochs: int | None = None, progress: bool | None = None) -> Any:
-    """Fine-tune, distil and compress the winners of a run; returns the summary DataFrame."""
+                 teacher_epochs: int | None = None, progress: bool | None = None, int8: bool = False) -> Any:
+    """Fine-tune, distil and compress the winners of a run; returns the summary DataFrame.
+
+    A winner whose compression is ``quantization: int8`` (every winner, with ``int8``) is also
+    written as ``winner-K.int8.onnx`` and scored in onnxruntime (:func:`int8_onnx`)."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
 
     from nas.checkpoint import save_checkpoint
+    from nas.compress.int8 import export_onnx
     from nas.compress import apply_compression
     from nas.compress import save as save_container
     from nas.data import load_dataset
@@ -200,7 +175,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
                          "teacher": "../teacher.safetensors", "dataset": splits.name,
                          "test_accuracy": distilled_test, "compressed_test_accuracy": compressed_test,
                          "steps": steps})
-        onnx_error = export_onnx(compressed, cand.arch.input_shape, d / "model.onnx")
+        onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape)
         row: dict[str, Any] = {
             "rank": rank, "trial": number, "label": w.get("label", ""),
             "search_val_accuracy": w.get("accuracy", float("nan")),
@@ -211,6 +186,8 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
             "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]), "madds": int(w["madds"]),
             "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
         }
+        if int8 or cand.compression.quantization == "int8":
+            row.update(int8_onnx(d, rank, cand.arch, splits))
         for name, profile in profiles.items():
             row[f"latency_ms:{name}"] = float(profile.latency_ms(running(cand)))
             here = measured_here(profile, cand)
@@ -225,16 +202,23 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     return pd.DataFrame(rows)
 
 
+#: The int8 columns of the summary, when some winner has an int8 ONNX file: onnxruntime test accuracy and latency.
+INT8_COLUMNS = ("onnx_test_accuracy", "int8_test_accuracy", "onnx_ms", "int8_ms", "int8_speedup")
+
+
 def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
     cols = ["rank", "trial", "label", "search_val_accuracy", "distilled_test_accuracy", "compressed_test_accuracy",
-            "file_bytes", "rate"] + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))]
+            "file_bytes", "rate"] + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))] \
+        + [c for c in INT8_COLUMNS if c in summary.columns]
     lines = [f"# Winners: distilled from a teacher at {teacher_test:.2%} test accuracy, then compressed",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in summary.iterrows():
         cells = []
         for c in cols:
             v = r[c]
-            if isinstance(v, float) and "accuracy" in c:
+            if isinstance(v, float) and v != v:  # NaN: a winner without an int8 file
+                cells.append("-")
+            elif isinstance(v, float) and "accuracy" in c:
                 cells.append(f"{v:.2%}")
             elif isinstance(v, float):
                 cells.append(f"{v:.3g}")
@@ -251,4 +235,6 @@ def print_summary(summary: Any) -> None:
         lat = "  ".join(f"{c.split(':', 1)[0].replace('_ms', '')} {r[c]:.2f} ms" for c in summary.columns
                         if c.startswith(("latency_ms:", "measured_ms:")))
         print(f"#{r['rank']} trial {r['trial']:>3} {r['label']:<28} test {r['distilled_test_accuracy']:.2%} distilled, "
-              f"{r['compressed_test_accuracy']:.2%} compressed; {r['file_bytes']:,} B ({r['rate']:.1f}x)  {lat}")
+              f"{r['compressed_test_accuracy']:.2%} compressed; {r['file_bytes']:,} B ({r['rate']:.1f}x)  {lat}"
+              + (f"  int8 ONNX {r['int8_test_accuracy']:.2%}, {r['int8_ms']:.2f} ms vs {r['onnx_ms']:.2f} ms fp32"
+                 if r.get("int8_ms", float("nan")) == r.get("int8_ms", float("nan")) and "int8_ms" in r else ""))

@@ -46,6 +46,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="a run folder written by `nas search` (then --top, --epochs, --teacher-epochs apply)")
     p.add_argument("--top", type=int, default=None, help="winners to fine-tune (default: the experiment's winners.top)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (run mode)")
+    p.add_argument("--int8", action="store_true",
+                   help="export every winner as int8 ONNX, not only those with quantization: int8 (run mode)")
     add_training_arguments(p, out_required=False)
     p.add_argument("--init", type=Path, default=None, help="checkpoint to start from (else a fresh candidate)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint to distil from")
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_winners(args: argparse.Namespace) -> int:
     summary = finetune_run(args.run_folder, top=args.top, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                           progress=False if args.no_progress else None)
+                           progress=False if args.no_progress else None, int8=args.int8)
     print_summary(summary)
     print(f"summary: {args.run_folder / 'winners' / 'summary.md'}")
     return 0

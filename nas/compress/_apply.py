@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from nas.compress._base import CompressionMethod, LowRank, MagnitudePruning, Quantization, WeightSharing
+from nas.compress._base import (CompressionMethod, Int8Quantization, LowRank, MagnitudePruning, Quantization,
+                               WeightSharing)
 from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.pruning import Scope
 from nas.compress.sharing import Init
@@ -28,7 +29,9 @@ def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linea
         out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
     if spec.sparsity_conv > 0 or spec.sparsity_linear > 0:
         out.append(("prune", MagnitudePruning(spec.sparsity_conv, spec.sparsity_linear, scope)))
-    if spec.quantization != "none":
+    if spec.quantization == "int8":
+        out.append(("quantize", Int8Quantization()))
+    elif spec.quantization != "none":
         out.append(("quantize", Quantization(spec.quantization, stochastic=stochastic)))
     elif spec.codebook_bits is not None:
         out.append(("quantize", WeightSharing(spec.codebook_bits, init, seed)))

@@ -16,6 +16,7 @@ from torch import nn
 
 from nas.compress.binary import Mode, quantize_weights
 from nas.compress.container import ContainerReport, encode
+from nas.compress.int8 import quantize_int8_weights
 from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.lowrank import apply_lowrank
 from nas.compress.pruning import Importance, Scope, magnitude_prune
@@ -76,6 +77,16 @@ class Quantization(CompressionMethod):
 
     def apply(self, model: nn.Module) -> nn.Module:
         quantize_weights(model, self.mode, stochastic=self.stochastic, threshold=self.threshold)
+        return model
+
+
+@dataclass(frozen=True)
+class Int8Quantization(CompressionMethod):
+    """Per-channel symmetric int8 weights with a straight-through gradient
+    (:func:`nas.compress.int8.quantize_int8_weights`); activations get int8 when exported."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        quantize_int8_weights(model)
         return model
 
 
