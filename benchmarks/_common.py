@@ -47,3 +47,20 @@ def write_result(name: str, data: dict[str, Any], summary: str) -> Path:
     lines = [line for line in lines if not line.startswith(f"| [{name}](")] + [row]
     readme.write_text("\n".join(lines) + "\n")
     return path
+
+
+def merge_section(key: str, data: dict[str, Any], name: str = "compression_costs") -> Path:
+    """Set ``data[key]`` of ``results/bench/<name>.json`` (read, merge, atomic write): several benchmarks each
+    own one top-level key of the same file. Adds the command and date to the section."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    try:
+        merged = json.loads(path.read_text())
+    except (OSError, ValueError):
+        merged = {}
+    merged[key] = {"command": command(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "machine": machine(), **data}
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
