@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 
+from nas.channels import pruned_arch
 from nas.spec import ArchSpec, Candidate, CompressionSpec
 
 
@@ -28,8 +29,6 @@ def compressed(arch: ArchSpec, compression: CompressionSpec) -> ArchSpec:
     as the compression stages run. The identity when ``compression`` leaves all three off.
     """
     if compression.channel_ratio > 0:
-        from nas.compress.structured import pruned_arch
-
         arch = pruned_arch(arch, compression.channel_ratio)
     changes = {}
     if compression.lowrank_ratio is not None:

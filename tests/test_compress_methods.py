@@ -18,7 +18,6 @@ from nas.compress import (
     iterative_prune,
     kmeans_codebook,
     magnitude_prune,
-    prune_channels,
     quantize_weights,
     rank_for,
     rewind,
@@ -221,45 +220,7 @@ def test_lowrank_ranks_and_weights_match_cost_model() -> None:
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 5)
 
 
-# --------------------------------------------------------------------------- structured
-
-
-@torch.no_grad()
-def test_structured_pruning_keeps_outputs_of_kept_channels() -> None:
-    model = convnet()
-    model.eval()
-    x = torch.randn(4, 3, 8, 8)
-    small = prune_channels(model, 0.5, criterion="l2")
-    small.eval()
-    conv = model.layers[0][0]
-    norms = conv.weight.detach().flatten(1).norm(dim=1)
-    kept = torch.topk(norms, 4).indices.sort().values
-    assert torch.allclose(small.layers[0](x), model.layers[0](x)[:, kept], atol=1e-6)
-    before, after = nas.count(model.spec), nas.count(small.spec)
-    assert after.params < before.params and after.madds < before.madds
-    assert after.params == sum(p.numel() for p in small.parameters())
-    assert small(x).shape == (4, 5)
-
-
-def test_structured_pruning_inside_inverted_residual_blocks() -> None:
-    torch.manual_seed(0)
-    layers = (nas.Conv(8, 3, stride=2), nas.InvertedResidual(8, expansion=4), nas.InvertedResidual(8, expansion=6),
-              nas.GlobalAvgPool(), nas.Linear(3))
-    model = nas.build_model(nas.ArchSpec((3, 16, 16), layers))
-    model.eval()
-    x = torch.randn(6, 3, 16, 16)
-    small = prune_channels(model, 0.5, criterion="activation", data=x)
-    small.eval()
-    assert [layer.hidden(8) for layer in small.spec.layers[1:3]] == [16, 24]  # hidden halved
-    assert all(op.kind != "add" or op.cout == 8 for op in nas.ops(small.spec))
-    assert sum(op.kind == "add" for op in nas.ops(small.spec)) == 2  # residual adds survive
-    assert nas.count(small.spec).madds < nas.count(model.spec).madds
-    assert small(x).shape == (6, 3)
-
-
-def test_activation_criterion_needs_data() -> None:
-    with pytest.raises(CompressError, match="needs data"):
-        prune_channels(convnet(), 0.5, criterion="activation")
+# --------------------------------------------------------------------------- stages (structured pruning: tests/test_structured.py)
 
 
 def test_apply_compression_runs_stages_in_order() -> None:

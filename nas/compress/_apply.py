@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from nas.compress._base import (CompressionMethod, Int8Quantization, LowRank, MagnitudePruning, Quantization,
@@ -12,19 +13,24 @@ from nas.compress._base import (CompressionMethod, Int8Quantization, LowRank, Ma
 from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.pruning import Scope
 from nas.compress.sharing import Init
+from nas.compress.structured import ChannelPruning
 from nas.errors import CompressError
 from nas.spec import CompressionSpec
 
-#: Called after each stage with the model and the stage name ("lowrank", "prune", "quantize"),
+#: Called after each stage with the model and the stage name ("channels", "lowrank", "prune", "quantize"),
 #: e.g. to fine-tune it; the model is already compressed by that stage.
 Retrain = Callable[[nn.Module, str], object]
 
 
 def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linear",
            lowrank_method: LowRankMethod = "two_component", stochastic: bool = False,
-           seed: int = 0) -> list[tuple[str, CompressionMethod]]:
-    """The methods a spec asks for, in Deep Compression's order: factorize, prune, quantize."""
+           seed: int = 0, data: torch.Tensor | None = None) -> list[tuple[str, CompressionMethod]]:
+    """The methods a spec asks for: structured pruning (it sets the widths the rest sees), then
+    Deep Compression's order: factorize, prune, quantize. ``data``: training inputs for the
+    ``activation`` channel importance."""
     out: list[tuple[str, CompressionMethod]] = []
+    if spec.channel_ratio > 0:
+        out.append(("channels", ChannelPruning(spec.channel_ratio, spec.channel_importance, data)))
     if spec.lowrank_ratio is not None:
         out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
     if spec.sparsity_conv > 0 or spec.sparsity_linear > 0:
@@ -40,10 +46,13 @@ def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linea
 
 def apply_compression(model: nn.Module, compression: CompressionSpec, *, retrain: Retrain | None = None,
                       scope: Scope = "layer", init: Init = "linear", lowrank_method: LowRankMethod = "two_component",
-                      stochastic: bool = False, seed: int = 0, inplace: bool = False) -> nn.Module:
+                      stochastic: bool = False, seed: int = 0, inplace: bool = False,
+                      data: torch.Tensor | None = None) -> nn.Module:
     """Compress a trained ``model`` as ``compression`` says; returns the compressed model.
 
-    Stages run in Deep Compression's order (low-rank, pruning, then k-means codebooks
+    Structured pruning runs first (it returns a new, narrower network; ``data``, a batch
+    of training inputs, is what its ``activation`` importance scores), then Deep
+    Compression's order (low-rank, pruning, then k-means codebooks
     or binary/ternary weights), calling ``retrain(model, stage)`` after each one so the
     caller can fine-tune (pruning masks and codebook assignments stay fixed while it
     trains). The model is copied first unless ``inplace``. Save the result with
@@ -55,7 +64,7 @@ def apply_compression(model: nn.Module, compression: CompressionSpec, *, retrain
     if not inplace:
         model = copy.deepcopy(model)
     for name, method in stages(compression, scope=scope, init=init, lowrank_method=lowrank_method,
-                               stochastic=stochastic, seed=seed):
+                               stochastic=stochastic, seed=seed, data=data):
         model = method.apply(model)
         if retrain is not None:
             retrain(model, name)

@@ -1,120 +1,69 @@
-"""Structured pruning that physically removes channels and neurons: a smaller dense network.
+"""Structured pruning over coupled channel groups: a narrower dense network that the cost model prices exactly.
 
-The result is a new :class:`nas.models.Network` built from a new, narrower
-:class:`~nas.spec.ArchSpec` (so :func:`nas.count` and latency tables see the
-saving), with the kept weights copied over. What is pruned:
+The groups and the pruned widths are :mod:`nas.channels`' (spec arithmetic, no
+torch): :func:`prune_channels` returns ``nas.build_model(pruned_arch(model.spec, ratio))``
+with the kept channels' weights copied over, so its ``spec`` is exactly what
+:func:`nas.compressed` prices. Every prunable group keeps its most important
+channels (the same number in every group of a grouped conv).
 
-- plain conv layers: output filters (and the matching input channels of the next
-  conv, or the matching columns of the linear layer after ``flatten``/``global_avg_pool``);
-- hidden linear layers: output neurons (and the next layer's input columns);
-- inverted-residual blocks with an expansion conv: hidden channels, i.e. outputs of
-  the 1x1 expansion, the depthwise/full spatial conv's channels, and the inputs of
-  the projection. Block outputs are kept, so residual adds stay valid.
-
-Convs feeding a block with a residual add or without an expansion conv, grouped
-spatial convs, and the classifier are left whole: pruning them would need the same
-channels removed along a whole residual chain.
-
-Importance (the Torch-Pruning split: importance function, then slicing):
-``l1``/``l2`` norm of each output filter, or ``activation``, the fraction of inputs
-on which the unit's activation is non-zero (neurons that rarely fire go first;
-units without an activation use the mean absolute output instead).
+Importance (the Torch-Pruning split: importance, then slicing), per channel of a group:
+``l1``/``l2`` sum ``|w|`` / ``w**2`` over every weight that touches the channel in any
+member (output filters and input slices), i.e. the norm of the channel's coupled
+weights; ``activation`` needs a batch of inputs and scores the tensors of the group:
+the fraction of inputs on which a channel fires after an activation, or its mean
+absolute value where no activation follows (a linear bottleneck), each tensor's
+scores scaled to mean 1 before they are added.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
+from nas.channels import ChannelGroup, ChannelPlan, channel_groups, channel_plan, check_ratio, pruned_arch
 from nas.compress._base import CompressionMethod
 from nas.errors import CompressError
-from nas.graph import ops
 from nas.models import Network, build_model
-from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, InvertedResidual, Layer, Linear, MaxPool
+
+__all__ = ["CRITERIA", "ChannelGroup", "ChannelPruning", "Criterion", "channel_groups", "channel_importance",
+           "prune_channels", "pruned_arch"]
 
 Criterion = Literal["l1", "l2", "activation"]
 CRITERIA = ("l1", "l2", "activation")
 
 
-def prunable_units(arch: ArchSpec) -> dict[int, str]:
-    """Layer index -> what can be pruned there (``"out"`` or ``"hidden"``), by the rules above."""
-    layers = arch.layers
-    out: dict[int, str] = {}
-    last_weight = max(i for i, layer in enumerate(layers) if isinstance(layer, (Conv, Linear, InvertedResidual)))
-    shapes = _input_channels(arch)
-    for i, layer in enumerate(layers):
-        if isinstance(layer, InvertedResidual):
-            if layer.expansion != 1 and layer.conv != "grouped":
-                out[i] = "hidden"
+# --------------------------------------------------------------------------- importance (torch)
+
+
+def _weight_scores(model: nn.Module, plan: ChannelPlan, p: int) -> dict[int, torch.Tensor]:
+    scores = {g: torch.zeros(group.channels) for g, group in enumerate(plan.groups) if group.prunable}
+    for s in plan.slices:
+        if s.kind == "bn":
             continue
-        if i == last_weight or not isinstance(layer, (Conv, Linear)):
-            continue
-        if isinstance(layer, Conv) and layer.groups != 1:
-            continue
-        nxt = next((j for j in range(i + 1, len(layers)) if isinstance(layers[j], (Conv, Linear, InvertedResidual))),
-                   None)
-        if nxt is None:
-            continue
-        after = layers[nxt]
-        if isinstance(after, Conv) and after.groups != 1:
-            continue
-        if isinstance(after, InvertedResidual) and (after.expansion == 1 or after.has_residual(shapes[nxt])):
-            continue
-        out[i] = "out"
-    return out
+        w = model.get_submodule(s.name).weight.detach().abs().pow(p)
+        if s.out in scores:
+            scores[s.out] += w.flatten(1).sum(1)
+        if s.inp in scores and s.group_in > 1:  # a depthwise filter is already its input channel's
+            per_group = w.reshape(s.groups, w.shape[0] // s.groups, s.group_in, s.area, -1)
+            scores[s.inp] += per_group.sum((1, 3, 4)).flatten()
+    return scores
 
 
-def _input_channels(arch: ArchSpec) -> list[int]:
-    chans, shape = [], arch.input_shape
-    from nas.graph import layer_ops
+def _activation_scores(model: nn.Module, plan: ChannelPlan, data: torch.Tensor) -> dict[int, torch.Tensor]:
+    taps = [t for t in plan.taps if plan.groups[t.group].prunable]
+    sums = [torch.zeros(plan.groups[t.group].channels) for t in taps]
 
-    for i, layer in enumerate(arch.layers):
-        chans.append(shape[0])
-        _, shape = layer_ops(layer, f"layers.{i}", shape)
-    return chans
-
-
-def _act_module(unit: nn.Sequential) -> nn.Module | None:
-    acts = [m for m in unit if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    return acts[-1] if acts else None
-
-
-def channel_importance(model: Network, criterion: Criterion = "l1", data: torch.Tensor | None = None
-                       ) -> dict[int, torch.Tensor]:
-    """Score of every prunable channel, per layer index (higher = more important)."""
-    if criterion not in CRITERIA:
-        raise CompressError(f"structured pruning: criterion must be one of {list(CRITERIA)}, but got {criterion!r}.")
-    arch = model.spec
-    units = prunable_units(arch)
-    layers = model.layers
-    scores: dict[int, torch.Tensor] = {}
-    if criterion in ("l1", "l2"):
-        p = 1 if criterion == "l1" else 2
-        for i, what in units.items():
-            weight = layers[i][0][0].weight if what == "hidden" else layers[i][0].weight
-            scores[i] = weight.detach().flatten(1).norm(p=p, dim=1)
-        return scores
-    if data is None:
-        raise CompressError("structured pruning: criterion 'activation' needs data (a batch of inputs).")
-    stats: dict[int, list[torch.Tensor]] = {i: [] for i in units}
-    hooks = []
-
-    def hook_for(i: int, fires: bool) -> Callable[[nn.Module, object, torch.Tensor], None]:
+    def hook_for(k: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_: nn.Module, __: object, out: torch.Tensor) -> None:
-            x = (out > 0).float() if fires else out.abs()
-            stats[i].append(x.transpose(0, 1).flatten(1).mean(1) if x.dim() > 1 else x)
+            x = (out > 0).float() if taps[k].fires else out.abs()
+            sums[k] += x.transpose(0, 1).flatten(1).sum(1) / (x[0, 0].numel())
         return hook
 
-    for i, what in units.items():
-        unit = layers[i][1] if what == "hidden" and arch.layers[i].expansion != 1 else layers[i]  # spatial unit
-        act = _act_module(unit)
-        target = act if act is not None else unit
-        hooks.append(target.register_forward_hook(hook_for(i, act is not None)))
+    hooks = [model.get_submodule(t.module).register_forward_hook(hook_for(k)) for k, t in enumerate(taps)]
     was = model.training
     model.eval()
     try:
@@ -125,118 +74,106 @@ def channel_importance(model: Network, criterion: Criterion = "l1", data: torch.
         for h in hooks:
             h.remove()
         model.train(was)
-    return {i: torch.stack(v).mean(0) for i, v in stats.items()}
+    scores = {g: torch.zeros(group.channels) for g, group in enumerate(plan.groups) if group.prunable}
+    for t, total in zip(taps, sums):
+        scores[t.group] += total / (total.mean() + 1e-12)  # each tensor on the same scale
+    return scores
 
 
-def _expansion(hidden: int, cin: int) -> float:
-    """An expansion that makes ``InvertedResidual.hidden(cin) == hidden`` and is never exactly 1."""
-    e = hidden / cin if hidden != cin else (hidden + 0.25) / cin
-    if int(round(cin * e)) != hidden:  # float rounding: nudge towards the target
-        e = (hidden + 0.25) / cin
-    return e
+def channel_importance(model: Network, criterion: Criterion = "l1", data: torch.Tensor | None = None
+                       ) -> dict[int, torch.Tensor]:
+    """Score of every channel of every prunable group (index into :func:`channel_groups`); higher is kept."""
+    if not isinstance(model, Network):
+        raise CompressError(f"structured pruning needs a nas Network, but got {type(model).__name__}.")
+    return _importance(model, channel_plan(model.spec), criterion, data)
 
 
-def prune_channels(model: Network, ratio: float, *, criterion: Criterion = "l1", data: torch.Tensor | None = None,
-                   layers: dict[int, float] | None = None, min_channels: int = 1) -> Network:
-    """A new, narrower network keeping the most important ``1 - ratio`` of each prunable unit's channels.
+def _importance(model: nn.Module, plan: ChannelPlan, criterion: str, data: torch.Tensor | None) -> dict[int, torch.Tensor]:
+    if criterion not in CRITERIA:
+        raise CompressError(f"structured pruning: criterion must be one of {list(CRITERIA)}, but got {criterion!r}.")
+    if criterion != "activation":
+        return _weight_scores(model, plan, 1 if criterion == "l1" else 2)
+    if data is None:
+        raise CompressError("structured pruning: criterion 'activation' needs data (a batch of training inputs); "
+                            "pass data=, or use criterion 'l1' or 'l2'.")
+    return _activation_scores(model, plan, data)
 
-    ``layers`` overrides the ratio per layer index. Kept channels keep their
-    weights, so each kept channel's output equals the original's while its inputs
-    are unchanged (the first pruned layer's outputs exactly).
+
+# --------------------------------------------------------------------------- slicing (torch)
+
+
+def _kept_channels(score: torch.Tensor, group: ChannelGroup, kept: int) -> torch.Tensor:
+    """Indices (ascending) of the ``kept`` best-scoring channels, the same number from each part."""
+    per_part = score.view(group.parts, -1)
+    best = torch.argsort(per_part, dim=1, descending=True, stable=True)[:, : kept // group.parts].sort(dim=1).values
+    return (best + torch.arange(group.parts)[:, None] * per_part.shape[1]).flatten()
+
+
+@torch.no_grad()
+def _copy(big: nn.Module, small: nn.Module, plan: ChannelPlan, keep: dict[int, torch.Tensor]) -> None:
+    for s in plan.slices:
+        src, dst = big.get_submodule(s.name), small.get_submodule(s.name)
+        out = keep.get(s.out)
+        if s.kind == "bn":
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = getattr(src, name)
+                getattr(dst, name).copy_(t if out is None else t[out])
+            dst.num_batches_tracked.copy_(src.num_batches_tracked)
+            continue
+        w = src.weight if out is None else src.weight[out]
+        inp = keep.get(s.inp)
+        if inp is not None and s.groups == 1:
+            if s.area > 1:
+                inp = (inp[:, None] * s.area + torch.arange(s.area)[None, :]).flatten()
+            w = w[:, inp]
+        elif inp is not None and s.group_in > 1:  # grouped: each group keeps its own inputs (a depthwise conv has one)
+            at = (inp % s.group_in).view(s.groups, -1)
+            rows = w.view(s.groups, -1, *w.shape[1:])
+            w = torch.stack([rows[k][:, at[k]] for k in range(s.groups)]).flatten(0, 1)
+        dst.weight.copy_(w)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias if out is None else src.bias[out])
+
+
+def prune_channels(model: Network, ratio: float, *, criterion: Criterion = "l1",
+                   data: torch.Tensor | None = None) -> Network:
+    """A new, narrower network: ``nas.build_model(pruned_arch(model.spec, ratio))`` with the kept weights.
+
+    Every prunable group keeps its most important channels (the same number in each
+    group of a grouped conv); kept channels keep their weights, so at ``ratio == 0`` the output is the
+    original's. ``data`` is a batch of inputs, needed by ``criterion="activation"``.
     """
     if not isinstance(model, Network):
         raise CompressError(f"structured pruning needs a nas Network, but got {type(model).__name__}.")
-    if not 0.0 <= ratio < 1.0:
-        raise CompressError(f"structured pruning: ratio must satisfy 0 <= ratio < 1, but got {ratio}.")
-    arch = model.spec
-    scores = channel_importance(model, criterion, data)
+    check_ratio(ratio)
+    if model.spec.lowrank is not None:
+        raise CompressError("structured pruning runs before low-rank factorization (it sets the widths the "
+                            "factors see), but this network is already factorized.")
+    plan = channel_plan(model.spec)
+    scores = _importance(model, plan, criterion, data)
     keep: dict[int, torch.Tensor] = {}
-    for i, score in scores.items():
-        r = (layers or {}).get(i, ratio)
-        n = score.numel()
-        kept = max(min_channels, n - math.floor(r * n))
-        keep[i] = torch.topk(score, min(kept, n)).indices.sort().values
-    new_layers: list[Layer] = []
-    cin = arch.input_shape[0]
-    for i, layer in enumerate(arch.layers):
-        if isinstance(layer, Conv) and i in keep:
-            layer = Conv(len(keep[i]), layer.kernel, layer.stride, layer.groups, layer.bn, layer.act, layer.padding)
-        elif isinstance(layer, Linear) and i in keep:
-            layer = Linear(len(keep[i]), layer.act, layer.bias)
-        elif isinstance(layer, InvertedResidual) and layer.expansion != 1:
-            hidden = len(keep[i]) if i in keep else layer.hidden(_input_channels(arch)[i])
-            layer = InvertedResidual(layer.out, _expansion(hidden, cin), layer.kernel, layer.stride, layer.conv,
-                                     layer.groups, layer.act, layer.linear, layer.residual)
-        new_layers.append(layer)
-        cin = _out_channels(layer, cin)
-    new_arch = ArchSpec(arch.input_shape, tuple(new_layers), arch.family)
-    small = build_model(new_arch)
-    _copy_weights(model, small, keep)
+    for g, score in scores.items():
+        kept = plan.groups[g].kept(ratio)
+        if kept < plan.groups[g].channels:
+            keep[g] = _kept_channels(score, plan.groups[g], kept)
+    small = build_model(pruned_arch(model.spec, ratio))
+    _copy(model, small, plan, keep)
     small.train(model.training)
     return small
 
 
-def _out_channels(layer: Layer, cin: int) -> int:
-    if isinstance(layer, (Conv, Linear, InvertedResidual)):
-        return layer.out
-    return cin
-
-
-def _copy_unit(src: nn.Sequential, dst: nn.Sequential, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None,
-               depthwise: bool = False) -> None:
-    with torch.no_grad():
-        for a, b in zip(src, dst):
-            if isinstance(a, (nn.Conv2d, nn.Linear)):
-                w = a.weight
-                if out_idx is not None:
-                    w = w[out_idx]
-                if in_idx is not None and not depthwise:
-                    w = w[:, in_idx]
-                b.weight.copy_(w)
-                if a.bias is not None:
-                    b.bias.copy_(a.bias if out_idx is None else a.bias[out_idx])
-            elif isinstance(a, nn.BatchNorm2d):
-                for name in ("weight", "bias", "running_mean", "running_var"):
-                    t = getattr(a, name)
-                    getattr(b, name).copy_(t if out_idx is None else t[out_idx])
-                b.num_batches_tracked.copy_(a.num_batches_tracked)
-
-
-def _copy_weights(big: Network, small: Network, keep: dict[int, torch.Tensor]) -> None:
-    arch = big.spec
-    op_list = ops(arch)
-    cur: torch.Tensor | None = None  # kept input channels of the current layer (None: all)
-    for i, layer in enumerate(arch.layers):
-        src, dst = big.layers[i], small.layers[i]
-        if isinstance(layer, (Conv, Linear)):
-            _copy_unit(src, dst, keep.get(i), cur)
-            cur = keep.get(i)
-        elif isinstance(layer, InvertedResidual):
-            hidden = keep.get(i)
-            units = list(zip(src, dst))
-            if layer.expansion != 1:
-                (s0, d0), units = units[0], units[1:]
-                _copy_unit(s0, d0, hidden, cur)
-            (s1, d1), (s2, d2) = units
-            _copy_unit(s1, d1, hidden, hidden, depthwise=layer.conv == "depthwise")
-            _copy_unit(s2, d2, None, hidden)
-            cur = None
-        elif isinstance(layer, Flatten) and cur is not None:
-            flat = next(op for op in op_list if op.name == f"layers.{i}.0")
-            area = flat.h * flat.w
-            cur = (cur[:, None] * area + torch.arange(area)[None, :]).flatten()
-        elif not isinstance(layer, (MaxPool, GlobalAvgPool, Flatten)):
-            raise CompressError(f"structured pruning: unsupported layer {layer!r}.")
-
-
 @dataclass(frozen=True)
 class ChannelPruning(CompressionMethod):
-    """Structured pruning (:func:`prune_channels`); ``apply`` returns a *new*, smaller network."""
+    """Structured pruning (:func:`prune_channels`); ``apply`` returns a *new*, smaller network.
+
+    ``data`` (a batch of training inputs) is what the ``activation`` criterion scores.
+    """
 
     ratio: float = 0.5
     criterion: Criterion = "l1"
+    data: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
-    def apply(self, model: nn.Module, data: torch.Tensor | None = None) -> nn.Module:
+    def apply(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, Network):
             raise CompressError(f"structured pruning needs a nas Network, but got {type(model).__name__}.")
-        return prune_channels(model, self.ratio, criterion=self.criterion, data=data)
+        return prune_channels(model, self.ratio, criterion=self.criterion, data=self.data)
