@@ -139,7 +139,8 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     teacher_cand = Candidate.from_json(teacher_row["candidate"])
     teacher_cand = Candidate(teacher_cand.arch, replace(teacher_cand.compression, sparsity_conv=0.0,
                                                         sparsity_linear=0.0, codebook_bits=None, quantization="none",
-                                                        lowrank_ratio=None))
+                                                        lowrank_ratio=None, channel_ratio=0.0,
+                                                        channel_importance="l1"))
     torch.manual_seed(seed)
     teacher = build_model(teacher_cand.arch)
     bar.set_postfix_str(f"teacher (trial {int(teacher_row['number'])})")
@@ -167,7 +168,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
             recovery = replace(base, epochs=cfg.recovery_epochs)  # the proxy's learning rate: binary needs it
             compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
         else:
-            compressed = apply_compression(student, cand.compression)
+            compressed = apply_compression(student, cand.compression, data=splits.train.tensors[0][:256])
         compressed_test = evaluate(compressed, splits.test)
         report = save_container(compressed, d / "model.nasz")
         save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible

@@ -31,4 +31,5 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
         steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
                       "failed": run.failed})
 
-    return apply_compression(model, compression, retrain=recover), steps
+    data = splits.train.tensors[0][:256]  # what the activation channel importance scores
+    return apply_compression(model, compression, retrain=recover, data=data), steps

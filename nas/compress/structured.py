@@ -94,8 +94,8 @@ def _importance(model: nn.Module, plan: ChannelPlan, criterion: str, data: torch
     if criterion != "activation":
         return _weight_scores(model, plan, 1 if criterion == "l1" else 2)
     if data is None:
-        raise CompressError("structured pruning: criterion 'activation' needs data (a batch of training inputs); "
-                            "pass data=, or use criterion 'l1' or 'l2'.")
+        raise CompressError("structured pruning: criterion 'activation' needs data (a batch of training inputs), "
+                            "and none was given here; pass data=, or use channel importance 'l1' or 'l2'.")
     return _activation_scores(model, plan, data)
 
 

@@ -58,7 +58,8 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
         history = list(first.history)
         if first.failed or first.stopped_early:  # failed, pruned or out of time
             return first
-    model = apply_compression(model, candidate.compression, inplace=True)
+    model = apply_compression(model, candidate.compression, inplace=True,
+                              data=splits.train.tensors[0][:256])  # the activation channel importance's batch
     last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1),
                  on_epoch=lambda epoch, accuracy: on_epoch(dense_epochs + epoch, accuracy))
     return replace(last, history=history + list(last.history), epochs=dense_epochs + last.epochs)
