@@ -223,3 +223,25 @@ def test_every_shipped_table_covers_every_builtin_classifier_space(profile_name:
             assert profile.missing(arch) == [], (name, seed)
             assert profile.calibration_for(arch) is not None, (name, arch.input_shape)
             assert profile.latency_ms(arch) > 0
+
+
+def test_factorized_layers_are_measured_and_derived(tiny_space: nas.Space, tmp_path: Path) -> None:
+    """A space that samples low rank gets its factorized layers measured; a table without them
+    prices a factorized layer from its dense one, reported as interpolated, and cheaper."""
+    config = {**TINY_SPACE, "name": "hw-lowrank", "compression": {"lowrank_ratio": [None, 0.25]}}
+    (tmp_path / "hw-lowrank.yaml").write_text(yaml.safe_dump(config))
+    space = nas.load_space(tmp_path / "hw-lowrank.yaml")
+    path = tmp_path / "lowrank-cpu.json"
+    profile = build_table(space, "lowrank-cpu", path, rounds=2, target_ms=0.2, log=lambda _: None)
+    arch = nas.compressed(space.random(0).arch, nas.CompressionSpec(lowrank_ratio=0.25))
+    assert any(":k3x1:" in key for key in profile.data.entries) and any(":k1x3:" in key for key in profile.data.entries)
+    exact = profile.predict(arch)  # strict: every factorized layer was measured
+    assert not exact.interpolated and exact.ms > 0
+    dense_only = LutProfile.load(path)
+    factorized = re.compile(r":k\d+x\d+:")  # a k x 1 or 1 x k conv
+    dense_only.data.entries = {k: v for k, v in dense_only.data.entries.items() if not factorized.search(k)}
+    with pytest.raises(HardwareError):
+        dense_only.predict(arch)
+    derived = dense_only.predict(arch, interpolate=True)
+    assert derived.interpolated and dense_only.latency_ms(arch) == derived.ms
+    assert derived.ms < dense_only.latency_ms(space.random(0).arch)

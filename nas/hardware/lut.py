@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -168,18 +169,22 @@ class LutProfile(HardwareProfile):
         A layer missing from the table is an error naming the missing signatures
         and the command that measures them, unless ``interpolate`` is set: then its
         time is scaled by MAdds from the measured layer of the same structure
-        (kinds, kernels, strides, input size) nearest in MAdds, and reported in
-        ``Prediction.interpolated``.
+        (kinds, kernels, strides, input size) nearest in MAdds, or, for a factorized
+        layer (``arch.lowrank``) whose structure the table lacks, from its dense layer,
+        and reported in ``Prediction.interpolated``.
         """
         layers: list[tuple[str, float]] = []
         missing: list[str] = []
         interpolated: list[str] = []
+        dense = layer_groups(ops(replace(arch, lowrank=None))) if interpolate and arch.lowrank is not None else {}
         for name, group in layer_groups(ops(arch)).items():
             entry = self.data.entries.get(layer_key(group))
             if entry is not None:
                 layers.append((name, entry.min_ms))
                 continue
             estimate = self._interpolate(group) if interpolate else None
+            if estimate is None and name in dense:
+                estimate = self._from_dense(group, dense[name])
             if estimate is None:
                 missing.append(layer_key(group))
             else:
@@ -212,8 +217,19 @@ class LutProfile(HardwareProfile):
         ref_madds, ref_ms = min(candidates, key=lambda c: abs(math.log((c[0] + 1) / (madds + 1))))
         return ref_ms * (madds + 1) / (ref_madds + 1)
 
+    def _from_dense(self, group: list[Op], dense: list[Op]) -> float | None:
+        """A factorized layer the table lacks: its dense layer's time, scaled by MAdds (as :meth:`_interpolate`)."""
+        entry = self.data.entries.get(layer_key(dense))
+        dense_ms = entry.min_ms if entry is not None else self._interpolate(dense)
+        if dense_ms is None:
+            return None
+        return dense_ms * (sum(o.madds for o in group) + 1) / (sum(o.madds for o in dense) + 1)
+
     def latency_ms(self, arch: ArchSpec) -> float:
-        return self.predict(arch).ms
+        """:meth:`predict` with interpolation: compressed networks run layers the table may not hold
+        (structured-pruned channel counts, factorized layers); a structure it has never measured is
+        still an error."""
+        return self.predict(arch, interpolate=True).ms
 
     def provenance(self) -> dict[str, Any]:
         d = self.data

@@ -16,7 +16,7 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from nas.cost import count_ops
 from nas.errors import HardwareError
-from nas.graph import layer_ops
+from nas.graph import factorize_ops, layer_ops
 from nas.hardware.lut import Calibration, Entry, LutFile, LutProfile, Method, layer_key, layer_structure, shape_key
 from nas.models import build_model
 from nas.space import Space
@@ -83,15 +83,26 @@ def measure(items: Sequence[tuple[torch.nn.Module, torch.Tensor]], *, rounds: in
     return samples
 
 
-def _layer_module(layer: Layer, shape: tuple[int, ...], batch: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The layer's own module (``layers.0`` of a one-layer network): no wrapper calls timed."""
+def _layer_module(layer: Layer, shape: tuple[int, ...], batch: int, lowrank: float | None = None
+                  ) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The layer's own module (``layers.0`` of a one-layer network, factorized at ``lowrank``):
+    no wrapper calls timed."""
     torch.manual_seed(0)
-    return build_model(ArchSpec(shape, (layer,))).layers[0], torch.randn(batch, *shape)
+    return build_model(ArchSpec(shape, (layer,), lowrank=lowrank)).layers[0], torch.randn(batch, *shape)
+
+
+def _signatures(space: Space) -> Iterator[tuple[Layer, tuple[int, ...], float | None]]:
+    """Every (layer, input shape, low-rank ratio) the space's networks run, dense and factorized."""
+    ratios = sorted({r for r in space.config.compression.lowrank_ratio if r is not None})
+    for layer, shape in sorted(space.layer_inputs(), key=repr):
+        for ratio in (None, *ratios):
+            yield layer, shape, ratio
 
 
 def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch: int = 1, rounds: int = 11,
                 target_ms: float = 1.0, chunk: int = 1024, log: Callable[[str], None] = print) -> LutProfile:
-    """Measure every layer signature ``space`` can produce into the table at ``path``.
+    """Measure every layer signature ``space`` can produce into the table at ``path``, each layer
+    dense and factorized at every low-rank ratio the space samples.
 
     Layers are measured ``chunk`` at a time, all of a chunk interleaved in every
     round, so that each layer's samples spread over the whole chunk's duration
@@ -117,12 +128,13 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
             framework_version=torch.__version__, threads=threads, batch=batch, dtype="float32",
             date=datetime.now(timezone.utc).date().isoformat(),
             method=Method(warmup=WARMUP, rounds=rounds, target_ms=target_ms)), str(path))
-    todo: dict[str, tuple[Layer, tuple[int, ...], list[Any]]] = {}
-    for layer, shape in sorted(space.layer_inputs(), key=repr):
+    todo: dict[str, tuple[Layer, tuple[int, ...], float | None, list[Any]]] = {}
+    for layer, shape, ratio in _signatures(space):
         group = layer_ops(layer, "layers.0", shape)[0]
+        group = group if ratio is None else factorize_ops(group, ratio)
         key = layer_key(group)
         if key not in profile.data.entries:
-            todo.setdefault(key, (layer, shape, group))
+            todo.setdefault(key, (layer, shape, ratio, group))
     total = len(todo)
     profile.data.spaces[space.name] = list(space.input_shape)
     if not todo:
@@ -132,7 +144,7 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
     keys = list(todo)
     probe = keys[:: max(1, len(keys) // 8)][:8]
     start = time.perf_counter()
-    probe_samples = measure([_layer_module(todo[k][0], todo[k][1], batch) for k in probe], rounds=1,
+    probe_samples = measure([_layer_module(todo[k][0], todo[k][1], batch, todo[k][2]) for k in probe], rounds=1,
                             target_ms=target_ms)
     # The probe paid set-up, warm-up and one sample per item; each further round adds one sample,
     # which lasts target_ms or one call, whichever is longer.
@@ -144,10 +156,10 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
     with tqdm(total=total, desc=f"hardware build {name}", unit="layer") as bar:
         for i in range(0, total, chunk):
             part = keys[i:i + chunk]
-            samples = measure([_layer_module(todo[k][0], todo[k][1], batch) for k in part], rounds=rounds,
+            samples = measure([_layer_module(todo[k][0], todo[k][1], batch, todo[k][2]) for k in part], rounds=rounds,
                               target_ms=target_ms, seed=i)
             for key, s in zip(part, samples):
-                group = todo[key][2]
+                group = todo[key][3]
                 profile.data.entries[key] = Entry(
                     min_ms=min(s), median_ms=statistics.median(s), mean_ms=statistics.fmean(s),
                     std_ms=statistics.stdev(s) if len(s) > 1 else 0.0, count=len(s),
