@@ -90,29 +90,40 @@ class Tap(NamedTuple):
 class ChannelPlan:
     """What :func:`channel_plan` works out: the groups (the network's input first), the
     ``(input, hidden, output)`` group of every layer (``hidden``: an inverted-residual block's
-    hidden channels), every weight op's groups and, for the ``activation`` importance, the
-    modules whose outputs lie in each group."""
+    hidden channels) and, with ``weights``, every weight op's groups and, for the ``activation``
+    importance, the modules whose outputs lie in each group."""
 
-    groups: list[ChannelGroup] = field(default_factory=list)
-    layers: list[tuple[int, int, int]] = field(default_factory=list)
+    groups: list[ChannelGroup]
+    layers: list[tuple[int, int, int]]
     slices: list[WeightSlice] = field(default_factory=list)
     taps: list[Tap] = field(default_factory=list)
 
-    def new(self, channels: int, prunable: bool = True) -> int:
-        self.groups.append(ChannelGroup(channels, 1, prunable))
-        return len(self.groups) - 1
 
-    def freeze(self, g: int) -> None:
-        self.groups[g] = dataclasses.replace(self.groups[g], prunable=False)
+class _Builder:
+    """Groups as plain lists while the walk over the layers couples them (it runs for every scored candidate)."""
+
+    def __init__(self, weights: bool) -> None:
+        self.weights = weights
+        self.channels: list[int] = []
+        self.parts: list[int] = []
+        self.prunable: list[bool] = []
+        self.layers: list[tuple[int, int, int]] = []
+        self.slices: list[WeightSlice] = []
+        self.taps: list[Tap] = []
+
+    def new(self, channels: int, prunable: bool = True) -> int:
+        self.channels.append(channels)
+        self.parts.append(1)
+        self.prunable.append(prunable)
+        return len(self.channels) - 1
 
     def split(self, g: int, parts: int) -> None:
         """Group ``g`` is read by a conv of ``parts`` groups: each part keeps as many channels as the others."""
-        group = self.groups[g]
-        common = math.lcm(group.parts, parts)
-        if group.channels % common or common == group.channels:  # groups that do not nest, or one channel each
-            self.freeze(g)
+        common = math.lcm(self.parts[g], parts)
+        if self.channels[g] % common or common == self.channels[g]:  # groups that do not nest, or one channel each
+            self.prunable[g] = False
         else:
-            self.groups[g] = dataclasses.replace(group, parts=common)
+            self.parts[g] = common
 
     def add(self, ops: list[Op], roles: Callable[[str], tuple[int, int]], area: int = 1) -> None:
         """Record the weight ops of one layer; ``roles(name)`` gives an op's (output, input) groups."""
@@ -122,6 +133,16 @@ class ChannelPlan:
                 cols = area if op.kind == "linear" else 1
                 self.slices.append(WeightSlice(op.name, op.kind, out, inp, cols, op.groups, op.cin // op.groups // cols))
 
+    def plan(self) -> ChannelPlan:
+        members: dict[int, list[tuple[str, str]]] = {}
+        for s in self.slices:
+            members.setdefault(s.out, []).append((s.name, "out"))
+            if s.kind != "bn" and (s.inp != s.out or s.group_in > 1):  # a depthwise filter is its input's too
+                members.setdefault(s.inp, []).append((s.name, "in"))
+        groups = [ChannelGroup(c, p, ok, tuple(members.get(k, ())))
+                  for k, (c, p, ok) in enumerate(zip(self.channels, self.parts, self.prunable))]
+        return ChannelPlan(groups, self.layers, self.slices, self.taps)
+
 
 def check_ratio(ratio: float) -> None:
     """Raise :class:`CompressError` unless ``0 <= ratio < 1``."""
@@ -130,64 +151,61 @@ def check_ratio(ratio: float) -> None:
                             f"removed), but got {ratio!r}.")
 
 
-def _block(plan: ChannelPlan, layer: InvertedResidual, i: int, cur: int, cin: int, ops: list[Op]) -> int:
+def _block(b: _Builder, layer: InvertedResidual, i: int, cur: int, ops: list[Op]) -> int:
     """Groups of an inverted-residual block reading group ``cur``; returns its output group."""
-    hidden = layer.hidden(cin)
+    cin = b.channels[cur]
     if layer.expansion != 1:
-        hid = plan.new(hidden)
+        hid = b.new(layer.hidden(cin))
         roles = [(hid, cur), (hid, hid)]
     else:  # no expansion conv: the spatial conv works on the input channels
         hid = cur
         roles = [(hid, hid)]
     if layer.conv == "grouped":
-        plan.split(hid, layer.groups)
-    out = cur if layer.has_residual(cin) else plan.new(layer.out)
+        b.split(hid, layer.groups)
+    out = cur if layer.has_residual(cin) else b.new(layer.out)
     roles.append((out, hid))
-    plan.add(ops, lambda name: roles[int(name.split(".")[2])])  # (output, input) group per unit
-    spatial = len(roles) - 2
-    plan.taps.append(Tap(f"layers.{i}.{spatial}", hid, layer.act != "none"))
-    plan.taps.append(Tap(f"layers.{i}", out, not layer.linear and layer.act != "none"))
-    plan.layers.append((cur, hid, out))
+    b.layers.append((cur, hid, out))
+    if b.weights:
+        b.add(ops, lambda name: roles[int(name.split(".")[2])])  # (output, input) group per unit
+        b.taps.append(Tap(f"layers.{i}.{len(roles) - 2}", hid, layer.act != "none"))  # the spatial unit
+        b.taps.append(Tap(f"layers.{i}", out, not layer.linear and layer.act != "none"))
     return out
 
 
-def channel_plan(arch: ArchSpec) -> ChannelPlan:
-    """The channel groups of ``arch`` and which group every weight op reads and writes."""
+def channel_plan(arch: ArchSpec, *, weights: bool = True) -> ChannelPlan:
+    """The channel groups of ``arch`` and, with ``weights``, which groups every weight op reads and writes."""
     if arch.detector is not None:
         raise CompressError("structured pruning: detector networks are not supported (their heads read "
                             "backbone feature maps); prune the backbone's space with channel_ratio 0.")
-    plan = ChannelPlan()
+    b = _Builder(weights)
     shape = arch.input_shape
-    cur = plan.new(shape[0], prunable=False)  # the network's input
+    cur = b.new(shape[0], prunable=False)  # the network's input
     area = 1
     last = len(arch.layers) - 1
     for i, layer in enumerate(arch.layers):
-        ops, out_shape = layer_ops(layer, f"layers.{i}", shape)
+        ops: list[Op] = []
+        if weights:  # shapes only matter for the columns a linear layer reads after flatten
+            ops, out_shape = layer_ops(layer, f"layers.{i}", shape)
         if isinstance(layer, (Conv, Linear)):
-            out = plan.new(layer.out, prunable=i != last)
+            out = b.new(layer.out, prunable=i != last)
             if isinstance(layer, Conv) and layer.groups != 1:
-                plan.freeze(cur)
-                plan.freeze(out)
-            plan.add(ops, lambda name: (out, cur), area)
-            plan.taps.append(Tap(f"layers.{i}", out, layer.act != "none"))
-            plan.layers.append((cur, out, out))
+                b.prunable[cur] = b.prunable[out] = False
+            b.layers.append((cur, out, out))
+            if weights:
+                b.add(ops, lambda name: (out, cur), area)
+                b.taps.append(Tap(f"layers.{i}", out, layer.act != "none"))
             cur, area = out, 1
         elif isinstance(layer, InvertedResidual):
-            cur = _block(plan, layer, i, cur, shape[0], ops)
+            cur = _block(b, layer, i, cur, ops)
         elif isinstance(layer, (MaxPool, GlobalAvgPool, Flatten)):
-            if isinstance(layer, Flatten):
+            if isinstance(layer, Flatten) and weights:
                 area = shape[1] * shape[2]
-            plan.layers.append((cur, cur, cur))
+            b.layers.append((cur, cur, cur))
         else:  # pragma: no cover - the spec's layer union is closed
             raise CompressError(f"structured pruning: unsupported layer {layer!r}.")
-        shape = out_shape
-    members: dict[int, list[tuple[str, str]]] = {}
-    for s in plan.slices:
-        members.setdefault(s.out, []).append((s.name, "out"))
-        if s.kind != "bn" and (s.inp != s.out or s.group_in > 1):  # a depthwise filter is its input's too
-            members.setdefault(s.inp, []).append((s.name, "in"))
-    plan.groups = [dataclasses.replace(g, members=tuple(members.get(k, ()))) for k, g in enumerate(plan.groups)]
-    return plan
+        if weights:
+            shape = out_shape
+    return b.plan()
 
 
 def channel_groups(arch: ArchSpec) -> list[ChannelGroup]:
@@ -204,22 +222,27 @@ def _expansion(hidden: int, cin: int) -> float:
 
 
 def _pruned_layer(layer: Layer, cin: int, hidden: int, out: int, cin_before: int) -> Layer:
-    if isinstance(layer, (Conv, Linear)):
-        return layer if layer.out == out else dataclasses.replace(layer, out=out)
+    if isinstance(layer, Conv):
+        return layer if layer.out == out else Conv(out, layer.kernel, layer.stride, layer.groups, layer.bn, layer.act,
+                                                    layer.padding)
+    if isinstance(layer, Linear):
+        return layer if layer.out == out else Linear(out, layer.act, layer.bias)
     if not isinstance(layer, InvertedResidual):
         return layer
-    changes: dict[str, object] = {}
-    if out != layer.out:
-        changes["out"] = out
-    if layer.expansion != 1 and hidden != layer.hidden(cin):
-        changes["expansion"] = _expansion(hidden, cin)
-    if layer.residual and not layer.has_residual(cin_before) and layer.stride == 1 and cin == out:
-        changes["residual"] = False  # widths that became equal must not create an add the network lacks
-    return dataclasses.replace(layer, **changes) if changes else layer  # type: ignore[arg-type]
+    expansion = layer.expansion
+    if expansion != 1 and hidden != layer.hidden(cin):
+        expansion = _expansion(hidden, cin)
+    # widths that became equal must not create a residual add the network lacks
+    residual = layer.residual and (layer.has_residual(cin_before) or layer.stride != 1 or cin != out)
+    if (out, expansion, residual) == (layer.out, layer.expansion, layer.residual):
+        return layer
+    return InvertedResidual(out, expansion, layer.kernel, layer.stride, layer.conv, layer.groups, layer.act,
+                            layer.linear, residual)
 
 
 def pruned_arch(arch: ArchSpec, ratio: float) -> ArchSpec:
-    """``arch`` with ``ratio`` of every prunable channel group removed: what :func:`prune_channels` builds.
+    """``arch`` with ``ratio`` of every prunable channel group removed: what
+    :func:`nas.compress.structured.prune_channels` builds.
 
     Pure spec arithmetic, deterministic, and the identity at ``ratio == 0``. Raises
     :class:`CompressError` for a ratio outside ``[0, 1)`` or a detector network.
@@ -227,7 +250,7 @@ def pruned_arch(arch: ArchSpec, ratio: float) -> ArchSpec:
     check_ratio(ratio)
     if ratio == 0:
         return arch
-    plan = channel_plan(arch)
+    plan = channel_plan(arch, weights=False)
     keep = [g.kept(ratio) for g in plan.groups]
     layers = tuple(_pruned_layer(layer, keep[cin], keep[hid], keep[out], plan.groups[cin].channels)
                    for layer, (cin, hid, out) in zip(arch.layers, plan.layers))
