@@ -126,6 +126,13 @@ def lowrank_rank(ratio: float, kernel: int, cin: int, cout: int) -> int:
     return max(1, math.ceil(ratio * kernel * min(cin, cout)))
 
 
+def _rectangular(op: Op, kernel_w: int, stride_w: int, padding_w: int) -> Op:
+    """``op`` with these width-wise settings; a square op (a 1x1 factor) stays in the square form."""
+    if (kernel_w, stride_w, padding_w) == (op.kernel, op.stride, op.padding):
+        return op
+    return op._replace(kernel_w=kernel_w, stride_w=stride_w, padding_w=padding_w)
+
+
 def factorize_ops(op_list: list[Op], ratio: float) -> list[Op]:
     """The ops of a network whose conv and linear layers are factorized at ``ratio`` of their rank.
 
@@ -147,11 +154,10 @@ def factorize_ops(op_list: list[Op], ratio: float) -> list[Op]:
             k = op.kernel
             rank = lowrank_rank(ratio, k, op.cin, op.cout)
             if rank * k * (op.cin + op.cout) < op.weight_count:
-                vertical = op._replace(name=f"{op.name}.0", cout=rank, bias=False, kernel_w=1, stride_w=1,
-                                       padding_w=0)
-                out += [vertical, op._replace(name=f"{op.name}.1", cin=rank, h=vertical.out_h, kernel=1,
-                                              kernel_w=k, stride=1, stride_w=op.stride, padding=0,
-                                              padding_w=op.padding)]
+                vertical = _rectangular(op._replace(name=f"{op.name}.0", cout=rank, bias=False), 1, 1, 0)
+                horizontal = _rectangular(op._replace(name=f"{op.name}.1", cin=rank, h=vertical.out_h, kernel=1,
+                                                      stride=1, padding=0), k, op.stride, op.padding)
+                out += [vertical, horizontal]
                 continue
         out.append(op)
     return out
