@@ -26,15 +26,15 @@ import numpy as np
 
 from nas.compressed import compressed
 from nas.graph import Op, factorize_ops, layer_ops, lowrank_rank, ops
+from nas._values import value_huffman_bits
 from nas.spec import ArchSpec, CompressionSpec, Layer
+from nas.storage import (BITMAP_BITS, CODED_FIXED_BYTES, ENTRIES_BYTES, FILE_FIXED_BYTES, INDEX_BITS, expected_used,
+                         header_blob, huffman_length, huffman_stream_bits, index_frequencies)
 
 __all__ = ["Cost", "FvcoreCount", "LayerSize", "StageCost", "count", "count_ops", "fvcore_count", "lowrank_rank",
            "size_bits", "size_report", "stage_costs"]
 
 FLOAT_BITS = 32
-LLOYD_STEPS = 300  # converged to 0.01 bits on the reference cases
-#: Deep Compression's relative-index widths: 8 bits for conv layers, 5 for fully connected.
-INDEX_BITS = {"conv": 8, "linear": 5}
 
 
 class Cost(NamedTuple):
@@ -128,11 +128,14 @@ def fvcore_count(model: Any, input_shape: tuple[int, ...]) -> FvcoreCount:
 
 
 class LayerSize(NamedTuple):
-    """Storage of one weight-carrying op under a :class:`CompressionSpec`, in bits.
+    """Storage of one weight-carrying op under a :class:`CompressionSpec`, in bits: its records in the file.
 
     P = pruning (sparse storage with relative indices), Q = quantization
     (codebook indices, binary/ternary codes or 32-bit floats), H = Huffman coding
-    of the stored values and indices (an entropy estimate).
+    of the stored values and indices (the expected Huffman code length of the
+    modelled distributions, with the code tables). The index width (:data:`INDEX_BITS`
+    or a 1-bit keep-bitmap) is the one the container would choose under the spec's
+    ``huffman`` setting (:mod:`nas.storage`); ``bits_pq`` prices that layout at fixed width.
     """
 
     name: str
@@ -140,158 +143,40 @@ class LayerSize(NamedTuple):
     weights: int  # dense weight count of the original op
     stored: int  # weight count after low-rank factorization
     kept: int  # weights surviving pruning
-    entries: int  # kept + filler zeros (relative index overflow)
+    entries: int  # index symbols: kept + fillers (relative index overflow); 0 when stored dense
     value_bits: int  # bits per stored value (codebook index, 1/2-bit code or 32-bit float)
-    index_bits: int  # bits per relative index; 0 when stored dense
+    index_bits: int  # bits per relative index (8/5, or 1 for a keep-bitmap); 0 when stored dense
     value_entropy: float  # Huffman estimate of bits per value
     index_entropy: float  # Huffman estimate of bits per index
     table_bits: int  # codebooks (32 bits per centroid) or per-layer scales
-    other_bits: int  # biases and batch-norm parameters at 32 bits
+    other_bits: int  # biases and batch-norm tensors (scale, shift, running mean and variance) at 32 bits
+    record_bits: float = 0.0  # the coded record's fixed fields and the streams' byte padding
+    index_stream_bits: float = 0.0  # the index stream as the file codes it (Huffman with its table, or fixed)
+    value_stream_bits: float = 0.0
 
     @property
-    def bits_pq(self) -> int:
-        return self.entries * (self.value_bits + self.index_bits) + self.table_bits + self.other_bits
+    def bits_pq(self) -> float:
+        return (self.kept * self.value_bits + self.entries * self.index_bits + self.table_bits + self.other_bits
+                + self.record_bits)
 
     @property
     def bits_pqh(self) -> float:
-        return self.entries * (self.value_entropy + self.index_entropy) + self.table_bits + self.other_bits
+        return self.index_stream_bits + self.value_stream_bits + self.table_bits + self.other_bits + self.record_bits
 
     @property
     def dense_bits(self) -> int:
         return self.weights * FLOAT_BITS + self.other_bits
 
 
-def _phi(z: float) -> float:
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
-def _entropy(probs: list[float]) -> float:
-    total = sum(probs)
-    return -sum(p / total * math.log2(p / total) for p in probs if p > 0)
-
-
 @lru_cache(maxsize=4096)
-def _value_entropy(sparsity: float, quantization: str, bits: int | None, log2_n: int) -> float:
-    """Entropy (bits) of the stored values, modelling trained weights as N(0, 1).
+def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float, np.ndarray]:
+    """(filler symbols per kept weight, Huffman bits per index symbol, symbol probabilities) for random positions.
 
-    Pruning removes ``|z| < t`` with ``P(|z| < t) = sparsity``. Codebooks: see
-    :func:`_codebook_entropy` (``log2_n`` is the bit length of the weight count).
-    Ternary codes use TWN's threshold ``0.7 * E|z|``.
+    The filler rule and the symbol distribution are :func:`nas.storage.index_frequencies`,
+    the rule :mod:`nas.compress.container` writes.
     """
-    t = _inv_phi((1.0 + sparsity) / 2.0) if sparsity > 0 else 0.0
-    if quantization == "binary":
-        return 1.0
-    survivors = 2.0 * (1.0 - _phi(t))
-
-    def mass(lo: float, hi: float) -> float:  # Gaussian mass of [lo, hi] outside (-t, t)
-        a, b = max(lo, t), max(hi, t)
-        pos = _phi(b) - _phi(a) if b > a else 0.0
-        a, b = min(lo, -t), min(hi, -t)
-        neg = _phi(b) - _phi(a) if b > a else 0.0
-        return pos + neg
-
-    if quantization == "ternary":
-        # E|z| over survivors: 2 * phi_density(t) / survivors
-        mean_abs = 2.0 * math.exp(-t * t / 2) / math.sqrt(2 * math.pi) / survivors
-        delta = 0.7 * mean_abs
-        return _entropy([mass(-math.inf, -delta), mass(-delta, delta), mass(delta, math.inf)])
-    assert bits is not None
-    return min(float(bits), _stored_codebook_entropy(t, bits, 2**log2_n))
-
-
-_ENTROPIES: dict[str, float] | None = None
-
-
-def _stored_codebook_entropy(t: float, bits: int, n: int) -> float:
-    """:func:`_codebook_entropy`, kept on disk (``nas.files.cache_dir()``): each value costs tens of
-    milliseconds and a search needs hundreds, in every worker process. Unreadable caches are ignored."""
-    global _ENTROPIES
-    import json
-
-    from nas.files import cache_dir, write_atomic
-
-    path = cache_dir() / f"codebook-entropy-{LLOYD_STEPS}.json"
-    if _ENTROPIES is None:
-        try:
-            _ENTROPIES = {k: float(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, AttributeError, TypeError):
-            _ENTROPIES = {}
-    key = f"{t!r}|{bits}|{n}"
-    if key not in _ENTROPIES:
-        _ENTROPIES[key] = _codebook_entropy(t, bits, n)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:  # merge what other processes stored meanwhile
-                _ENTROPIES = {**json.loads(path.read_text()), **_ENTROPIES}
-            except (OSError, ValueError, TypeError):
-                pass
-            write_atomic(path, json.dumps(_ENTROPIES, sort_keys=True))
-        except OSError:
-            pass  # a read-only home: compute again next time
-    return _ENTROPIES[key]
-
-
-def _codebook_entropy(t: float, bits: int, n: int) -> float:
-    """Entropy of k-means codebook indices over N(0, 1) weights with ``|z| >= t``.
-
-    Linear initialization over ``[-zmax, zmax]``, ``zmax`` the expected extreme of
-    ``n`` weights, then Lloyd's steps on the survivors' density (as the real
-    k-means does: centroids stranded in the pruned band move out, spreading the
-    indices). Vectorized; called once per (sparsity, bits, size bucket).
-    """
-    import numpy as np
-    from scipy.special import ndtr, ndtri
-
-    def density(z: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(z)
-        return np.where(finite, np.exp(-np.where(finite, z, 0.0) ** 2 / 2) / math.sqrt(2 * math.pi), 0.0)
-
-    def cells(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # mass and first moment per cell
-        edges = np.concatenate([[-np.inf], (centers[1:] + centers[:-1]) / 2, [np.inf]])
-        mass = np.zeros(len(centers))
-        moment = np.zeros(len(centers))
-        for a, b in ((np.maximum(edges[:-1], t), np.maximum(edges[1:], t)),
-                     (np.minimum(edges[:-1], -t), np.minimum(edges[1:], -t))):
-            inside = b > a
-            mass += np.where(inside, ndtr(b) - ndtr(a), 0.0)
-            moment += np.where(inside, density(a) - density(b), 0.0)
-        return mass, moment
-
-    zmax = float(ndtri(1.0 - 1.0 / (2.0 * n)))
-    centers = np.linspace(-zmax, zmax, 2**bits)
-    for _ in range(LLOYD_STEPS):
-        mass, moment = cells(centers)
-        centers = np.sort(np.where(mass > 1e-12, moment / np.maximum(mass, 1e-300), centers))
-    mass, _ = cells(centers)
-    p = mass[mass > 0] / mass.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def _inv_phi(p: float) -> float:
-    """Inverse of the standard normal CDF by bisection (exact to 1e-10, no scipy import)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if _phi(mid) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-@lru_cache(maxsize=4096)
-def _index_stats(sparsity: float, index_bits: int) -> tuple[float, float]:
-    """(filler zeros per kept weight, entropy of the relative indices) for random positions.
-
-    With density ``p`` the distance ``D`` between kept weights is geometric; a
-    span of ``M = 2**index_bits`` positions overflows into a filler zero, so
-    ``E[fillers per kept] = q**M / (1 - q**M)`` with ``q = 1 - p``, and the stored
-    index ``d`` has frequency ``p q**(d-1)`` for ``d < M`` and ``q**(M-1)`` for ``d = M``.
-    """
-    q, span = sparsity, 2**index_bits
-    fillers = q**span / (1.0 - q**span)
-    probs = [(1.0 - q) * q ** (d - 1) for d in range(1, span)] + [q ** (span - 1)]
-    return fillers, min(float(index_bits), _entropy(probs))
+    freqs = index_frequencies(sparsity, index_bits)
+    return float(freqs[-1]), huffman_length(freqs), freqs / freqs.sum()
 
 
 class _WeightOp(NamedTuple):
@@ -310,8 +195,8 @@ class _WeightOp(NamedTuple):
 def _weight_ops(op_list: list[Op]) -> list[_WeightOp]:
     out: list[_WeightOp] = []
     for op in op_list:
-        if op.kind == "bn" and out:
-            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + op.params * FLOAT_BITS)
+        if op.kind == "bn" and out:  # scale and shift, and the running mean and variance the file keeps too
+            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + 2 * op.params * FLOAT_BITS)
         elif op.kind in INDEX_BITS:
             out.append(_WeightOp(op.name, op.kind, op.cin, op.cout, op.kernel, op.groups, op.weight_count,
                                  (op.cout if op.bias else 0) * FLOAT_BITS))
@@ -324,9 +209,8 @@ class _Plan(NamedTuple):
     sparsity: float
     value_bits: int
     table_bits: int
-    index_bits: int  # 0: stored dense
-    fillers: float  # expected filler zeros per kept weight
-    index_entropy: float
+    widths: tuple[int, ...]  # index widths a pruned op may take (the kind's, then the keep-bitmap); () unpruned
+    index_stats: tuple[tuple[float, float, np.ndarray], ...]  # _index_stats of each width
     value_entropy: np.ndarray  # by bit length of the stored weight count (NaN until needed)
 
 
@@ -341,11 +225,23 @@ def _plan(compression: CompressionSpec, kind: str) -> _Plan:
         value_bits, table = compression.codebook_bits, FLOAT_BITS * 2**compression.codebook_bits
     else:
         value_bits, table = FLOAT_BITS, 0
-    entropy = np.full(65, np.nan)
-    if sparsity > 0:
-        fillers, index_h = _index_stats(sparsity, INDEX_BITS[kind])
-        return _Plan(sparsity, value_bits, table, INDEX_BITS[kind], fillers, index_h, entropy)
-    return _Plan(sparsity, value_bits, table, 0, 0.0, 0.0, entropy)
+    widths = (INDEX_BITS[kind], BITMAP_BITS) if sparsity > 0 else ()
+    stats = tuple(_index_stats(sparsity, w) for w in widths)
+    return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan))
+
+
+def _index_columns(plan: _Plan, kept: np.ndarray, huffman: bool) -> tuple[np.ndarray, ...]:
+    """(width, entries, Huffman bits per symbol, stream bits) of the index layout the container picks:
+    of the plan's widths, the one whose stream (coded as the file codes it) is smallest; the first on ties."""
+    zero = np.zeros_like(kept)
+    best = (zero, zero, zero, np.full_like(kept, np.inf))
+    for width, (fillers, length, probs) in zip(plan.widths, plan.index_stats):
+        entries = kept + np.round(kept * fillers)
+        bits = huffman_stream_bits(entries, width, length, expected_used(probs, entries)) if huffman else \
+            entries * width
+        better = bits < best[3]
+        best = tuple(np.where(better, new, old) for new, old in zip((width, entries, length, bits), best))
+    return best
 
 
 #: Columns of a weight-op table: one row per conv/linear op, float64 (exact for these integers).
@@ -365,25 +261,47 @@ class _Columns(NamedTuple):
     entries: np.ndarray
     value_bits: float  # the same for every op of a spec
     index_bits: np.ndarray
-    value_entropy: np.ndarray | float
+    value_entropy: np.ndarray
     index_entropy: np.ndarray
     table_bits: float  # the same for every op of a spec
     other_bits: np.ndarray
+    record_bits: np.ndarray
+    index_stream: np.ndarray
+    value_stream: np.ndarray
 
     @property
     def bits_pq(self) -> np.ndarray:
-        return self.entries * (self.value_bits + self.index_bits) + self.table_bits + self.other_bits
+        return (self.kept * self.value_bits + self.entries * self.index_bits + self.table_bits + self.other_bits
+                + self.record_bits)
 
     @property
     def bits_pqh(self) -> np.ndarray:
-        return self.entries * (self.value_entropy + self.index_entropy) + self.table_bits + self.other_bits
+        return self.index_stream + self.value_stream + self.table_bits + self.other_bits + self.record_bits
+
+
+def _value_huffman(table: np.ndarray, stored: np.ndarray, conv: np.ndarray, compression: CompressionSpec,
+                   plans: tuple[_Plan, _Plan]) -> np.ndarray:
+    """Huffman bits per stored value of each op (by the bit length of its weight count, memoized per plan)."""
+    bit_length = np.maximum(1, np.frexp(stored)[1])
+    lookups = []
+    for plan in plans:
+        found = plan.value_entropy[bit_length]
+        missing = np.isnan(found)
+        if missing.any():
+            for b in np.unique(bit_length[missing]):
+                plan.value_entropy[b] = value_huffman_bits(plan.sparsity, compression.quantization,
+                                                       compression.codebook_bits, int(b))
+            found = plan.value_entropy[bit_length]
+        lookups.append(found)
+    return np.where(conv, *lookups)
 
 
 def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
     """The storage accounting of :func:`size_report`, vectorized over a weight-op table.
 
-    Python's ``round`` and ``np.round`` both round half to even; the low-rank step is
-    :func:`lowrank_rank` on whole columns.
+    Python's ``round`` and ``np.round`` both round half to even (torch's pruning amount
+    rounds the same way). Each stream is Huffman-coded only where that is smaller
+    (:func:`nas.storage.huffman_stream_bits`), and pays half a byte of padding on average.
     """
     conv_plan, linear_plan = _plan(compression, "conv"), _plan(compression, "linear")
     conv = table[:, _CONV] == 1
@@ -394,25 +312,22 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
 
     stored = table[:, _WEIGHTS]  # factorized layers are already their two factors' rows
     kept = stored - np.round(stored * per_kind("sparsity"))
-    index_bits = per_kind("index_bits")
-    entries = np.where(index_bits > 0, kept + np.round(kept * per_kind("fillers")), kept)
+    sparse = kept < stored
+    index = [np.where(conv, c, lin) for c, lin in zip(_index_columns(conv_plan, kept, compression.huffman),
+                                                       _index_columns(linear_plan, kept, compression.huffman))]
+    index_bits, entries, index_h, index_stream = (np.where(sparse, col, 0.0) for col in index)
     value_bits = float(conv_plan.value_bits)
-    value_h: np.ndarray | float = value_bits
+    value_h = np.full(len(table), value_bits)
+    value_stream = kept * value_bits
     if value_bits != FLOAT_BITS:
-        bit_length = np.maximum(1, np.frexp(stored)[1])
-        lookups = []
-        for plan in (conv_plan, linear_plan):
-            found = plan.value_entropy[bit_length]
-            missing = np.isnan(found)
-            if missing.any():
-                for b in np.unique(bit_length[missing]):
-                    plan.value_entropy[b] = _value_entropy(plan.sparsity, compression.quantization,
-                                                           compression.codebook_bits, int(b))
-                found = plan.value_entropy[bit_length]
-            lookups.append(found)
-        value_h = np.where(conv, *lookups)
-    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, per_kind("index_entropy"),
-                    float(conv_plan.table_bits), table[:, _OTHER])
+        value_h = _value_huffman(table, stored, conv, compression, (conv_plan, linear_plan))
+        if compression.huffman:
+            used = expected_used(np.ones(2 ** int(value_bits)), kept)
+            value_stream = huffman_stream_bits(kept, int(value_bits), value_h, used)
+    streams = sparse + (value_bits != FLOAT_BITS)
+    record = 8.0 * (CODED_FIXED_BYTES + ENTRIES_BYTES * sparse) + 4.0 * streams
+    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, index_h, float(conv_plan.table_bits),
+                    table[:, _OTHER], record, index_stream, value_stream)
 
 
 def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
@@ -423,21 +338,43 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     (structured-pruned widths, each factorized layer as its two factors).
 
     Each conv/linear weight tensor is pruned to ``1 - sparsity`` of its weights
-    and stored in relative-index sparse format (8-bit indices for conv, 5-bit for
-    linear, a filler zero whenever a gap overflows) when pruned, dense otherwise.
-    Values take ``codebook_bits`` (plus a codebook of ``2**bits`` 32-bit
-    centroids per layer), 1 or 2 bits for binary/ternary (plus a 32-bit scale),
-    or 32 bits. Biases and batch-norm parameters are stored as 32-bit floats.
-    Huffman coding is estimated by the entropy of values and indices (see
-    ``_value_entropy`` and ``_index_stats``): an estimate, not a measured file.
+    and stored with relative indices when pruned (8-bit for conv, 5-bit for linear,
+    a filler symbol whenever a gap overflows, or a 1-bit keep-bitmap where that is
+    smaller: :mod:`nas.storage`), dense otherwise. Values take ``codebook_bits``
+    (plus a codebook of ``2**bits`` 32-bit centroids per layer), 1 or 2 bits for
+    binary/ternary (plus a 32-bit scale), or 32 bits. Biases and batch-norm tensors
+    are stored as 32-bit floats. Huffman coding is estimated by the Huffman code of
+    the modelled value and index distributions (``_value_entropy``, ``_index_stats``)
+    with its tables: an estimate for random masks and Gaussian weights, not a measured file.
     """
     weight_ops = _weight_ops(ops(compressed(arch, compression)))
     c = _columns(_table(weight_ops), compression)
     value_h = np.broadcast_to(c.value_entropy, c.stored.shape)
     return [LayerSize(w.name, w.kind, w.weight_count, int(c.stored[i]), int(c.kept[i]), int(c.entries[i]),
                       int(c.value_bits), int(c.index_bits[i]), float(value_h[i]), float(c.index_entropy[i]),
-                      int(c.table_bits), w.other_bits)
+                      int(c.table_bits), w.other_bits, float(c.record_bits[i]), float(c.index_stream[i]),
+                      float(c.value_stream[i]))
             for i, w in enumerate(weight_ops)]
+
+
+#: The versions a container's header names (their length, not their value, matters to its size).
+_VERSIONS = {"nas": "0.1.0", "torch": "2.13.0+cpu"}
+#: What one factorized layer adds to the compressed header (its module name, kind and rank), measured.
+FACTORED_HEADER_BYTES = 14
+
+
+@lru_cache(maxsize=4096)
+def _header_bytes(arch: ArchSpec, huffman: bool) -> int:
+    return FILE_FIXED_BYTES + len(header_blob(arch.to_dict(), {}, huffman, _VERSIONS))
+
+
+def file_overhead_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
+    """Bits of the container that belong to no layer: magic, version, the compressed JSON header, record
+    count and checksum. ``size_bits`` is this plus the layers of :func:`size_report`."""
+    factored = 0
+    if compression.lowrank_ratio is not None:
+        factored = len(_weight_ops(ops(compressed(arch, compression)))) - len(_weight_ops(ops(arch)))
+    return 8 * (_header_bytes(arch, compression.huffman) + FACTORED_HEADER_BYTES * factored)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -447,14 +384,15 @@ def _layer_table(layer: Layer, shape: tuple[int, ...], lowrank: float | None) ->
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
-    """Estimated storage of ``arch`` compressed by ``compression``, in bits.
+    """Estimated size of the container of ``arch`` compressed by ``compression``, in bits.
 
-    The sum of :func:`size_report` over layers: P+Q+H (Huffman estimate) when
-    ``compression.huffman`` is set, P+Q otherwise. Each layer's weight-op table is
-    memoized per (layer, input shape) like :func:`count`, and the accounting runs
-    vectorized over the whole network. Dense 32-bit storage is
-    ``size_bits(arch, CompressionSpec(huffman=False)) == 32 * count(arch).params``.
+    The sum of :func:`size_report` over layers (P+Q+H when ``compression.huffman`` is
+    set, P+Q otherwise) plus :func:`file_overhead_bits`: what :func:`nas.compress.save`
+    writes, within a few percent (``benchmarks/size_estimate.py``). Each layer's
+    weight-op table is memoized per (layer, input shape) like :func:`count`, and the
+    accounting runs vectorized over the whole network.
     """
+    overhead = file_overhead_bits(arch, compression)
     arch = compressed(arch, compression)
     if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
         table = _table(_weight_ops(ops(arch)))
@@ -467,8 +405,8 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
         table = np.concatenate(parts)
     columns = _columns(table, compression)
     if compression.huffman:
-        return math.ceil(math.fsum(columns.bits_pqh.tolist()))
-    return int(columns.bits_pq.sum())
+        return overhead + math.ceil(math.fsum(columns.bits_pqh.tolist()))
+    return overhead + math.ceil(math.fsum(columns.bits_pq.tolist()))
 
 
 class StageCost(NamedTuple):

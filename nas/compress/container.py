@@ -3,36 +3,36 @@
 Layout (all integers little-endian; ``u8/u16/u32`` unsigned)::
 
     magic        4 bytes  b"NASZ"
-    version      u16      1
+    version      u16      2
     header_len   u32      then header_len bytes of zlib-compressed UTF-8 JSON:
                           {"arch": ArchSpec.to_dict(), "factored": {module: {"kind", "rank"}}, "huffman": bool,
                            "versions": {"nas": ..., "torch": ...}}  (the versions that wrote it; read_header)
-    n_records    u32      then n_records records:
-      name_len u16, name (UTF-8 state_dict key, e.g. "layers.0.0.weight")
-      form u8             0 = raw float32 tensor, 1 = coded weight
-      ndim u8, shape u32 * ndim
-      raw:   numel float32 values
-      coded: index_bits u8     relative-index width (0: stored dense, every position in order)
+    n_records    u32      then n_records records, one per tensor in the order of ``_tensors`` of the model
+                          the header describes (the reader rebuilds it, so records carry no names or shapes):
+      raw (biases, batch-norm tensors): numel float32 values
+      coded (conv/linear weights):
+             index_bits u8     relative-index width (0: stored dense, every position in order)
              value_kind u8     0 float32, 1 k-means codebook, 2 binary, 3 ternary
              value_bits u8     bits per value code (32 for float32)
-             coding u8         0 fixed width, 1 canonical Huffman
-             table_len u32, table_len float32   codebook, or the levels (-s, s) / (-s, 0, s)
+             coding u8         bit 0: index stream Huffman-coded, bit 1: value stream Huffman-coded
+             table_len u32, table_len float32   codebook, or the scale s of binary (-s, s) / ternary (-s, 0, s)
              kept u32          values stored (kept weights)
-             entries u32       relative-index symbols (kept + filler zeros); only when index_bits > 0
+             entries u32       relative-index symbols (kept + fillers); only when index_bits > 0
              [index stream]    only when index_bits > 0
              value stream      float32 * kept when value_kind = 0, else a coded stream
       coded stream: fixed width: ceil(count * width / 8) bytes;
-                    Huffman: alphabet u32, alphabet code lengths u8 (the canonical table),
-                             nbits u32, ceil(nbits / 8) bytes
+                    Huffman: used-symbol bitmap ceil(2**width / 8) bytes, one code length u8 per used
+                             symbol (the canonical table), nbits u32, ceil(nbits / 8) bytes
     crc32        u32      zlib.crc32 of every byte before it
 
-Relative indices (Deep Compression, section 2): with ``b`` index bits and
-``M = 2**b``, the gap ``d`` (1 <= d <= M - 1) from the previous kept weight in the
-flattened (row-major) tensor is stored as symbol ``d - 1``; a gap of ``M`` or more
-first emits *filler* symbols ``M - 1``, each advancing ``M - 1`` positions over zeros.
-Deep Compression stores a zero value for each filler; here the filler's zero is
-implied by its symbol, so the value stream carries kept weights only. Conv
-layers use 8-bit and linear layers 5-bit indices, as :data:`nas.cost.INDEX_BITS`.
+Relative indices (Deep Compression, section 2; the rule is :mod:`nas.storage`'s): with
+``b`` index bits the gap ``d`` (1 <= d <= 2**b - 1) from the previous kept weight in
+the flattened (row-major) tensor is stored as symbol ``d - 1``; a gap of ``2**b`` or
+more first emits *filler* symbols ``2**b - 1``, each advancing ``2**b - 1`` positions
+over zeros, whose zero is implied by the symbol (the value stream carries kept weights
+only). Conv layers use 8-bit and linear layers 5-bit indices
+(:data:`nas.storage.INDEX_BITS`), or a 1-bit index (a keep-bitmap) where that is
+smaller; each stream is Huffman-coded where that is smaller than fixed width.
 
 Everything a loader needs is in the file: :func:`load` rebuilds the network with
 :func:`nas.build_model` from the header's arch, swaps in the low-rank factored
@@ -40,14 +40,11 @@ modules named in ``factored``, and fills every tensor; the result computes the s
 function as the saved model in eval mode (same float32 weights, bit for bit).
 Anything truncated, altered or inconsistent raises :class:`~nas.errors.CompressError`.
 
-Agreement with :func:`nas.size_bits`: the cost model prices a network whose kept
-positions are random and whose weights are Gaussian, and it estimates Huffman
-coding by entropy; the file pays real Huffman codes (at most 1 bit per symbol above
-the entropy, typically < 0.05), the Huffman tables, names, shapes and the header
-(a few hundred bytes per layer), and stores batch-norm running statistics that the
-cost model does not count. For random masks and Gaussian weights the file is within
-±10% of ``size_bits`` plus that fixed overhead (:func:`overhead_bits`); trained
-networks, with clustered masks and peaked weight histograms, are usually smaller.
+Agreement with :func:`nas.size_bits`: the cost model prices this layout (same index
+choice, same tables, same fixed fields, the header by the same function) for random
+kept positions and Gaussian weights; ``benchmarks/size_estimate.py`` measures it
+(within ±3% of the file for random candidates and trained winners, see
+``results/bench/compression_costs.json``, section ``size``).
 """
 
 from __future__ import annotations
@@ -66,18 +63,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from nas.compress import huffman
+from nas.compress._streams import Stream, encode_stream, positions_from_indices, read_stream, relative_indices
 from nas.compress.binary import QuantizedWeight
 from nas.compress.lowrank import FACTORED, shaped_like
 from nas.compress.sharing import SharedWeight
-from nas.cost import INDEX_BITS
 from nas.errors import CompressError, SpecError
 from nas.graph import ops
 from nas.models import Network, build_model
 from nas.spec import ArchSpec
+from nas.storage import BITMAP_BITS, FILE_FIXED_BYTES, INDEX_BITS, header_blob
 
 MAGIC = b"NASZ"
-VERSION = 1
+VERSION = 2
 FLOAT, CODEBOOK, BINARY, TERNARY = 0, 1, 2, 3
 VALUE_KINDS = {FLOAT: "float32", CODEBOOK: "codebook", BINARY: "binary", TERNARY: "ternary"}
 
@@ -160,9 +157,9 @@ def _coded_weight(module: nn.Module) -> _Coded:
             s = float(scale)
             if param.mode == "binary":
                 return _Coded(None if keep.all() else keep, (b_flat > 0).astype(np.int64), np.zeros(0, np.float32),
-                              BINARY, 1, np.array([-s, s], np.float32))
+                              BINARY, 1, np.array([s], np.float32))
             return _Coded(None if keep.all() else keep, (b_flat + 1).astype(np.int64), np.zeros(0, np.float32),
-                          TERNARY, 2, np.array([-s, 0.0, s], np.float32))
+                          TERNARY, 2, np.array([s], np.float32))
         raise CompressError(f"container: unknown weight parametrization {type(param).__name__}.")
     weight = module.weight.detach().float().flatten().numpy()
     if prune.is_pruned(module) and hasattr(module, "weight_mask"):
@@ -173,69 +170,34 @@ def _coded_weight(module: nn.Module) -> _Coded:
                   np.zeros(0, np.float32))
 
 
-def relative_indices(mask: np.ndarray, index_bits: int) -> np.ndarray:
-    """Relative-index symbols of the kept positions of a flat ``mask`` (see the module docstring)."""
-    span = 2**index_bits - 1  # largest gap one symbol holds; symbol `span` is the filler
-    positions = np.flatnonzero(mask)
-    gaps = np.diff(np.concatenate(([-1], positions)))
-    fillers = (gaps - 1) // span
-    total = int(fillers.sum()) + positions.size
-    symbols = np.full(total, span, dtype=np.int64)
-    real = np.cumsum(fillers + 1) - 1
-    symbols[real] = gaps - fillers * span - 1
-    return symbols
+def _write_weight(out: BinaryIO, coded: _Coded, index_bits: int, use_huffman: bool) -> tuple[int, int, int, int]:
+    """Write a coded weight body; returns (index width used, entries, index stream bits, value stream bits).
 
-
-def positions_from_indices(symbols: np.ndarray, index_bits: int, numel: int) -> np.ndarray:
-    """Inverse of :func:`relative_indices`: the flat kept positions."""
-    span = 2**index_bits - 1
-    filler = symbols == span
-    advance = np.where(filler, span, symbols + 1)
-    pos = np.cumsum(advance) - 1
-    kept = pos[~filler]
-    if kept.size and (kept[-1] >= numel or kept[0] < 0):
-        raise CompressError(f"relative indices point past the tensor's {numel} weights; the file is altered.")
-    return kept
-
-
-def _write_stream(out: BinaryIO, symbols: np.ndarray, width: int, use_huffman: bool) -> int:
-    """Write a coded stream; returns its payload bits (without the table)."""
-    if use_huffman:
-        alphabet = 2**width
-        lengths = huffman.code_lengths(np.bincount(symbols, minlength=alphabet))
-        if symbols.size and max(lengths) > huffman.MAX_CODE_LENGTH:
-            raise CompressError(f"Huffman code longer than {huffman.MAX_CODE_LENGTH} bits; use fixed-width coding.")
-        data, nbits = huffman.encode(symbols, lengths)
-        out.write(struct.pack("<I", alphabet))
-        out.write(bytes(lengths))
-        out.write(struct.pack("<I", nbits))
-        out.write(data)
-        return nbits
-    out.write(huffman.pack(symbols, np.full(symbols.size, width)))
-    return int(symbols.size * width)
-
-
-def _write_weight(out: BinaryIO, coded: _Coded, index_bits: int, use_huffman: bool) -> tuple[int, int, int]:
-    """Write a coded weight body; returns (entries, index stream bits, value stream bits)."""
-    sparse = coded.mask is not None
-    out.write(struct.pack("<BBBB", index_bits if sparse else 0, coded.kind, coded.bits, int(use_huffman)))
+    A sparse weight takes the layer kind's index width or a keep-bitmap, whichever is smaller, and each
+    stream is Huffman-coded only where that is smaller than fixed width (the rules of :mod:`nas.storage`).
+    """
+    kept = coded.values.size if coded.kind == FLOAT else coded.codes.size
+    index: tuple[int, int, Stream] | None = None
+    if coded.mask is not None:
+        options = []
+        for width in (index_bits, BITMAP_BITS):
+            symbols = relative_indices(coded.mask, width)
+            options.append((width, symbols.size, encode_stream(symbols, width, use_huffman)))
+        index = min(options, key=lambda option: len(option[2].data))
+    values = None if coded.kind == FLOAT else encode_stream(coded.codes, coded.bits, use_huffman)
+    flags = int(index is not None and index[2].huffman) | int(values is not None and values.huffman) << 1
+    out.write(struct.pack("<BBBB", index[0] if index else 0, coded.kind, coded.bits, flags))
     out.write(struct.pack("<I", coded.table.size))
     out.write(coded.table.astype("<f4").tobytes())
-    kept = coded.values.size if coded.kind == FLOAT else coded.codes.size
     out.write(struct.pack("<I", kept))
-    entries = index_stream = 0
-    if sparse:
-        assert coded.mask is not None
-        symbols = relative_indices(coded.mask, index_bits)
-        entries = symbols.size
-        out.write(struct.pack("<I", entries))
-        index_stream = _write_stream(out, symbols, index_bits, use_huffman)
-    if coded.kind == FLOAT:
+    if index is not None:
+        out.write(struct.pack("<I", index[1]) + index[2].data)
+    if values is None:
         out.write(coded.values.astype("<f4").tobytes())
-        value_stream = 32 * kept
     else:
-        value_stream = _write_stream(out, coded.codes, coded.bits, use_huffman)
-    return entries, index_stream, value_stream
+        out.write(values.data)
+    return (index[0] if index else 0, index[1] if index else 0, 8 * len(index[2].data) if index else 0,
+            8 * len(values.data) if values is not None else 32 * kept)
 
 
 def _tensors(model: nn.Module) -> list[tuple[str, nn.Module | None, torch.Tensor | None]]:
@@ -292,8 +254,7 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
     from nas import __version__
 
     versions = {"nas": __version__, "torch": torch.__version__}
-    header = zlib.compress(json.dumps({"arch": arch.to_dict(), "factored": factored, "huffman": huffman_coding,
-                                       "versions": versions}, sort_keys=True, separators=(",", ":")).encode(), 9)
+    header = header_blob(arch.to_dict(), factored, huffman_coding, versions)
     body = io.BytesIO()
     body.write(MAGIC + struct.pack("<HI", VERSION, len(header)) + header)
     items = _tensors(model)
@@ -307,24 +268,20 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
         start = body.tell()
         owner = _owner(owners, key)
         a = acc[owner]
-        name = key.encode()
-        body.write(struct.pack("<H", len(name)) + name)
         tensor = module.weight if module is not None else raw
         assert tensor is not None
-        shape = tuple(tensor.shape)
-        body.write(struct.pack("<BB", 0 if module is None else 1, len(shape)) + struct.pack(f"<{len(shape)}I", *shape))
         if module is None:
             body.write(tensor.detach().float().contiguous().numpy().astype("<f4").tobytes())
             a["other_bits"] += 32 * tensor.numel()
         else:
             coded = _coded_weight(module)
-            index_bits = INDEX_BITS[dense_ops[owner].kind]
-            entries, index_stream, value_stream = _write_weight(body, coded, index_bits, huffman_coding)
+            width, entries, index_stream, value_stream = _write_weight(body, coded, INDEX_BITS[dense_ops[owner].kind],
+                                                                       huffman_coding)
             a["stored"] += tensor.numel()
             a["kept"] += coded.values.size if coded.kind == FLOAT else coded.codes.size
             a["entries"] += entries
             a["value_bits"] = coded.bits
-            a["index_bits"] = index_bits if coded.mask is not None else a["index_bits"]
+            a["index_bits"] = width or a["index_bits"]
             a["table_bits"] += 32 * coded.table.size
             a["vs"] += value_stream
             a["is_"] += index_stream
@@ -332,6 +289,7 @@ def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, Con
     payload = body.getvalue()
     data = payload + struct.pack("<I", zlib.crc32(payload))
     fixed = 8 * (len(data) - sum(a["file"] for a in acc.values()) // 8)
+    assert fixed == 8 * (FILE_FIXED_BYTES + len(header))
     layers = [LayerStorage(name, op.kind, op.weight_count, a["stored"], a["kept"], a["entries"], a["value_bits"],
                            a["index_bits"], a["table_bits"], a["other_bits"], a["vs"], a["is_"], a["file"])
               for (name, op), a in zip(dense_ops.items(), acc.values())]
@@ -367,17 +325,6 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
 
-def _read_stream(r: _Reader, count: int, width: int, use_huffman: bool) -> np.ndarray:
-    if use_huffman:
-        (alphabet,) = r.unpack("<I")
-        if alphabet != 2**width:
-            raise CompressError(f"Huffman table has {alphabet} symbols, but {width}-bit codes need {2**width}.")
-        lengths = list(r.take(alphabet))
-        (nbits,) = r.unpack("<I")
-        return huffman.decode(r.take((nbits + 7) // 8), nbits, count, lengths)
-    return huffman.unpack_fixed(r.take((count * width + 7) // 8), count, width)
-
-
 class _Decoded(NamedTuple):
     weight: torch.Tensor
     mask: torch.Tensor | None  # keep-mask when stored sparse
@@ -388,8 +335,8 @@ class _Decoded(NamedTuple):
 
 def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
     numel = math.prod(shape)
-    index_bits, kind, bits, use_huffman = r.unpack("<BBBB")
-    if kind not in VALUE_KINDS or not 1 <= bits <= 32 or index_bits > 16 or use_huffman > 1:
+    index_bits, kind, bits, flags = r.unpack("<BBBB")
+    if kind not in VALUE_KINDS or not 1 <= bits <= 32 or index_bits > 16 or flags > 3:
         raise CompressError(f"{key}: unknown coding (value kind {kind}, {bits} value bits, {index_bits} index bits).")
     (table_len,) = r.unpack("<I")
     table = np.frombuffer(r.take(4 * table_len), dtype="<f4")
@@ -398,7 +345,7 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
         raise CompressError(f"{key}: {kept} values declared for a tensor of {numel} weights.")
     if index_bits:
         (entries,) = r.unpack("<I")
-        positions = positions_from_indices(_read_stream(r, entries, index_bits, bool(use_huffman)), index_bits, numel)
+        positions = positions_from_indices(read_stream(r.take, entries, index_bits, bool(flags & 1)), index_bits, numel)
         if positions.size != kept:
             raise CompressError(f"{key}: relative indices give {positions.size} kept weights, but {kept} are declared.")
     else:
@@ -408,7 +355,12 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
     if kind == FLOAT:
         values = np.frombuffer(r.take(4 * kept), dtype="<f4")
     else:
-        codes = _read_stream(r, kept, bits, bool(use_huffman))
+        codes = read_stream(r.take, kept, bits, bool(flags & 2))
+        if kind != CODEBOOK:  # binary and ternary store their scale only
+            if table.size != 1:
+                raise CompressError(f"{key}: a {VALUE_KINDS[kind]} weight stores one scale, but {table.size} are given.")
+            s = float(table[0])
+            table = np.array([-s, s] if kind == BINARY else [-s, 0.0, s], dtype=np.float32)
         if codes.size and codes.max() >= table.size:
             raise CompressError(f"{key}: a code {int(codes.max())} is outside its {table.size}-entry table.")
         values = table[codes]
@@ -472,36 +424,22 @@ def decode(data: bytes) -> Network:
                     shaped_like(original, info["kind"], int(info["rank"])))
     except (ValueError, KeyError, TypeError, AttributeError, SpecError, zlib.error) as exc:
         raise CompressError(f"container header is malformed: {exc}") from None
+    items = _tensors(model)  # records come in this order, so the file names no tensor and no shape
     (count,) = r.unpack("<I")
+    if count != len(items):
+        raise CompressError(f"container holds {count} tensors, but its arch has {len(items)}.")
     state: dict[str, torch.Tensor] = {}
     coded: dict[str, _Decoded] = {}
-    for _ in range(count):
-        (name_len,) = r.unpack("<H")
-        try:
-            key = r.take(name_len).decode()
-        except UnicodeDecodeError:
-            raise CompressError("container record name is not UTF-8; the file is altered.") from None
-        form, ndim = r.unpack("<BB")
-        shape = tuple(int(n) for n in r.unpack(f"<{ndim}I"))
-        if form == 0:
-            numel = math.prod(shape)
-            state[key] = torch.from_numpy(np.frombuffer(r.take(4 * numel), dtype="<f4").astype(np.float32)
-                                          .reshape(shape))
-        elif form == 1:
-            coded[key] = _read_weight(r, key, shape)
-            state[key] = coded[key].weight
+    for key, module, raw in items:
+        if module is None:
+            assert raw is not None
+            state[key] = torch.from_numpy(np.frombuffer(r.take(4 * raw.numel()), dtype="<f4").astype(np.float32)
+                                          .reshape(tuple(raw.shape)))
         else:
-            raise CompressError(f"{key}: unknown record form {form}.")
+            coded[key] = _read_weight(r, key, tuple(module.weight.shape))
+            state[key] = coded[key].weight
     if r.pos != len(r.data):
         raise CompressError(f"container has {len(r.data) - r.pos} unread bytes after its records.")
-    expected = {k for k, v in model.state_dict().items() if v.is_floating_point()}
-    if set(state) != expected:
-        raise CompressError(f"container tensors do not match the arch: missing {sorted(expected - set(state))[:5]}, "
-                            f"unexpected {sorted(set(state) - expected)[:5]}.")
-    own = model.state_dict()
-    for key, tensor in state.items():
-        if tuple(own[key].shape) != tuple(tensor.shape):
-            raise CompressError(f"{key}: shape {tuple(tensor.shape)} in the file, {tuple(own[key].shape)} in the arch.")
     model.load_state_dict(state, strict=False)
     _restore_compression(model, coded)
     model.eval()
