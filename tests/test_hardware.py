@@ -244,4 +244,19 @@ def test_factorized_layers_are_measured_and_derived(tiny_space: nas.Space, tmp_p
         dense_only.predict(arch)
     derived = dense_only.predict(arch, interpolate=True)
     assert derived.interpolated and dense_only.latency_ms(arch) == derived.ms
-    assert derived.ms < dense_only.latency_ms(space.random(0).arch)
+    dense = dict(dense_only.predict(space.random(0).arch).layers)
+    assert all(ms < dense[name] for name, ms in derived.layers if name in derived.interpolated)  # fewer MAdds
+
+
+def test_memoized_latency_is_the_prediction() -> None:
+    """latency_ms memoizes per layer; it prices exactly as predict(interpolate=True), pruned pooling included."""
+    profile = get_profile("reference-cpu")
+    space = nas.load_space("mobilenetv2-tiny")
+    pruned = 0
+    for seed in range(40):
+        running = nas.compressed(space.random(seed).arch, space.random(seed).compression)
+        pruned += space.random(seed).compression.channel_ratio > 0
+        for _ in range(2):  # the second call reads the memo
+            assert profile.latency_ms(running) == profile.predict(running, interpolate=True).ms
+    assert pruned > 0
+    assert {space.random(seed).compression.channel_ratio for seed in range(40)} == {0.0, 0.25, 0.5}

@@ -29,9 +29,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nas.errors import HardwareError, describe_validation_error
-from nas.graph import Op, ops
+from nas.graph import Op, factorize_ops, layer_ops, ops
 from nas.hardware._base import HardwareProfile
-from nas.spec import ArchSpec
+from nas.spec import ArchSpec, Layer
 
 FORMAT = "nas-lut/1"
 
@@ -101,6 +101,19 @@ class Method(BaseModel):
     context: str = "each layer as one torch module (conv + BN + activation units, residual add), eval mode, inference_mode"
 
 
+class Section(BaseModel):
+    """The entries of one more precision, measured with their own runtime (int8: onnxruntime)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    framework: str
+    framework_version: str
+    date: str
+    method: Method
+    calibrations: dict[str, Calibration] = {}
+    entries: dict[str, Entry] = {}
+
+
 class LutFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +130,8 @@ class LutFile(BaseModel):
     spaces: dict[str, list[int]] = {}  # space name -> input shape measured
     calibrations: dict[str, Calibration] = {}  # by input shape, e.g. "3x32x32"
     entries: dict[str, Entry] = {}
+    #: Entries of other precisions than ``dtype`` (a table without them is float32 only), e.g. ``int8``.
+    precisions: dict[Literal["int8"], Section] = {}
 
 
 class Prediction(NamedTuple):
@@ -131,11 +146,15 @@ class LutProfile(HardwareProfile):
 
     kind = "measured"
 
-    def __init__(self, data: LutFile, path: str = "<memory>") -> None:
+    def __init__(self, data: LutFile, path: str = "<memory>", precision: str = "float32") -> None:
         self.data = data
         self.name = data.name
         self.path = path
+        self.precision = precision  # what the entries of ``data`` measure; other precisions: :meth:`view`
+        self._views: dict[str, LutProfile] = {}
         self._by_structure: dict[str, list[tuple[int, float]]] | None = None
+        self._layer_ms: dict[tuple[Any, ...], tuple[float | None, tuple[int, ...]]] = {}
+        self._layer_ms_of: tuple[int, int] = (0, 0)  # (id, size) of the entries the memo was filled from
 
     @classmethod
     def load(cls, path: Path) -> LutProfile:
@@ -160,7 +179,27 @@ class LutProfile(HardwareProfile):
         self.path = str(target)
         return target
 
+    def view(self, precision: str) -> LutProfile:
+        """The table of ``precision`` (``arch.precision``): this profile for ``dtype``, else a profile of the
+        section's entries and calibrations, measured with its own runtime (int8: onnxruntime)."""
+        if precision == self.precision:
+            return self
+        if precision not in self._views:
+            section = self.data.precisions.get(precision)  # type: ignore[call-overload]
+            if section is None:
+                raise HardwareError(
+                    f"profile {self.name!r} has no {precision} entries (its entries are {self.data.dtype}); measure "
+                    f"them with `nas hardware build --space SPACE --name {self.name} --runtime onnxruntime "
+                    f"--precision {precision}`.")
+            fields = {f: getattr(section, f) for f in ("framework", "framework_version", "date", "method")}
+            data = self.data.model_copy(update={**fields, "entries": section.entries, "precisions": {},
+                                                "calibrations": section.calibrations})
+            self._views[precision] = LutProfile(data, self.path, precision)
+        return self._views[precision]
+
     def missing(self, arch: ArchSpec) -> list[str]:
+        if arch.precision != self.precision:
+            return self.view(arch.precision).missing(arch)
         return [key for key in (layer_key(g) for g in layer_groups(ops(arch)).values()) if key not in self.data.entries]
 
     def predict(self, arch: ArchSpec, *, interpolate: bool = False) -> Prediction:
@@ -171,8 +210,11 @@ class LutProfile(HardwareProfile):
         time is scaled by MAdds from the measured layer of the same structure
         (kinds, kernels, strides, input size) nearest in MAdds, or, for a factorized
         layer (``arch.lowrank``) whose structure the table lacks, from its dense layer,
-        and reported in ``Prediction.interpolated``.
+        and reported in ``Prediction.interpolated``. The entries are those of
+        ``arch.precision`` (:meth:`view`).
         """
+        if arch.precision != self.precision:
+            return self.view(arch.precision).predict(arch, interpolate=interpolate)
         layers: list[tuple[str, float]] = []
         missing: list[str] = []
         interpolated: list[str] = []
@@ -195,27 +237,35 @@ class LutProfile(HardwareProfile):
             raise HardwareError(
                 f"profile {self.name!r} has no entry for {len(missing)} layer(s) of this network, e.g. "
                 f"{missing[0]!r}; it covers the spaces: {spaces}. Measure them with "
-                f"`nas hardware build --space SPACE --name {self.name}` (SPACE: the space this network "
+                f"`nas hardware build --space SPACE --name {self.name}{self._flags()}` (SPACE: the space this network "
                 f"comes from), or allow interpolation across channel counts.")
         naive = sum(ms for _, ms in layers)
         cal = self.calibration_for(arch)
         return Prediction(cal.intercept_ms + cal.slope * naive if cal else naive, naive, layers, interpolated)
 
+    def _flags(self) -> str:
+        return "" if self.precision == self.data.dtype else f" --runtime onnxruntime --precision {self.precision}"
+
     def calibration_for(self, arch: ArchSpec) -> Calibration | None:
         """The correction fitted at ``arch``'s input shape; None (plain sum) where there is none."""
+        if arch.precision != self.precision:
+            return self.view(arch.precision).calibration_for(arch)
         return self.data.calibrations.get(shape_key(arch.input_shape))
 
     def _interpolate(self, group: list[Op]) -> float | None:
+        """The time of the measured layer of the same structure nearest in work, scaled by work: MAdds,
+        or for layers without (pooling over a pruned channel count) the input channels."""
         if self._by_structure is None:
             self._by_structure = {}
-            for e in self.data.entries.values():
-                self._by_structure.setdefault(e.structure, []).append((e.madds, e.min_ms))
+            for key, e in self.data.entries.items():
+                work = e.madds or int(key.split(":", 2)[1])  # a layer without MAdds: its input channels
+                self._by_structure.setdefault(e.structure, []).append((work, e.min_ms))
         candidates = self._by_structure.get(layer_structure(group), [])
-        madds = sum(o.madds for o in group)
-        if not candidates or madds == 0:
+        work = sum(o.madds for o in group) or group[0].cin
+        if not candidates:
             return None
-        ref_madds, ref_ms = min(candidates, key=lambda c: abs(math.log((c[0] + 1) / (madds + 1))))
-        return ref_ms * (madds + 1) / (ref_madds + 1)
+        ref_work, ref_ms = min(candidates, key=lambda c: abs(math.log((c[0] + 1) / (work + 1))))
+        return ref_ms * (work + 1) / (ref_work + 1)
 
     def _from_dense(self, group: list[Op], dense: list[Op]) -> float | None:
         """A factorized layer the table lacks: its dense layer's time, scaled by MAdds (as :meth:`_interpolate`)."""
@@ -228,12 +278,47 @@ class LutProfile(HardwareProfile):
     def latency_ms(self, arch: ArchSpec) -> float:
         """:meth:`predict` with interpolation: compressed networks run layers the table may not hold
         (structured-pruned channel counts, factorized layers); a structure it has never measured is
-        still an error."""
-        return self.predict(arch, interpolate=True).ms
+        still an error.
+
+        The search asks this for every candidate, so each layer's time is memoized per (layer,
+        input shape, low rank), as :func:`nas.count` memoizes its counts; the sum is the same float
+        :meth:`predict` gives."""
+        if arch.precision != self.precision:
+            return self.view(arch.precision).latency_ms(arch)
+        if arch.detector is not None:  # heads read feature maps across layers: the whole op list
+            return self.predict(arch, interpolate=True).ms
+        if self._layer_ms_of != (id(self.data.entries), len(self.data.entries)):
+            self._layer_ms, self._layer_ms_of = {}, (id(self.data.entries), len(self.data.entries))
+        naive, shape = 0.0, arch.input_shape
+        for layer in arch.layers:
+            key = (layer, shape, arch.lowrank)
+            if key not in self._layer_ms:
+                self._layer_ms[key] = self._one_layer_ms(layer, shape, arch.lowrank)
+            ms, shape = self._layer_ms[key]
+            if ms is None:  # not priceable: predict() raises the full error
+                return self.predict(arch, interpolate=True).ms
+            naive += ms
+        cal = self.calibration_for(arch)
+        return cal.intercept_ms + cal.slope * naive if cal else naive
+
+    def _one_layer_ms(self, layer: Layer, shape: tuple[int, ...], lowrank: float | None
+                      ) -> tuple[float | None, tuple[int, ...]]:
+        """(time or None, output shape) of one layer, as :meth:`predict` prices it with interpolation."""
+        dense, out_shape = layer_ops(layer, "layers.0", shape)
+        group = dense if lowrank is None else factorize_ops(dense, lowrank)
+        entry = self.data.entries.get(layer_key(group))
+        if entry is not None:
+            return entry.min_ms, out_shape
+        estimate = self._interpolate(group)
+        if estimate is None and group is not dense:
+            estimate = self._from_dense(group, dense)
+        return estimate, out_shape
 
     def provenance(self) -> dict[str, Any]:
         d = self.data
         return {"kind": "measured (latency look-up table)", "file": self.path, "device": d.device,
                 "framework": f"{d.framework} {d.framework_version}", "threads": d.threads, "batch": d.batch,
                 "dtype": d.dtype, "date": d.date, "entries": len(d.entries), "spaces": sorted(d.spaces),
-                "calibrated_for": sorted(d.calibrations), "method": d.method.model_dump()}
+                "calibrated_for": sorted(d.calibrations), "method": d.method.model_dump(),
+                "precisions": {p: {"framework": f"{sec.framework} {sec.framework_version}", "entries": len(sec.entries),
+                                   "calibrated_for": sorted(sec.calibrations)} for p, sec in d.precisions.items()}}
