@@ -56,7 +56,7 @@ def int8_onnx(d: Path, rank: int, arch: Any, splits: Any, *, threads: int = 1) -
     test accuracy in onnxruntime and their onnxruntime latency (batch 1, ``threads``, interleaved, median)."""
     from nas.compress.int8 import OnnxModel, quantize_int8
     from nas.data import fit_input
-    from nas.hardware.ort import onnx_latency
+    from nas.hardware.measure import onnx_latency
 
     fp32, int8 = d / "model.onnx", d / f"winner-{rank}.int8.onnx"
     quantize_int8(fp32, int8, fit_input(splits.train[:CALIBRATION_SAMPLES][0], arch.input_shape))

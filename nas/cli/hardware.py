@@ -28,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     build.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     build.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
     build.add_argument("--rounds", type=int, default=11, help="interleaved timing rounds (default: %(default)s)")
+    build.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                       help="what runs each layer: torch modules, or ONNX files in onnxruntime (default: %(default)s)")
+    build.add_argument("--precision", choices=["float32", "int8"], default="float32",
+                       help="int8: layers quantized with onnxruntime, stored beside the float32 entries "
+                            "(needs --runtime onnxruntime; default: %(default)s)")
 
     for action, helptext, n in (("calibrate", "fit the table's correction on measured whole networks", 30),
                                 ("validate", "measure held-out networks and report prediction accuracy", 50)):
@@ -35,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("profile", help="profile name or table file (.json)")
         p.add_argument("--space", required=True, help="search space the networks are drawn from")
         p.add_argument("-n", type=int, default=n, help="networks (default: %(default)s)")
+        p.add_argument("--precision", choices=["float32", "int8"], default="float32",
+                       help="the table's entries of this precision, networks run with their runtime "
+                            "(default: %(default)s)")
         p.add_argument("--json", type=Path, help="also write the results to this file" if action == "validate"
                        else argparse.SUPPRESS)
     hw.set_defaults(run=run)
@@ -58,9 +66,11 @@ def _build(args: argparse.Namespace) -> int:
                        f"{args.threads}, {args.batch}, {args.rounds}.")
     space = load_space(args.space)
     profile = build_table(space, args.name, args.out / f"{args.name}.json", threads=args.threads,
-                          batch=args.batch, rounds=args.rounds)
-    print(f"{profile.path}: {len(profile.data.entries)} entries; next: `nas hardware calibrate {profile.path} "
-          f"--space {args.space}`")
+                          batch=args.batch, rounds=args.rounds, runtime=args.runtime, precision=args.precision)
+    table = profile.view(args.precision).data
+    flag = "" if args.precision == "float32" else f" --precision {args.precision}"
+    print(f"{profile.path}: {len(table.entries)} {args.precision} entries; next: `nas hardware calibrate "
+          f"{profile.path} --space {args.space}{flag}`")
     return 0
 
 
@@ -73,7 +83,7 @@ def _lut(name: str) -> LutProfile:
 
 def _calibrate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    for shape, cal in calibrate(profile, load_space(args.space), args.n).items():
+    for shape, cal in calibrate(profile, load_space(args.space), args.n, precision=args.precision).items():
         print(f"{profile.path}, input {shape}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of "
               f"layer times (fitted on {cal.networks} networks of {cal.space!r})")
     return 0
@@ -81,7 +91,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    result = validate(profile, load_space(args.space), args.n)
+    result = validate(profile, load_space(args.space), args.n, precision=args.precision)
     for label, key in (("calibrated", "calibrated"), ("naive sum", "naive_sum")):
         s = result[key]
         if s is None:

@@ -12,11 +12,13 @@ a shared machine); median, mean, spread (std) and count go into the table too.
 
 from __future__ import annotations
 
+import itertools
 import platform
 import random
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,9 @@ from tqdm import tqdm
 from nas.cost import count_ops
 from nas.errors import HardwareError
 from nas.graph import factorize_ops, layer_ops
-from nas.hardware.lut import Calibration, Entry, LutFile, LutProfile, Method, layer_key, layer_structure, shape_key
+from nas.hardware import ort
+from nas.hardware.lut import (Calibration, Entry, LutFile, LutProfile, Method, Section, layer_key, layer_structure,
+                              shape_key)
 from nas.models import build_model
 from nas.space import Space
 from nas.spec import ArchSpec, Layer
@@ -100,7 +104,8 @@ def _signatures(space: Space) -> Iterator[tuple[Layer, tuple[int, ...], float | 
 
 
 def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch: int = 1, rounds: int = 11,
-                target_ms: float = 1.0, chunk: int = 1024, log: Callable[[str], None] = print) -> LutProfile:
+                target_ms: float = 1.0, chunk: int = 1024, log: Callable[[str], None] = print,
+                runtime: str = "torch", precision: str = "float32") -> LutProfile:
     """Measure every layer signature ``space`` can produce into the table at ``path``, each layer
     dense and factorized at every low-rank ratio the space samples.
 
@@ -113,54 +118,94 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
     build resumes where it stopped; the file is rewritten after every chunk). The table records the
     device, torch version, threads, batch and date; measuring into an existing
     table made with other settings is refused.
+
+    ``runtime``/``precision``: ``torch``/``float32`` times torch modules into the table's
+    entries; ``onnxruntime`` times each layer as an ONNX file in an ``InferenceSession``
+    (:mod:`nas.hardware.ort`), ``float32`` into the entries of a new table, ``int8`` (quantized
+    with onnxruntime) into the table's ``int8`` section, beside the float32 entries.
     """
+    ort.check_runtime(runtime, precision)
     torch.set_num_threads(threads)
+    version = ort.runtime_version(runtime)
     if path.exists():
         profile = LutProfile.load(path)
         d = profile.data
-        if (d.threads, d.batch, d.framework_version) != (threads, batch, torch.__version__):
-            raise HardwareError(f"{path} was measured with threads={d.threads}, batch={d.batch}, torch "
-                                f"{d.framework_version}; this run has threads={threads}, batch={batch}, torch "
-                                f"{torch.__version__}. Use another --name, or the same settings.")
+        if (d.threads, d.batch) != (threads, batch):
+            raise HardwareError(f"{path} was measured with threads={d.threads}, batch={d.batch}; this run has "
+                                f"threads={threads}, batch={batch}. Use another --name, or the same settings.")
     else:
         profile = LutProfile(LutFile(
-            format="nas-lut/1", name=name, device=device_name(), framework="torch",
-            framework_version=torch.__version__, threads=threads, batch=batch, dtype="float32",
+            format="nas-lut/1", name=name, device=device_name(), framework=runtime,
+            framework_version=version, threads=threads, batch=batch, dtype="float32",
             date=datetime.now(timezone.utc).date().isoformat(),
-            method=Method(warmup=WARMUP, rounds=rounds, target_ms=target_ms)), str(path))
+            method=_method(runtime, rounds, target_ms)), str(path))
+    if precision != "float32" and precision not in profile.data.precisions:
+        profile.data.precisions[precision] = Section(  # type: ignore[index]
+            framework=runtime, framework_version=version, date=datetime.now(timezone.utc).date().isoformat(),
+            method=_method(runtime, rounds, target_ms))
+    table = profile.view(precision).data
+    if (table.framework, table.framework_version) != (runtime, version):
+        raise HardwareError(f"{path}: its {precision} entries were measured with {table.framework} "
+                            f"{table.framework_version}; this run uses {runtime} {version}. Use another --name.")
+    with ort.scratch() as tmp:
+        return _measure_layers(space, profile, table, Path(tmp), rounds=rounds, target_ms=target_ms, chunk=chunk,
+                               log=log, precision=precision)
+
+
+def _method(runtime: str, rounds: int, target_ms: float) -> Method:
+    if runtime == "torch":
+        return Method(warmup=WARMUP, rounds=rounds, target_ms=target_ms)
+    return Method(warmup=WARMUP, rounds=rounds, target_ms=target_ms,
+                  context="each layer as one ONNX file (torch.onnx.export; int8: onnxruntime quantize_static, QDQ, "
+                          "per-channel s8 weights, s8 activations) in an onnxruntime InferenceSession, 1 inter-op "
+                          "thread")
+
+
+def _measure_layers(space: Space, profile: LutProfile, table: LutFile, tmp: Path, *, rounds: int, target_ms: float,
+                    chunk: int, log: Callable[[str], None], precision: str) -> LutProfile:
+    """Measure the layers of ``space`` that ``table`` (the profile's entries of ``precision``) lacks."""
+    path, name, batch, threads = Path(profile.path), profile.name, table.batch, table.threads
+
+    stems = itertools.count()
+
+    def item(k: str) -> tuple[Any, Any]:
+        layer, shape, ratio = todo[k][:3]
+        if table.framework == "torch":
+            return _layer_module(layer, shape, batch, ratio)
+        return ort.layer_call(layer, shape, batch, precision, threads, tmp, f"l{next(stems)}", lowrank=ratio)
+
     todo: dict[str, tuple[Layer, tuple[int, ...], float | None, list[Any]]] = {}
     for layer, shape, ratio in _signatures(space):
         group = layer_ops(layer, "layers.0", shape)[0]
         group = group if ratio is None else factorize_ops(group, ratio)
         key = layer_key(group)
-        if key not in profile.data.entries:
+        if key not in table.entries:
             todo.setdefault(key, (layer, shape, ratio, group))
     total = len(todo)
     profile.data.spaces[space.name] = list(space.input_shape)
     if not todo:
-        log(f"{name}: all layer signatures of {space.name!r} are measured ({len(profile.data.entries)} entries).")
+        log(f"{name}: all layer signatures of {space.name!r} are measured ({len(table.entries)} {precision} entries).")
         profile.save(path)
         return profile
     keys = list(todo)
     probe = keys[:: max(1, len(keys) // 8)][:8]
     start = time.perf_counter()
-    probe_samples = measure([_layer_module(todo[k][0], todo[k][1], batch, todo[k][2]) for k in probe], rounds=1,
-                            target_ms=target_ms)
+    probe_samples = measure([item(k) for k in probe], rounds=1, target_ms=target_ms)
     # The probe paid set-up, warm-up and one sample per item; each further round adds one sample,
     # which lasts target_ms or one call, whichever is longer.
     sample_s = statistics.fmean(max(target_ms, s[0]) for s in probe_samples) / 1e3
     per_item = (time.perf_counter() - start) / len(probe) + (rounds - 1) * sample_s
     log(f"{name}: measuring {total} layer signatures of {space.name!r} on {profile.data.device}, "
-        f"{threads} thread(s), batch {batch}, {rounds} rounds: about {_duration(per_item * total)}. "
+        f"{threads} thread(s), batch {batch}, {precision} with {table.framework}, {rounds} rounds: "
+        f"about {_duration(per_item * total)}. "
         f"Interrupt at any time: measured entries are kept and the next run resumes.")
     with tqdm(total=total, desc=f"hardware build {name}", unit="layer") as bar:
         for i in range(0, total, chunk):
             part = keys[i:i + chunk]
-            samples = measure([_layer_module(todo[k][0], todo[k][1], batch, todo[k][2]) for k in part], rounds=rounds,
-                              target_ms=target_ms, seed=i)
+            samples = measure([item(k) for k in part], rounds=rounds, target_ms=target_ms, seed=i)
             for key, s in zip(part, samples):
                 group = todo[key][3]
-                profile.data.entries[key] = Entry(
+                table.entries[key] = Entry(
                     min_ms=min(s), median_ms=statistics.median(s), mean_ms=statistics.fmean(s),
                     std_ms=statistics.stdev(s) if len(s) > 1 else 0.0, count=len(s),
                     madds=count_ops(group).madds, structure=layer_structure(group))
@@ -174,28 +219,51 @@ def _duration(seconds: float) -> str:
 
 
 def measure_networks(archs: Iterable[ArchSpec], *, batch: int, rounds: int, target_ms: float, seed: int = 0,
-                     progress: str | None = None) -> list[float]:
-    """End-to-end times (ms, minimum over rounds) of whole networks, interleaved like the layer table."""
-    items = []
-    for arch in archs:
-        torch.manual_seed(0)
-        items.append((build_model(arch), torch.randn(batch, *arch.input_shape)))
-    return [min(s) for s in measure(items, rounds=rounds, target_ms=target_ms, seed=seed,
-                                                   progress=progress)]
+                     progress: str | None = None, runtime: str = "torch", threads: int = 1) -> list[float]:
+    """End-to-end times (ms, minimum over rounds) of whole networks, interleaved like the layer table;
+    with ``runtime="onnxruntime"`` each network runs as an ONNX file at its ``precision`` (``threads``)."""
+    archs = list(archs)
+    with ort.scratch() as tmp:
+        items: list[tuple[Any, Any]] = []
+        if runtime == "onnxruntime":
+            items = list(ort.network_calls(archs, batch, threads, Path(tmp)))
+        for arch in archs if runtime == "torch" else ():
+            torch.manual_seed(0)
+            items.append((build_model(arch), torch.randn(batch, *arch.input_shape)))
+        return [min(s) for s in measure(items, rounds=rounds, target_ms=target_ms, seed=seed, progress=progress)]
 
 
-def calibrate(profile: LutProfile, space: Space, n: int = 30, *, seed: int = 10_000, rounds: int = 11
-              ) -> dict[str, Calibration]:
+def onnx_latency(paths: Sequence[str | Path], input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,
+                 rounds: int = 21, target_ms: float = 20.0, seed: int = 0) -> list[float]:
+    """Median over ``rounds`` interleaved rounds of the mean time per call (ms) of each ONNX file
+    (interleaved as :func:`measure` does, so the files compared see the same background load)."""
+    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
+    samples = measure([(ort.OrtCall(p, threads), x) for p in paths], rounds=rounds, target_ms=target_ms, seed=seed)
+    return [float(np.median(s)) for s in samples]
+
+
+def _networks(profile: LutProfile, space: Space, n: int, seed: int, precision: str
+              ) -> tuple[LutProfile, list[ArchSpec], dict[str, Any]]:
+    """(the table of ``precision``, ``n`` random networks of ``space`` at that precision, how to measure them)."""
+    table = profile.view(precision)
+    torch.set_num_threads(profile.data.threads)
+    archs = [replace(space.random(seed + i).arch, precision=precision) for i in range(n)]
+    how = {"batch": profile.data.batch, "target_ms": table.data.method.target_ms, "runtime": table.data.framework,
+           "threads": profile.data.threads}
+    return table, archs, how
+
+
+def calibrate(profile: LutProfile, space: Space, n: int = 30, *, seed: int = 10_000, rounds: int = 11,
+              precision: str = "float32") -> dict[str, Calibration]:
     """Fit ``measured = intercept + slope * sum of layer times`` on ``n`` random networks
     (seeds ``seed ..``; validation uses other seeds), one fit per input shape among
-    them (LeNet's MLPs and convnets differ), and store the fits in the profile."""
+    them (LeNet's MLPs and convnets differ), and store the fits in the profile (in the
+    entries of ``precision``, measured with their runtime)."""
     if n < 2:
         raise HardwareError(f"calibration needs at least 2 networks, but got n={n}.")
-    torch.set_num_threads(profile.data.threads)
-    archs = [space.random(seed + i).arch for i in range(n)]
+    table, archs, how = _networks(profile, space, n, seed, precision)
     naive = np.array([profile.predict(a).naive_ms for a in archs])
-    measured = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
-                                         target_ms=profile.data.method.target_ms, progress="calibrate"))
+    measured = np.array(measure_networks(archs, rounds=rounds, progress="calibrate", **how))
     fits: dict[str, Calibration] = {}
     for key in sorted({shape_key(a.input_shape) for a in archs}):
         pick = np.array([shape_key(a.input_shape) == key for a in archs])
@@ -205,13 +273,13 @@ def calibrate(profile: LutProfile, space: Space, n: int = 30, *, seed: int = 10_
         (intercept, slope), *_ = np.linalg.lstsq(design, measured[pick], rcond=None)
         fits[key] = Calibration(intercept_ms=float(intercept), slope=float(slope), networks=int(pick.sum()),
                                 space=space.name)
-    profile.data.calibrations.update(fits)
+    table.data.calibrations.update(fits)
     profile.save()
     return fits
 
 
-def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_000, rounds: int = 11
-             ) -> dict[str, Any]:
+def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_000, rounds: int = 11,
+             precision: str = "float32") -> dict[str, Any]:
     """Measure ``n`` held-out networks end to end, twice, and compare with the profile.
 
     Returns the share within +-10%, MAPE and Spearman rank correlation for the
@@ -220,13 +288,10 @@ def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_0
     """
     from scipy.stats import spearmanr
 
-    torch.set_num_threads(profile.data.threads)
-    archs = [space.random(seed + i).arch for i in range(n)]
+    _, archs, how = _networks(profile, space, n, seed, precision)
     predictions = [profile.predict(a) for a in archs]
-    first = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
-                                      target_ms=profile.data.method.target_ms, seed=1, progress="validate 1/2"))
-    second = np.array(measure_networks(archs, batch=profile.data.batch, rounds=rounds,
-                                       target_ms=profile.data.method.target_ms, seed=2, progress="validate 2/2"))
+    first = np.array(measure_networks(archs, rounds=rounds, seed=1, progress="validate 1/2", **how))
+    second = np.array(measure_networks(archs, rounds=rounds, seed=2, progress="validate 2/2", **how))
     measured = (first + second) / 2
 
     def scores(predicted: np.ndarray) -> dict[str, float]:
@@ -236,7 +301,7 @@ def validate(profile: LutProfile, space: Space, n: int = 50, *, seed: int = 20_0
                 "spearman": float(spearmanr(predicted, measured).statistic)}
 
     return {
-        "profile": profile.name, "space": space.name, "networks": n, "seeds": [seed, seed + n - 1],
+        "profile": profile.name, "space": space.name, "precision": precision, "networks": n, "seeds": [seed, seed + n - 1],
         "calibrated": scores(np.array([p.ms for p in predictions]))
         if all(profile.calibration_for(a) for a in archs) else None,
         "naive_sum": scores(np.array([p.naive_ms for p in predictions])),

@@ -22,7 +22,6 @@ import torch
 
 from nas.compress.int8 import export_onnx, quantize_int8, session
 from nas.errors import HardwareError
-from nas.hardware.measure import measure
 from nas.models import build_model
 from nas.spec import ArchSpec, Layer
 
@@ -76,10 +75,11 @@ def onnx_file(model: torch.nn.Module, input_shape: tuple[int, ...], precision: s
 
 
 def layer_call(layer: Layer, shape: tuple[int, ...], batch: int, precision: str, threads: int, folder: Path,
-               stem: str) -> tuple[OrtCall, np.ndarray]:
-    """The layer's own module (``layers.0`` of a one-layer network) as an ONNX session, and its input."""
+               stem: str, *, lowrank: float | None = None) -> tuple[OrtCall, np.ndarray]:
+    """The layer's own module (``layers.0`` of a one-layer network, factorized at ``lowrank``) as an ONNX
+    session at ``precision``, and its input."""
     torch.manual_seed(0)
-    module = build_model(ArchSpec(shape, (layer,))).layers[0]
+    module = build_model(ArchSpec(shape, (layer,), lowrank=lowrank)).layers[0]
     path = onnx_file(module, shape, precision, folder, stem)
     return OrtCall(path, threads), np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
 
@@ -94,18 +94,6 @@ def network_calls(archs: Sequence[ArchSpec], batch: int, threads: int, folder: P
         items.append((OrtCall(path, threads),
                       np.random.default_rng(0).standard_normal((batch, *arch.input_shape), dtype=np.float32)))
     return items
-
-
-def onnx_latency(paths: Sequence[str | Path], input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,
-                 rounds: int = 21, target_ms: float = 20.0, seed: int = 0) -> list[float]:
-    """Median over ``rounds`` interleaved rounds of the mean time per call (ms) of each ONNX file.
-
-    Interleaved as :func:`nas.hardware.measure.measure` does (every file once per round, in a fresh
-    order), so the files compared (float32 and int8 of one network) see the same background load.
-    """
-    x = np.random.default_rng(seed).standard_normal((batch, *input_shape), dtype=np.float32)
-    samples = measure([(OrtCall(p, threads), x) for p in paths], rounds=rounds, target_ms=target_ms, seed=seed)
-    return [float(np.median(s)) for s in samples]
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:

@@ -9,7 +9,7 @@ loads anything itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from nas.compressed import running
@@ -59,11 +59,18 @@ def prepare(experiment: Experiment, data: bool = True) -> Setup:
 
 
 def check_coverage(space: Space, profiles: dict[str, HardwareProfile]) -> None:
-    """Each profile prices the space's first COVERAGE_SAMPLES random candidates, or a HardwareError says which."""
+    """Each profile prices the space's first COVERAGE_SAMPLES random candidates, or a HardwareError says which.
+
+    A space that samples ``quantization: int8`` also needs int8 prices (a measured table's int8
+    entries): the first candidate is priced in int8 too, whatever it drew."""
+    int8 = "int8" in space.config.compression.quantization
     for name, profile in profiles.items():
         for seed in range(COVERAGE_SAMPLES):
+            arch = running(space.random(seed))
             try:
-                profile.latency_ms(running(space.random(seed)))
+                profile.latency_ms(arch)
+                if int8 and seed == 0:
+                    profile.latency_ms(replace(arch, precision="int8"))
             except HardwareError as exc:
                 raise HardwareError(f"profile {name!r} cannot price candidates of space {space.name!r} "
                                     f"(seed {seed}): {exc}") from None
