@@ -105,3 +105,18 @@ def test_shipped_tables_are_float32_and_load_unchanged() -> None:
     assert profile.latency_ms(arch) > 0
     with pytest.raises(HardwareError, match="no int8 entries"):
         profile.latency_ms(dataclasses.replace(arch, precision="int8"))
+
+
+def test_rooflines_price_int8_bytes_and_stated_int8_throughput() -> None:
+    from nas.hardware import RooflineProfile
+    from nas.hardware.roofline import RooflineFile
+
+    arch = nas.load_space("mobilenetv2").random(0).arch
+    int8 = dataclasses.replace(arch, precision="int8")
+    pi = get_profile("raspberry-pi-4")
+    assert pi.latency_ms(int8) < pi.latency_ms(arch)  # a quarter of the bytes, the same MAC rate (none stated)
+    spec = pi.spec.model_copy(update={"int8_peak_gmacs": 4 * pi.spec.peak_gmacs})
+    faster = RooflineProfile(RooflineFile.model_validate(spec.model_dump()))
+    assert faster.latency_ms(int8) < pi.latency_ms(int8) and faster.latency_ms(arch) == pi.latency_ms(arch)
+    mcu = get_profile("stm32h743-int8")  # already int8: both precisions priced alike
+    assert mcu.latency_ms(int8) == mcu.latency_ms(arch)

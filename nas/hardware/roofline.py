@@ -6,6 +6,11 @@ fused into the preceding conv (as inference runtimes do) and cost nothing;
 residual adds and pooling are memory-bound. The numbers come from the device's
 published specifications, cited in the file, so predictions are labelled
 model-based: good for ranking candidates, not for absolute guarantees.
+
+An int8 network (``arch.precision == "int8"``) moves one byte per weight and
+activation, and runs at ``int8_peak_gmacs`` where the profile states it (else at
+``peak_gmacs``: the device's int8 rate is not claimed). A profile whose ``dtype``
+is already ``int8`` prices every network as int8, as it says.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class RooflineFile(BaseModel):
     bandwidth_gbps: Annotated[float, Field(gt=0)]  # sustained memory bandwidth, GB/s
     overhead_us: Annotated[float, Field(ge=0)] = 0.0  # per conv/linear op
     dtype: Literal["float32", "float16", "int8"] = "float32"
+    #: int8 multiply-adds per second (1e9) for networks that run in int8, where the device's figure is known
+    int8_peak_gmacs: Annotated[float, Field(gt=0)] | None = None
     threads: Annotated[int, Field(ge=1)] = 1
     sources: Annotated[list[str], Field(min_length=1)]  # where each figure comes from
     notes: str = ""
@@ -62,22 +69,24 @@ class RooflineProfile(HardwareProfile):
         except ValidationError as exc:
             raise HardwareError(f"{path}: {describe_validation_error(exc)}") from None
 
-    def op_ms(self, op: Op) -> float:
-        """Roofline time of one op in milliseconds (0 for ops fused into a conv)."""
+    def op_ms(self, op: Op, precision: str = "float32") -> float:
+        """Roofline time of one op in milliseconds (0 for ops fused into a conv), in a network of ``precision``."""
         if op.kind in ("bn", "relu", "relu6", "flatten"):
             return 0.0
-        size = BYTES[self.spec.dtype]
+        int8 = precision == "int8"
+        size = BYTES["int8"] if int8 else BYTES[self.spec.dtype]
+        peak = self.spec.int8_peak_gmacs if int8 and self.spec.int8_peak_gmacs else self.spec.peak_gmacs
         out = 1
         for d in op.out_shape:
             out *= d
         moved = (op.cin * op.h * op.w + out + op.weight_count) * size
-        compute = op.madds / (self.spec.peak_gmacs * 1e9)
+        compute = op.madds / (peak * 1e9)
         memory = moved / (self.spec.bandwidth_gbps * 1e9)
         overhead = self.spec.overhead_us * 1e-6 if op.kind in ("conv", "linear") else 0.0
         return 1e3 * (max(compute, memory) + overhead)
 
     def latency_ms(self, arch: ArchSpec) -> float:
-        return sum(self.op_ms(op) for op in ops(arch))
+        return sum(self.op_ms(op, arch.precision) for op in ops(arch))
 
     def provenance(self) -> dict[str, Any]:
         return {"kind": "model-based (roofline)", "file": self.path, **self.spec.model_dump(exclude={"format", "name"})}
