@@ -45,6 +45,8 @@ def value_huffman_bits(sparsity: float, quantization: str, bits: int | None, log
         mean_abs = 2.0 * math.exp(-t * t / 2) / math.sqrt(2 * math.pi) / survivors
         delta = 0.7 * mean_abs
         return huffman_length(np.array([mass(-math.inf, -delta), mass(-delta, delta), mass(delta, math.inf)]))
+    if quantization == "int8":
+        return _int8_huffman(t, 2**log2_n)
     assert bits is not None
     return min(float(bits), _stored_codebook_entropy(t, bits, 2**log2_n))
 
@@ -113,6 +115,21 @@ def _codebook_entropy(t: float, bits: int, n: int) -> float:
         mass, moment = cells(centers)
         centers = np.sort(np.where(mass > 1e-12, moment / np.maximum(mass, 1e-300), centers))
     mass, _ = cells(centers)
+    return huffman_length(mass)
+
+
+def _int8_huffman(t: float, n: int) -> float:
+    """Huffman code length of int8 codes ``round(z / step)``, ``step = zmax / 127``, over N(0, 1) weights with
+    ``|z| >= t``: ``zmax`` the expected extreme of ``n`` weights (the scale is per output channel and a
+    channel holds fewer weights, so this is an estimate on the short side by a fraction of a bit)."""
+    from scipy.special import ndtr, ndtri
+
+    step = float(ndtri(1.0 - 1.0 / (2.0 * n))) / 127
+    edges = (np.arange(-127, 129) - 0.5) * step
+    edges[0], edges[-1] = -np.inf, np.inf
+    lo, hi = edges[:-1], edges[1:]
+    mass = np.clip(ndtr(np.maximum(hi, t)) - ndtr(np.maximum(lo, t)), 0, None) + \
+        np.clip(ndtr(np.minimum(hi, -t)) - ndtr(np.minimum(lo, -t)), 0, None)
     return huffman_length(mass)
 
 

@@ -221,6 +221,8 @@ def _plan(compression: CompressionSpec, kind: str) -> _Plan:
         value_bits, table = 1, FLOAT_BITS
     elif compression.quantization == "ternary":
         value_bits, table = 2, FLOAT_BITS
+    elif compression.quantization == "int8":
+        value_bits, table = 8, 0  # + one 32-bit scale per output channel (_columns)
     elif compression.codebook_bits is not None:
         value_bits, table = compression.codebook_bits, FLOAT_BITS * 2**compression.codebook_bits
     else:
@@ -263,7 +265,7 @@ class _Columns(NamedTuple):
     index_bits: np.ndarray
     value_entropy: np.ndarray
     index_entropy: np.ndarray
-    table_bits: float  # the same for every op of a spec
+    table_bits: np.ndarray | float  # the same for every op of a spec, but int8's scale per output channel
     other_bits: np.ndarray
     record_bits: np.ndarray
     index_stream: np.ndarray
@@ -326,7 +328,8 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
             value_stream = huffman_stream_bits(kept, int(value_bits), value_h, used)
     streams = sparse + (value_bits != FLOAT_BITS)
     record = 8.0 * (CODED_FIXED_BYTES + ENTRIES_BYTES * sparse) + 4.0 * streams
-    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, index_h, float(conv_plan.table_bits),
+    table_bits = table[:, _COUT] * FLOAT_BITS if compression.quantization == "int8" else float(conv_plan.table_bits)
+    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits,
                     table[:, _OTHER], record, index_stream, value_stream)
 
 
@@ -342,7 +345,8 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     a filler symbol whenever a gap overflows, or a 1-bit keep-bitmap where that is
     smaller: :mod:`nas.storage`), dense otherwise. Values take ``codebook_bits``
     (plus a codebook of ``2**bits`` 32-bit centroids per layer), 1 or 2 bits for
-    binary/ternary (plus a 32-bit scale), or 32 bits. Biases and batch-norm tensors
+    binary/ternary (plus a 32-bit scale), 8 bits for int8 (plus a 32-bit scale per output
+    channel), or 32 bits. Biases and batch-norm tensors
     are stored as 32-bit floats. Huffman coding is estimated by the Huffman code of
     the modelled value and index distributions (``_value_entropy``, ``_index_stats``)
     with its tables: an estimate for random masks and Gaussian weights, not a measured file.
@@ -350,9 +354,10 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     weight_ops = _weight_ops(ops(compressed(arch, compression)))
     c = _columns(_table(weight_ops), compression)
     value_h = np.broadcast_to(c.value_entropy, c.stored.shape)
+    table_bits = np.broadcast_to(c.table_bits, c.stored.shape)
     return [LayerSize(w.name, w.kind, w.weight_count, int(c.stored[i]), int(c.kept[i]), int(c.entries[i]),
                       int(c.value_bits), int(c.index_bits[i]), float(value_h[i]), float(c.index_entropy[i]),
-                      int(c.table_bits), w.other_bits, float(c.record_bits[i]), float(c.index_stream[i]),
+                      int(table_bits[i]), w.other_bits, float(c.record_bits[i]), float(c.index_stream[i]),
                       float(c.value_stream[i]))
             for i, w in enumerate(weight_ops)]
 

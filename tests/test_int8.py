@@ -116,3 +116,27 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CompressError, match="onnxruntime cannot load") as info:
         OnnxModel(tmp_path / "bad.onnx")
     assert "\n" not in str(info.value)
+
+
+def test_int8_container_round_trips_and_matches_the_size_estimate(tmp_path: Path) -> None:
+    from nas.compress import load, save
+
+    arch = nas.load_space("mobilenetv2-tiny").random(0).arch
+    torch.manual_seed(0)
+    dense = nas.build_model(arch)
+    x = torch.randn(4, *arch.input_shape)
+    for spec in (CompressionSpec(quantization="int8", huffman=False),
+                 CompressionSpec(quantization="int8", sparsity_conv=0.5, sparsity_linear=0.5)):
+        model = apply_compression(dense, spec).eval()
+        report = save(model, tmp_path / "a.nasz")
+        estimate = nas.size_bits(arch, spec) / 8
+        assert abs(report.file_bytes - estimate) <= 0.1 * estimate
+        loaded = load(tmp_path / "a.nasz")
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))  # the same codes and scales
+        save(loaded, tmp_path / "b.nasz")
+        assert (tmp_path / "a.nasz").read_bytes() == (tmp_path / "b.nasz").read_bytes()
+    rows = nas.size_report(arch, CompressionSpec(quantization="int8", huffman=False))
+    weight_ops = [op for op in nas.ops(arch) if op.kind in ("conv", "linear")]
+    assert [r.table_bits for r in rows] == [32 * op.cout for op in weight_ops]  # one scale per output channel
+    assert all(r.value_bits == 8 for r in rows)

@@ -12,10 +12,11 @@ Layout (all integers little-endian; ``u8/u16/u32`` unsigned)::
       raw (biases, batch-norm tensors): numel float32 values
       coded (conv/linear weights):
              index_bits u8     relative-index width (0: stored dense, every position in order)
-             value_kind u8     0 float32, 1 k-means codebook, 2 binary, 3 ternary
+             value_kind u8     0 float32, 1 k-means codebook, 2 binary, 3 ternary, 4 int8
              value_bits u8     bits per value code (32 for float32)
              coding u8         bit 0: index stream Huffman-coded, bit 1: value stream Huffman-coded
-             table_len u32, table_len float32   codebook, or the scale s of binary (-s, s) / ternary (-s, 0, s)
+             table_len u32, table_len float32   codebook, or the scale s of binary (-s, s) / ternary (-s, 0, s),
+                                    or int8's scale per output channel (codes 0..254 are q + 127)
              kept u32          values stored (kept weights)
              entries u32       relative-index symbols (kept + fillers); only when index_bits > 0
              [index stream]    only when index_bits > 0
@@ -65,6 +66,7 @@ from torch.nn.utils import parametrize, prune
 
 from nas.compress._streams import Stream, encode_stream, positions_from_indices, read_stream, relative_indices
 from nas.compress.binary import QuantizedWeight
+from nas.compress.int8 import QMAX, Int8Weight
 from nas.compress.lowrank import FACTORED, shaped_like
 from nas.compress.sharing import SharedWeight
 from nas.errors import CompressError, SpecError
@@ -75,8 +77,8 @@ from nas.storage import BITMAP_BITS, FILE_FIXED_BYTES, INDEX_BITS, header_blob
 
 MAGIC = b"NASZ"
 VERSION = 2
-FLOAT, CODEBOOK, BINARY, TERNARY = 0, 1, 2, 3
-VALUE_KINDS = {FLOAT: "float32", CODEBOOK: "codebook", BINARY: "binary", TERNARY: "ternary"}
+FLOAT, CODEBOOK, BINARY, TERNARY, INT8 = 0, 1, 2, 3, 4
+VALUE_KINDS = {FLOAT: "float32", CODEBOOK: "codebook", BINARY: "binary", TERNARY: "ternary", INT8: "int8"}
 
 
 class LayerStorage(NamedTuple):
@@ -160,6 +162,11 @@ def _coded_weight(module: nn.Module) -> _Coded:
                               BINARY, 1, np.array([s], np.float32))
             return _Coded(None if keep.all() else keep, (b_flat + 1).astype(np.int64), np.zeros(0, np.float32),
                           TERNARY, 2, np.array([s], np.float32))
+        if isinstance(param, Int8Weight):  # codes q + 127 in 0..254, one float32 scale per output channel
+            q, scales = param.levels(module.parametrizations.weight.original)
+            keep = (param.mask if param.mask is not None else torch.ones_like(q, dtype=torch.bool)).flatten().numpy()
+            return _Coded(None if keep.all() else keep, q.flatten().numpy().astype(np.int64)[keep] + QMAX,
+                          np.zeros(0, np.float32), INT8, 8, scales.numpy().astype(np.float32))
         raise CompressError(f"container: unknown weight parametrization {type(param).__name__}.")
     weight = module.weight.detach().float().flatten().numpy()
     if prune.is_pruned(module) and hasattr(module, "weight_mask"):
@@ -331,6 +338,7 @@ class _Decoded(NamedTuple):
     codes: torch.Tensor | None  # codebook layers: code per position, -1 where pruned
     table: torch.Tensor | None
     bits: int
+    kind: int = 0  # FLOAT; INT8 gets its parametrization back
 
 
 def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
@@ -356,14 +364,21 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
         values = np.frombuffer(r.take(4 * kept), dtype="<f4")
     else:
         codes = read_stream(r.take, kept, bits, bool(flags & 2))
-        if kind != CODEBOOK:  # binary and ternary store their scale only
-            if table.size != 1:
-                raise CompressError(f"{key}: a {VALUE_KINDS[kind]} weight stores one scale, but {table.size} are given.")
-            s = float(table[0])
-            table = np.array([-s, s] if kind == BINARY else [-s, 0.0, s], dtype=np.float32)
-        if codes.size and codes.max() >= table.size:
-            raise CompressError(f"{key}: a code {int(codes.max())} is outside its {table.size}-entry table.")
-        values = table[codes]
+        if kind == INT8:  # one scale per output channel: value = (code - 127) * scale of the position's channel
+            if table.size != shape[0] or (codes.size and codes.max() > 2 * QMAX):
+                raise CompressError(f"{key}: an int8 weight needs {shape[0]} scales and codes <= {2 * QMAX}, but has "
+                                    f"{table.size} scales and codes up to {int(codes.max()) if codes.size else 0}.")
+            values = (codes.astype(np.float32) - QMAX) * table[positions // (numel // shape[0])]
+        else:
+            if kind != CODEBOOK:  # binary and ternary store their scale only
+                if table.size != 1:
+                    raise CompressError(f"{key}: a {VALUE_KINDS[kind]} weight stores one scale, but {table.size} "
+                                        "are given.")
+                s = float(table[0])
+                table = np.array([-s, s] if kind == BINARY else [-s, 0.0, s], dtype=np.float32)
+            if codes.size and codes.max() >= table.size:
+                raise CompressError(f"{key}: a code {int(codes.max())} is outside its {table.size}-entry table.")
+            values = table[codes]
     flat = np.zeros(numel, dtype=np.float32)
     flat[positions] = values
     mask = None
@@ -372,7 +387,7 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
         keep[positions] = True
         mask = torch.from_numpy(keep.reshape(shape))
     if kind != CODEBOOK:
-        return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, None, None, bits)
+        return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, None, None, bits, kind)
     full = np.full(numel, -1, dtype=np.int64)
     full[positions] = codes
     return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, torch.from_numpy(full.reshape(shape)),
@@ -451,13 +466,16 @@ def _restore_compression(model: nn.Module, coded: dict[str, _Decoded]) -> None:
 
     Codebook layers get their :class:`SharedWeight` parametrization (same codes and
     centroids); other sparse layers get a :mod:`torch.nn.utils.prune` mask. Binary and
-    ternary layers come back as their float values (``±scale`` and 0).
+    ternary layers come back as their float values (``±scale`` and 0); int8 layers get their
+    :class:`~nas.compress.int8.Int8Weight` back (the same codes and scales).
     """
     for key, dec in coded.items():
         module = model.get_submodule(key.rpartition(".")[0])
         if dec.codes is not None and dec.table is not None:
             parametrize.register_parametrization(module, "weight", SharedWeight(dec.table, dec.codes, dec.bits))
             module.parametrizations.weight.original.requires_grad_(False)
+        elif dec.kind == INT8:
+            parametrize.register_parametrization(module, "weight", Int8Weight(dec.mask))
         elif dec.mask is not None:
             prune.custom_from_mask(module, "weight", dec.mask.to(module.weight.dtype))
 
