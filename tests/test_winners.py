@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+import nas
+
 from nas.compress import load as load_container
 from nas.objectives import Objective
 from nas.search import search
@@ -67,3 +69,41 @@ def test_finetune_cli_errors_are_one_line(tmp_path: Path, run: Path) -> None:
     assert rc.returncode == 2 and "not a run folder" in rc.stderr and rc.stderr.count("\n") == 1
     rc = subprocess.run([sys.executable, "-m", "nas", "finetune"], capture_output=True, text=True)
     assert rc.returncode == 2 and "run folder" in rc.stderr
+
+
+@pytest.mark.slow
+def test_int8_winners_are_onnx_files_scored_in_onnxruntime(run: Path) -> None:
+    """--int8: every winner also as int8 ONNX, its onnxruntime accuracy and latency beside fp32 ONNX's."""
+    import onnx
+
+    summary = finetune_run(run, top=1, int8=True, progress=False)
+    row = summary.iloc[0]
+    path = run / row["folder"] / f"winner-{row['rank']}.int8.onnx"
+    assert path.exists() and row["int8_file"] == path.name
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert 0 <= row["int8_test_accuracy"] <= 1 and 0 <= row["onnx_test_accuracy"] <= 1
+    assert row["int8_ms"] > 0 and row["onnx_ms"] > 0
+    assert "int8_test_accuracy" in (run / "winners" / "summary.md").read_text()
+    assert "int8_ms" in pd.read_csv(run / "winners" / "summary.csv").columns
+
+
+@pytest.mark.slow
+def test_an_int8_search_gives_int8_winners(tmp_path: Path) -> None:
+    """A space that samples only int8: proxy and recovery train fake-quantized weights, the container stores
+    int8 codes, and each winner has its int8 ONNX file without asking (priced by a roofline: the shipped
+    table has no int8 entries, which the search's coverage check would refuse up front)."""
+    space = yaml.safe_load((Path(nas.__file__).parent / "search_spaces" / "mobilenetv2-tiny.yaml").read_text())
+    space["name"] = "tiny-int8"
+    space["compression"] = {"quantization": ["int8"], "sparsity": {"conv": [0.0, 0.5], "linear": [0.0]}}
+    (tmp_path / "tiny-int8.yaml").write_text(yaml.safe_dump(space))
+    exp = {**EXP, "space": str(tmp_path / "tiny-int8.yaml"), "profiles": ["raspberry-pi-4"], "budget": {"trials": 3},
+           "population": 3, "winners": {**EXP["winners"], "top": 1}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    search(tmp_path / "exp.yaml", folder=tmp_path / "run", progress=False)
+    row = finetune_run(tmp_path / "run", progress=False).iloc[0]
+    d = tmp_path / "run" / row["folder"]
+    assert (d / f"winner-{row['rank']}.int8.onnx").exists() and 0 <= row["int8_test_accuracy"] <= 1
+    model = load_container(d / "model.nasz")
+    assert any(type(m.parametrizations.weight[0]).__name__ == "Int8Weight"
+               for m in model.modules() if hasattr(m, "parametrizations"))
+    assert row["latency_ms:raspberry-pi-4"] > 0
