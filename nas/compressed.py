@@ -22,6 +22,7 @@ from nas.channels import pruned_arch
 from nas.spec import ArchSpec, Candidate, CompressionSpec
 
 
+@lru_cache(maxsize=256)  # every cost of one candidate asks for it (count, latency per profile, size): once
 def compressed(arch: ArchSpec, compression: CompressionSpec) -> ArchSpec:
     """``arch`` as it runs under ``compression``: channels pruned, layers factorized, int8 arithmetic.
 
@@ -38,7 +39,6 @@ def compressed(arch: ArchSpec, compression: CompressionSpec) -> ArchSpec:
     return dataclasses.replace(arch, **changes) if changes else arch
 
 
-@lru_cache(maxsize=256)  # each cost of one candidate asks for it: compress once
 def running(candidate: Candidate) -> ArchSpec:
     """:func:`compressed` of a candidate's architecture and compression."""
     return compressed(candidate.arch, candidate.compression)
