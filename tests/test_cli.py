@@ -25,7 +25,7 @@ def test_sample_prints_exact_costs() -> None:
     space = nas.load_space("mobilenetv2-tiny")
     profile = nas.get_profile("reference-cpu")
     for row, seed in zip(rows, range(5, 8)):
-        arch = space.random(seed).arch
+        arch = nas.compressed(space.random(seed).arch, space.random(seed).compression)  # as it runs
         cost = nas.count(arch)
         assert f"{cost.params:,}" in row and f"{cost.madds:,}" in row
         assert f" {profile.latency_ms(arch):.2f} " in row  # the measured profile's prediction

@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
         cost = count(running(cand))
         c = cand.compression
         small = size_bits(cand.arch, c) / 8 / 1000
-        dense = cost.params * 4 / 1000
+        dense = count(cand.arch).params * 4 / 1000  # the architecture uncompressed, at 32 bits
         knobs = (f"sparsity {c.sparsity_conv:.2f}/{c.sparsity_linear:.2f}, "
                  f"{c.quantization if c.quantization != 'none' else (f'{c.codebook_bits}-bit codebook' if c.codebook_bits else 'fp32')}, "
-                 f"low-rank {c.lowrank_ratio or 'off'}")
+                 f"low-rank {c.lowrank_ratio or 'off'}, channels pruned {c.channel_ratio:g}")
         try:
             latency = f"{profile.latency_ms(running(cand)):7.2f}"
         except HardwareError:  # a table that does not cover this space: say so in the column, not abort
