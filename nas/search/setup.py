@@ -61,13 +61,21 @@ def prepare(experiment: Experiment, data: bool = True) -> Setup:
 def check_coverage(space: Space, profiles: dict[str, HardwareProfile]) -> None:
     """Each profile prices the space's first COVERAGE_SAMPLES random candidates, or a HardwareError says which.
 
-    A space that samples ``quantization: int8`` also needs int8 prices (a measured table's int8
+    A measured table must hold every layer of the uncompressed candidates exactly. A space that
+    samples ``quantization: int8`` also needs int8 prices (a measured table's int8
     entries): the first candidate is priced in int8 too, whatever it drew."""
+    from nas.hardware.lut import LutProfile
+
     int8 = "int8" in space.config.compression.quantization
     for name, profile in profiles.items():
         for seed in range(COVERAGE_SAMPLES):
-            arch = running(space.random(seed))
+            candidate = space.random(seed)
+            arch = running(candidate)
             try:
+                if isinstance(profile, LutProfile):
+                    # A table must hold the space's own layers; only the layers compression adds
+                    # (pruned channel counts, factorized layers) are interpolated by latency_ms.
+                    profile.predict(candidate.arch)
                 profile.latency_ms(arch)
                 if int8 and seed == 0:
                     profile.latency_ms(replace(arch, precision="int8"))
