@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Tiny networks on the synthetic dataset; a size limit that rejects some candidates before training.
 TINY = {"name": "tiny", "space": "mobilenetv2-tiny", "dataset": "synthetic", "objectives": ["accuracy", "madds"],
-        "constraints": {"size_kb": {"max": 300}}, "budget": {"trials": 5},
+        "constraints": {"size_kb": {"max": 100}}, "budget": {"trials": 5},
         "proxy": {"epochs": 1, "pruner": "none", "batch_size": 128}, "seed": 0}
 
 
