@@ -220,17 +220,12 @@ class LutProfile(HardwareProfile):
         interpolated: list[str] = []
         dense = layer_groups(ops(replace(arch, lowrank=None))) if interpolate and arch.lowrank is not None else {}
         for name, group in layer_groups(ops(arch)).items():
-            entry = self.data.entries.get(layer_key(group))
-            if entry is not None:
-                layers.append((name, entry.min_ms))
-                continue
-            estimate = self._interpolate(group) if interpolate else None
-            if estimate is None and name in dense:
-                estimate = self._from_dense(group, dense[name])
-            if estimate is None:
+            ms, exact = self._price(group, dense.get(name), interpolate)
+            if ms is None:
                 missing.append(layer_key(group))
-            else:
-                layers.append((name, estimate))
+                continue
+            layers.append((name, ms))
+            if not exact:
                 interpolated.append(name)
         if missing:
             spaces = ", ".join(self.data.spaces) or "none yet"
@@ -305,14 +300,20 @@ class LutProfile(HardwareProfile):
                       ) -> tuple[float | None, tuple[int, ...]]:
         """(time or None, output shape) of one layer, as :meth:`predict` prices it with interpolation."""
         dense, out_shape = layer_ops(layer, "layers.0", shape)
-        group = dense if lowrank is None else factorize_ops(dense, lowrank)
+        if lowrank is None:
+            return self._price(dense, None, True)[0], out_shape
+        return self._price(factorize_ops(dense, lowrank), dense, True)[0], out_shape
+
+    def _price(self, group: list[Op], dense: list[Op] | None, interpolate: bool) -> tuple[float | None, bool]:
+        """(time or None, whether it is a measured entry) of one layer's ops: the entry; else, with
+        ``interpolate``, the same structure's nearest entry, or for a factorized layer its ``dense`` one."""
         entry = self.data.entries.get(layer_key(group))
         if entry is not None:
-            return entry.min_ms, out_shape
-        estimate = self._interpolate(group)
-        if estimate is None and group is not dense:
+            return entry.min_ms, True
+        estimate = self._interpolate(group) if interpolate else None
+        if estimate is None and dense is not None:
             estimate = self._from_dense(group, dense)
-        return estimate, out_shape
+        return estimate, False
 
     def provenance(self) -> dict[str, Any]:
         d = self.data
