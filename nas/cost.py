@@ -18,6 +18,8 @@ Conventions (the tests hold them against torch and fvcore):
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -27,9 +29,9 @@ import numpy as np
 from nas.compressed import compressed
 from nas.graph import Op, factorize_ops, layer_ops, lowrank_rank, ops
 from nas._values import value_huffman_bits
-from nas.spec import ArchSpec, CompressionSpec, Layer
+from nas.spec import ArchSpec, CompressionSpec, Layer, layer_to_dict
 from nas.storage import (BITMAP_BITS, CODED_FIXED_BYTES, ENTRIES_BYTES, FILE_FIXED_BYTES, INDEX_BITS, expected_used,
-                         header_blob, huffman_length, huffman_stream_bits, index_frequencies)
+                         compress_header, header_json, huffman_length, huffman_stream_bits, index_frequencies)
 
 __all__ = ["Cost", "FvcoreCount", "LayerSize", "StageCost", "count", "count_ops", "fvcore_count", "lowrank_rank",
            "size_bits", "size_report", "stage_costs"]
@@ -69,18 +71,24 @@ def count_ops(op_list: list[Op]) -> Cost:
     return Cost(madds, params, norm, pool, norm_params)
 
 
-def running_layer_ops(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[list[Op], tuple[int, ...]]:
-    """:func:`nas.graph.layer_ops` of one layer as it runs: factorized when ``lowrank`` is set."""
-    op_list, out_shape = layer_ops(layer, "", shape)
-    return (op_list if lowrank is None else factorize_ops(op_list, lowrank)), out_shape
+class _LayerFacts(NamedTuple):
+    """What the cheap costs need of one layer as it runs, worked out from its ops once."""
+
+    cost: Cost
+    rows: tuple[tuple[float, ...], ...]  # its weight ops, as rows of the storage table
+    factored: int  # weight ops that low rank added
+    out_shape: tuple[int, ...]
 
 
 @lru_cache(maxsize=1 << 16)
-def _layer_cost(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[Cost, tuple[int, ...]]:
-    op_list, out_shape = running_layer_ops(layer, shape, lowrank)
-    return count_ops(op_list), out_shape
+def _layer_facts(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> _LayerFacts:
+    dense, out_shape = layer_ops(layer, "", shape)
+    op_list = dense if lowrank is None else factorize_ops(dense, lowrank)
+    rows = _rows(_weight_ops(op_list))
+    return _LayerFacts(count_ops(op_list), rows, len(rows) - len(_weight_ops(dense)), out_shape)
 
 
+@lru_cache(maxsize=256)  # a candidate's MAdds and params objectives both ask for it
 def count(arch: ArchSpec) -> Cost:
     """Exact MAdds and parameters of ``arch`` (see the module docstring for the convention).
 
@@ -94,8 +102,9 @@ def count(arch: ArchSpec) -> Cost:
     costs = []
     shape = arch.input_shape
     for layer in arch.layers:
-        cost, shape = _layer_cost(layer, shape, arch.lowrank)
-        costs.append(cost)
+        facts = _layer_facts(layer, shape, arch.lowrank)
+        costs.append(facts.cost)
+        shape = facts.out_shape
     return Cost(*map(sum, zip(*costs)))
 
 
@@ -212,24 +221,29 @@ class _Plan(NamedTuple):
     widths: tuple[int, ...]  # index widths a pruned op may take (the kind's, then the keep-bitmap); () unpruned
     index_stats: tuple[tuple[float, float, np.ndarray], ...]  # _index_stats of each width
     value_entropy: np.ndarray  # by bit length of the stored weight count (NaN until needed)
+    used: tuple[dict[float, float], ...]  # expected_used of each width's index symbols, by entry count
 
 
-@lru_cache(maxsize=4096)
 def _plan(compression: CompressionSpec, kind: str) -> _Plan:
-    sparsity = round(compression.sparsity_conv if kind == "conv" else compression.sparsity_linear, 4)
-    if compression.quantization == "binary":
+    sparsity = compression.sparsity_conv if kind == "conv" else compression.sparsity_linear
+    return _kind_plan(round(sparsity, 4), compression.quantization, compression.codebook_bits, kind)
+
+
+@lru_cache(maxsize=4096)  # keyed on what storage reads only, so that its memos serve every spec sharing it
+def _kind_plan(sparsity: float, quantization: str, codebook_bits: int | None, kind: str) -> _Plan:
+    if quantization == "binary":
         value_bits, table = 1, FLOAT_BITS
-    elif compression.quantization == "ternary":
+    elif quantization == "ternary":
         value_bits, table = 2, FLOAT_BITS
-    elif compression.quantization == "int8":
+    elif quantization == "int8":
         value_bits, table = 8, 0  # + one 32-bit scale per output channel (_columns)
-    elif compression.codebook_bits is not None:
-        value_bits, table = compression.codebook_bits, FLOAT_BITS * 2**compression.codebook_bits
+    elif codebook_bits is not None:
+        value_bits, table = codebook_bits, FLOAT_BITS * 2**codebook_bits
     else:
         value_bits, table = FLOAT_BITS, 0
     widths = (INDEX_BITS[kind], BITMAP_BITS) if sparsity > 0 else ()
     stats = tuple(_index_stats(sparsity, w) for w in widths)
-    return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan))
+    return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan), tuple({} for _ in widths))
 
 
 def _index_columns(plan: _Plan, kept: np.ndarray, huffman: bool) -> tuple[np.ndarray, ...]:
@@ -237,22 +251,38 @@ def _index_columns(plan: _Plan, kept: np.ndarray, huffman: bool) -> tuple[np.nda
     of the plan's widths, the one whose stream (coded as the file codes it) is smallest; the first on ties."""
     zero = np.zeros_like(kept)
     best = (zero, zero, zero, np.full_like(kept, np.inf))
-    for width, (fillers, length, probs) in zip(plan.widths, plan.index_stats):
+    for width, (fillers, length, probs), memo in zip(plan.widths, plan.index_stats, plan.used):
         entries = kept + np.round(kept * fillers)
-        bits = huffman_stream_bits(entries, width, length, expected_used(probs, entries)) if huffman else \
+        bits = huffman_stream_bits(entries, width, length, _used(memo, probs, entries)) if huffman else \
             entries * width
         better = bits < best[3]
         best = tuple(np.where(better, new, old) for new, old in zip((width, entries, length, bits), best))
     return best
 
 
+def _used(memo: dict[float, float], probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`nas.storage.expected_used` through a memo: the same layers recur across candidates, and
+    the exact figure (a sum over up to 257 symbols per count) is the costliest step of a size estimate."""
+    keys = counts.tolist()
+    out = np.array([memo.get(k, np.nan) for k in keys])
+    missing = np.isnan(out)
+    if missing.any():
+        out[missing] = expected_used(probs, counts[missing])
+        memo.update(zip(counts[missing].tolist(), out[missing].tolist()))
+    return out
+
+
 #: Columns of a weight-op table: one row per conv/linear op, float64 (exact for these integers).
 _CONV, _CIN, _COUT, _KERNEL, _GROUPS, _WEIGHTS, _OTHER = range(7)
 
 
+def _rows(weight_ops: list[_WeightOp]) -> tuple[tuple[float, ...], ...]:
+    return tuple((float(w.kind == "conv"), float(w.cin), float(w.cout), float(w.kernel), float(w.groups),
+                  float(w.weight_count), float(w.other_bits)) for w in weight_ops)
+
+
 def _table(weight_ops: list[_WeightOp] | tuple[_WeightOp, ...]) -> np.ndarray:
-    return np.array([(w.kind == "conv", w.cin, w.cout, w.kernel, w.groups, w.weight_count, w.other_bits)
-                     for w in weight_ops], dtype=np.float64).reshape(-1, 7)
+    return np.array(_rows(list(weight_ops)), dtype=np.float64).reshape(-1, 7)
 
 
 class _Columns(NamedTuple):
@@ -315,9 +345,11 @@ def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
     stored = table[:, _WEIGHTS]  # factorized layers are already their two factors' rows
     kept = stored - np.round(stored * per_kind("sparsity"))
     sparse = kept < stored
-    index = [np.where(conv, c, lin) for c, lin in zip(_index_columns(conv_plan, kept, compression.huffman),
-                                                       _index_columns(linear_plan, kept, compression.huffman))]
-    index_bits, entries, index_h, index_stream = (np.where(sparse, col, 0.0) for col in index)
+    index = index_bits, entries, index_h, index_stream = tuple(np.zeros(len(table)) for _ in range(4))
+    for plan, rows in ((conv_plan, sparse & conv), (linear_plan, sparse & ~conv)):
+        if rows.any():
+            for column, part in zip(index, _index_columns(plan, kept[rows], compression.huffman)):
+                column[rows] = part
     value_bits = float(conv_plan.value_bits)
     value_h = np.full(len(table), value_bits)
     value_stream = kept * value_bits
@@ -370,22 +402,69 @@ FACTORED_HEADER_BYTES = 14
 
 @lru_cache(maxsize=4096)
 def _header_bytes(arch: ArchSpec, huffman: bool) -> int:
-    return FILE_FIXED_BYTES + len(header_blob(arch.to_dict(), {}, huffman, _VERSIONS))
+    """``len(header_blob(arch.to_dict(), {}, huffman, _VERSIONS))`` plus the fixed fields, with each layer's
+    JSON memoized: serializing the layers was a third of a fresh candidate's size estimate."""
+    outline = arch.to_dict()
+    outline["layers"] = []
+    text = header_json(outline, {}, huffman, _VERSIONS)
+    layers = ",".join(map(_layer_json, arch.layers))
+    return FILE_FIXED_BYTES + len(compress_header(text.replace('"layers":[]', f'"layers":[{layers}]', 1)))
+
+
+@lru_cache(maxsize=1 << 16)
+def _layer_json(layer: Layer) -> str:
+    return json.dumps(layer_to_dict(layer), sort_keys=True, separators=(",", ":"))
 
 
 def file_overhead_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     """Bits of the container that belong to no layer: magic, version, the compressed JSON header, record
     count and checksum. ``size_bits`` is this plus the layers of :func:`size_report`."""
-    factored = 0
-    if compression.lowrank_ratio is not None:
-        factored = len(_weight_ops(ops(compressed(arch, compression)))) - len(_weight_ops(ops(arch)))
+    return _overhead_bits(arch, compression, compressed(arch, compression))
+
+
+def _overhead_bits(arch: ArchSpec, compression: CompressionSpec, running: ArchSpec, factored: int | None = None) -> int:
+    if factored is None:  # each factorized layer adds a weight op (and a header entry)
+        factored = _weight_rows(running)[1]
     return 8 * (_header_bytes(arch, compression.huffman) + FACTORED_HEADER_BYTES * factored)
 
 
-@lru_cache(maxsize=1 << 16)
-def _layer_table(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> tuple[np.ndarray, tuple[int, ...]]:
-    op_list, out_shape = running_layer_ops(layer, shape, lowrank)
-    return _table(_weight_ops(op_list)), out_shape
+def _weight_rows(arch: ArchSpec) -> tuple[tuple[tuple[float, ...], ...], int]:
+    """The weight-op rows of ``arch`` as it runs, and how many of them its low rank added."""
+    if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
+        dense = len(_weight_ops(ops(dataclasses.replace(arch, lowrank=None))))
+        rows = _rows(_weight_ops(ops(arch)))
+        return rows, len(rows) - dense
+    rows: tuple[tuple[float, ...], ...] = ()
+    factored = 0
+    shape = arch.input_shape
+    for layer in arch.layers:
+        facts = _layer_facts(layer, shape, arch.lowrank)
+        rows += facts.rows
+        factored += facts.factored
+        shape = facts.out_shape
+    return rows, factored
+
+
+#: Bits of one weight-op row under one storage setting, by (setting, row). The same layers recur across
+#: candidates, so the size of a candidate never scored before is mostly a sum of rows already priced
+#: (each row's figure does not depend on the others: :func:`_columns` is elementwise).
+_ROW_BITS: dict[tuple[Any, ...], float] = {}
+_ROW_BITS_MAX = 1 << 20
+
+
+def _row_bits(rows: tuple[tuple[float, ...], ...], compression: CompressionSpec) -> list[float]:
+    c = compression
+    setting = (c.sparsity_conv, c.sparsity_linear, c.quantization, c.codebook_bits, c.huffman)
+    bits = [_ROW_BITS.get((setting, row)) for row in rows]
+    if None in bits:
+        missing = list(dict.fromkeys(row for row, b in zip(rows, bits) if b is None))
+        columns = _columns(np.array(missing, dtype=np.float64), compression)
+        priced = (columns.bits_pqh if c.huffman else columns.bits_pq).tolist()
+        if len(_ROW_BITS) > _ROW_BITS_MAX:
+            _ROW_BITS.clear()
+        _ROW_BITS.update(((setting, row), b) for row, b in zip(missing, priced))
+        bits = [_ROW_BITS[setting, row] for row in rows]
+    return bits  # type: ignore[return-value]
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
@@ -394,24 +473,12 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     The sum of :func:`size_report` over layers (P+Q+H when ``compression.huffman`` is
     set, P+Q otherwise) plus :func:`file_overhead_bits`: what :func:`nas.compress.save`
     writes, within a few percent (``benchmarks/size_estimate.py``). Each layer's
-    weight-op table is memoized per (layer, input shape) like :func:`count`, and the
-    accounting runs vectorized over the whole network.
+    weight-op rows are memoized per (layer, input shape) like :func:`count`, and each
+    row's bits per storage setting.
     """
-    overhead = file_overhead_bits(arch, compression)
-    arch = compressed(arch, compression)
-    if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
-        table = _table(_weight_ops(ops(arch)))
-    else:
-        parts = []
-        shape = arch.input_shape
-        for layer in arch.layers:
-            part, shape = _layer_table(layer, shape, arch.lowrank)
-            parts.append(part)
-        table = np.concatenate(parts)
-    columns = _columns(table, compression)
-    if compression.huffman:
-        return overhead + math.ceil(math.fsum(columns.bits_pqh.tolist()))
-    return overhead + math.ceil(math.fsum(columns.bits_pq.tolist()))
+    running = compressed(arch, compression)
+    rows, factored = _weight_rows(running)
+    return _overhead_bits(arch, compression, running, factored) + math.ceil(math.fsum(_row_bits(rows, compression)))
 
 
 class StageCost(NamedTuple):

@@ -13,6 +13,7 @@ and ``Candidate.from_dict(c.to_dict()) == c`` always holds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
@@ -172,7 +173,14 @@ def _from_fields(cls: type[Any], data: dict[str, Any], where: str) -> Any:
 
 
 def layer_to_dict(layer: Layer) -> dict[str, Any]:
-    return {"type": layer.type, **dataclasses.asdict(layer)}
+    # Every layer field is a scalar, so this is ``dataclasses.asdict`` without its deep copy (the search
+    # serializes every candidate's layers for the container header it prices).
+    return {"type": layer.type, **{name: getattr(layer, name) for name in _field_names(type(layer))}}
+
+
+@functools.cache
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def layer_from_dict(data: dict[str, Any], where: str = "layer") -> Layer:

@@ -112,9 +112,17 @@ def huffman_stream_bits(count: np.ndarray, width: int, mean_length: float, used:
     return np.where(count > 0, np.minimum(fixed, coded), 0.0)
 
 
-def header_blob(arch: dict[str, Any], factored: dict[str, Any], huffman: bool, versions: dict[str, str]) -> bytes:
-    """The container's zlib-compressed JSON header (the cost model sizes it with the same function)."""
-    text = json.dumps({"arch": arch, "factored": factored, "huffman": huffman, "versions": versions},
+def header_json(arch: dict[str, Any], factored: dict[str, Any], huffman: bool, versions: dict[str, str]) -> str:
+    """The container header's JSON text: sorted keys, no spaces."""
+    return json.dumps({"arch": arch, "factored": factored, "huffman": huffman, "versions": versions},
                       sort_keys=True, separators=(",", ":"))
+
+
+def header_blob(arch: dict[str, Any], factored: dict[str, Any], huffman: bool, versions: dict[str, str]) -> bytes:
+    """The container's zlib-compressed JSON header (the cost model sizes it with the same functions)."""
+    return compress_header(header_json(arch, factored, huffman, versions))
+
+
+def compress_header(text: str) -> bytes:
     return zlib.compress(text.encode(), 9)
 

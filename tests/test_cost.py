@@ -186,3 +186,12 @@ def test_memoized_totals_equal_the_full_op_list(space: nas.Space) -> None:
         expected = math.ceil(math.fsum(r.bits_pqh if cand.compression.huffman else r.bits_pq for r in report))
         assert nas.size_bits(cand.arch, cand.compression) == \
             expected + nas.cost.file_overhead_bits(cand.arch, cand.compression)
+
+
+def test_priced_header_is_the_containers_header(space: nas.Space) -> None:
+    # The cost model rebuilds the header's JSON from per-layer pieces; the container writes it whole.
+    for seed in range(20):
+        arch = space.random(seed).arch
+        for huffman in (False, True):
+            blob = storage.header_blob(arch.to_dict(), {}, huffman, nas.cost._VERSIONS)
+            assert nas.cost._header_bytes(arch, huffman) == storage.FILE_FIXED_BYTES + len(blob)
