@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -61,9 +62,13 @@ class ChannelGroup:
 
     def kept(self, ratio: float) -> int:
         """Channels left after removing ``ratio`` of each part's channels (at least one per part)."""
-        if not self.prunable:
-            return self.channels
-        return max(1, int(self.channels // self.parts * (1.0 - ratio))) * self.parts
+        return _kept(self.channels, self.parts, self.prunable, ratio)
+
+
+def _kept(channels: int, parts: int, prunable: bool, ratio: float) -> int:
+    if not prunable:
+        return channels
+    return max(1, int(channels // parts * (1.0 - ratio))) * parts
 
 
 class WeightSlice(NamedTuple):
@@ -174,6 +179,10 @@ def _block(b: _Builder, layer: InvertedResidual, i: int, cur: int, ops: list[Op]
 
 def channel_plan(arch: ArchSpec, *, weights: bool = True) -> ChannelPlan:
     """The channel groups of ``arch`` and, with ``weights``, which groups every weight op reads and writes."""
+    return _walk(arch, weights).plan()
+
+
+def _walk(arch: ArchSpec, weights: bool) -> _Builder:
     if arch.detector is not None:
         raise CompressError("structured pruning: detector networks are not supported (their heads read "
                             "backbone feature maps); prune the backbone's space with channel_ratio 0.")
@@ -205,7 +214,7 @@ def channel_plan(arch: ArchSpec, *, weights: bool = True) -> ChannelPlan:
             raise CompressError(f"structured pruning: unsupported layer {layer!r}.")
         if weights:
             shape = out_shape
-    return b.plan()
+    return b
 
 
 def channel_groups(arch: ArchSpec) -> list[ChannelGroup]:
@@ -221,6 +230,7 @@ def _expansion(hidden: int, cin: int) -> float:
     return e
 
 
+@lru_cache(maxsize=1 << 16)  # a new spec object validates its fields: build each pruned layer once
 def _pruned_layer(layer: Layer, cin: int, hidden: int, out: int, cin_before: int) -> Layer:
     if isinstance(layer, Conv):
         return layer if layer.out == out else Conv(out, layer.kernel, layer.stride, layer.groups, layer.bn, layer.act,
@@ -250,8 +260,8 @@ def pruned_arch(arch: ArchSpec, ratio: float) -> ArchSpec:
     check_ratio(ratio)
     if ratio == 0:
         return arch
-    plan = channel_plan(arch, weights=False)
-    keep = [g.kept(ratio) for g in plan.groups]
-    layers = tuple(_pruned_layer(layer, keep[cin], keep[hid], keep[out], plan.groups[cin].channels)
-                   for layer, (cin, hid, out) in zip(arch.layers, plan.layers))
+    b = _walk(arch, weights=False)  # the groups as plain lists: this runs for every scored candidate
+    keep = [_kept(*group, ratio) for group in zip(b.channels, b.parts, b.prunable)]
+    layers = tuple(_pruned_layer(layer, keep[cin], keep[hid], keep[out], b.channels[cin])
+                   for layer, (cin, hid, out) in zip(arch.layers, b.layers))
     return dataclasses.replace(arch, layers=layers)

@@ -213,7 +213,7 @@ def _weight_ops(op_list: list[Op]) -> list[_WeightOp]:
 
 
 class _Plan(NamedTuple):
-    """What a :class:`CompressionSpec` means for one kind of weight op; computed once per spec."""
+    """What a storage setting means for one kind of weight op; computed once per (sparsity, values, kind)."""
 
     sparsity: float
     value_bits: int
@@ -222,11 +222,6 @@ class _Plan(NamedTuple):
     index_stats: tuple[tuple[float, float, np.ndarray], ...]  # _index_stats of each width
     value_entropy: np.ndarray  # by bit length of the stored weight count (NaN until needed)
     used: tuple[dict[float, float], ...]  # expected_used of each width's index symbols, by entry count
-
-
-def _plan(compression: CompressionSpec, kind: str) -> _Plan:
-    sparsity = compression.sparsity_conv if kind == "conv" else compression.sparsity_linear
-    return _kind_plan(round(sparsity, 4), compression.quantization, compression.codebook_bits, kind)
 
 
 @lru_cache(maxsize=4096)  # keyed on what storage reads only, so that its memos serve every spec sharing it
@@ -246,30 +241,26 @@ def _kind_plan(sparsity: float, quantization: str, codebook_bits: int | None, ki
     return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan), tuple({} for _ in widths))
 
 
-def _index_columns(plan: _Plan, kept: np.ndarray, huffman: bool) -> tuple[np.ndarray, ...]:
+def _index_layout(plan: _Plan, kept: int, huffman: bool) -> tuple[int, int, float, float]:
     """(width, entries, Huffman bits per symbol, stream bits) of the index layout the container picks:
     of the plan's widths, the one whose stream (coded as the file codes it) is smallest; the first on ties."""
-    zero = np.zeros_like(kept)
-    best = (zero, zero, zero, np.full_like(kept, np.inf))
+    best = (0, 0, 0.0, math.inf)
     for width, (fillers, length, probs), memo in zip(plan.widths, plan.index_stats, plan.used):
-        entries = kept + np.round(kept * fillers)
-        bits = huffman_stream_bits(entries, width, length, _used(memo, probs, entries)) if huffman else \
-            entries * width
-        better = bits < best[3]
-        best = tuple(np.where(better, new, old) for new, old in zip((width, entries, length, bits), best))
+        entries = kept + round(kept * fillers)
+        used = _used(memo, probs, entries) if huffman else 0.0
+        bits = huffman_stream_bits(entries, width, length, used) if huffman else entries * width
+        if bits < best[3]:
+            best = (width, entries, length, bits)
     return best
 
 
-def _used(memo: dict[float, float], probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """:func:`nas.storage.expected_used` through a memo: the same layers recur across candidates, and
-    the exact figure (a sum over up to 257 symbols per count) is the costliest step of a size estimate."""
-    keys = counts.tolist()
-    out = np.array([memo.get(k, np.nan) for k in keys])
-    missing = np.isnan(out)
-    if missing.any():
-        out[missing] = expected_used(probs, counts[missing])
-        memo.update(zip(counts[missing].tolist(), out[missing].tolist()))
-    return out
+def _used(memo: dict[int, float], probs: np.ndarray, count: int) -> float:
+    """:func:`nas.storage.expected_used` through a memo: the exact figure (a sum over up to 257 symbols)
+    is the costliest step of pricing a row."""
+    used = memo.get(count)
+    if used is None:
+        used = memo[count] = float(expected_used(probs, np.array([count]))[0])
+    return used
 
 
 #: Columns of a weight-op table: one row per conv/linear op, float64 (exact for these integers).
@@ -281,88 +272,82 @@ def _rows(weight_ops: list[_WeightOp]) -> tuple[tuple[float, ...], ...]:
                   float(w.weight_count), float(w.other_bits)) for w in weight_ops)
 
 
-def _table(weight_ops: list[_WeightOp] | tuple[_WeightOp, ...]) -> np.ndarray:
-    return np.array(_rows(list(weight_ops)), dtype=np.float64).reshape(-1, 7)
+class _RowSize(NamedTuple):
+    """The storage of one weight-op row: the fields of :class:`LayerSize` a row determines."""
 
-
-class _Columns(NamedTuple):
-    """Per-op storage figures for a weight-op table (the fields of :class:`LayerSize`)."""
-
-    stored: np.ndarray
-    kept: np.ndarray
-    entries: np.ndarray
-    value_bits: float  # the same for every op of a spec
-    index_bits: np.ndarray
-    value_entropy: np.ndarray
-    index_entropy: np.ndarray
-    table_bits: np.ndarray | float  # the same for every op of a spec, but int8's scale per output channel
-    other_bits: np.ndarray
-    record_bits: np.ndarray
-    index_stream: np.ndarray
-    value_stream: np.ndarray
+    stored: int
+    kept: int
+    entries: int
+    value_bits: int
+    index_bits: int
+    value_entropy: float
+    index_entropy: float
+    table_bits: int
+    other_bits: int
+    record_bits: float
+    index_stream: float
+    value_stream: float
 
     @property
-    def bits_pq(self) -> np.ndarray:
+    def bits_pq(self) -> float:
         return (self.kept * self.value_bits + self.entries * self.index_bits + self.table_bits + self.other_bits
                 + self.record_bits)
 
     @property
-    def bits_pqh(self) -> np.ndarray:
+    def bits_pqh(self) -> float:
         return self.index_stream + self.value_stream + self.table_bits + self.other_bits + self.record_bits
 
 
-def _value_huffman(table: np.ndarray, stored: np.ndarray, conv: np.ndarray, compression: CompressionSpec,
-                   plans: tuple[_Plan, _Plan]) -> np.ndarray:
-    """Huffman bits per stored value of each op (by the bit length of its weight count, memoized per plan)."""
-    bit_length = np.maximum(1, np.frexp(stored)[1])
-    lookups = []
-    for plan in plans:
-        found = plan.value_entropy[bit_length]
-        missing = np.isnan(found)
-        if missing.any():
-            for b in np.unique(bit_length[missing]):
-                plan.value_entropy[b] = value_huffman_bits(plan.sparsity, compression.quantization,
-                                                       compression.codebook_bits, int(b))
-            found = plan.value_entropy[bit_length]
-        lookups.append(found)
-    return np.where(conv, *lookups)
+#: What a size reads of a CompressionSpec (low rank and channels are already in the rows).
+_Setting = tuple[float, float, str, "int | None", bool]
 
 
-def _columns(table: np.ndarray, compression: CompressionSpec) -> _Columns:
-    """The storage accounting of :func:`size_report`, vectorized over a weight-op table.
+def _setting(c: CompressionSpec) -> _Setting:
+    return (c.sparsity_conv, c.sparsity_linear, c.quantization, c.codebook_bits, c.huffman)
 
-    Python's ``round`` and ``np.round`` both round half to even (torch's pruning amount
-    rounds the same way). Each stream is Huffman-coded only where that is smaller
-    (:func:`nas.storage.huffman_stream_bits`), and pays half a byte of padding on average.
+
+@lru_cache(maxsize=1 << 18)
+def _row_size(row: tuple[float, ...], setting: _Setting) -> _RowSize:
+    """The storage accounting of :func:`size_report` for one row, memoized per (row, storage setting):
+    the same layers recur across candidates, so a fresh candidate's size is mostly rows already priced.
+
+    Python's ``round`` rounds half to even, as torch's pruning amount does. Each stream is
+    Huffman-coded only where that is smaller (:func:`nas.storage.huffman_stream_bits`), and
+    pays half a byte of padding on average.
     """
-    conv_plan, linear_plan = _plan(compression, "conv"), _plan(compression, "linear")
-    conv = table[:, _CONV] == 1
-
-    def per_kind(field: str) -> np.ndarray:
-        a, b = getattr(conv_plan, field), getattr(linear_plan, field)
-        return np.where(conv, a, b) if a != b else np.full(len(table), float(a))
-
-    stored = table[:, _WEIGHTS]  # factorized layers are already their two factors' rows
-    kept = stored - np.round(stored * per_kind("sparsity"))
+    sparsity_conv, sparsity_linear, quantization, codebook_bits, huffman = setting
+    conv = row[_CONV] == 1
+    plan = _kind_plan(round(sparsity_conv if conv else sparsity_linear, 4), quantization, codebook_bits,
+                      "conv" if conv else "linear")
+    stored = int(row[_WEIGHTS])  # factorized layers are already their two factors' rows
+    kept = stored - round(stored * plan.sparsity)
     sparse = kept < stored
-    index = index_bits, entries, index_h, index_stream = tuple(np.zeros(len(table)) for _ in range(4))
-    for plan, rows in ((conv_plan, sparse & conv), (linear_plan, sparse & ~conv)):
-        if rows.any():
-            for column, part in zip(index, _index_columns(plan, kept[rows], compression.huffman)):
-                column[rows] = part
-    value_bits = float(conv_plan.value_bits)
-    value_h = np.full(len(table), value_bits)
-    value_stream = kept * value_bits
+    index_bits, entries, index_h, index_stream = _index_layout(plan, kept, huffman) if sparse else (0, 0, 0.0, 0.0)
+    value_bits = plan.value_bits
+    value_h, value_stream = float(value_bits), float(kept * value_bits)
     if value_bits != FLOAT_BITS:
-        value_h = _value_huffman(table, stored, conv, compression, (conv_plan, linear_plan))
-        if compression.huffman:
-            used = expected_used(np.ones(2 ** int(value_bits)), kept)
-            value_stream = huffman_stream_bits(kept, int(value_bits), value_h, used)
-    streams = sparse + (value_bits != FLOAT_BITS)
+        value_h = _value_entropy(plan, quantization, codebook_bits, max(1, math.frexp(stored)[1]))
+        if huffman:
+            used = _used(_VALUE_USED.setdefault(value_bits, {}), np.ones(2**value_bits), kept)
+            value_stream = huffman_stream_bits(kept, value_bits, value_h, used)
+    streams = int(sparse) + int(value_bits != FLOAT_BITS)  # each pays half a byte of padding on average
     record = 8.0 * (CODED_FIXED_BYTES + ENTRIES_BYTES * sparse) + 4.0 * streams
-    table_bits = table[:, _COUT] * FLOAT_BITS if compression.quantization == "int8" else float(conv_plan.table_bits)
-    return _Columns(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits,
-                    table[:, _OTHER], record, index_stream, value_stream)
+    table_bits = int(row[_COUT]) * FLOAT_BITS if quantization == "int8" else plan.table_bits
+    return _RowSize(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits, int(row[_OTHER]),
+                    record, index_stream, value_stream)
+
+
+#: expected_used of uniform value codes, by code width and count
+_VALUE_USED: dict[int, dict[int, float]] = {}
+
+
+def _value_entropy(plan: _Plan, quantization: str, codebook_bits: int | None, bit_length: int) -> float:
+    """Huffman bits per stored value (by the bit length of the weight count, memoized per plan)."""
+    found = plan.value_entropy[bit_length]
+    if np.isnan(found):
+        found = plan.value_entropy[bit_length] = value_huffman_bits(plan.sparsity, quantization, codebook_bits,
+                                                                    bit_length)
+    return float(found)
 
 
 def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]:
@@ -384,14 +369,9 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     with its tables: an estimate for random masks and Gaussian weights, not a measured file.
     """
     weight_ops = _weight_ops(ops(compressed(arch, compression)))
-    c = _columns(_table(weight_ops), compression)
-    value_h = np.broadcast_to(c.value_entropy, c.stored.shape)
-    table_bits = np.broadcast_to(c.table_bits, c.stored.shape)
-    return [LayerSize(w.name, w.kind, w.weight_count, int(c.stored[i]), int(c.kept[i]), int(c.entries[i]),
-                      int(c.value_bits), int(c.index_bits[i]), float(value_h[i]), float(c.index_entropy[i]),
-                      int(table_bits[i]), w.other_bits, float(c.record_bits[i]), float(c.index_stream[i]),
-                      float(c.value_stream[i]))
-            for i, w in enumerate(weight_ops)]
+    setting = _setting(compression)
+    return [LayerSize(w.name, w.kind, w.weight_count, *_row_size(row, setting))
+            for w, row in zip(weight_ops, _rows(weight_ops))]
 
 
 #: The versions a container's header names (their length, not their value, matters to its size).
@@ -445,28 +425,6 @@ def _weight_rows(arch: ArchSpec) -> tuple[tuple[tuple[float, ...], ...], int]:
     return rows, factored
 
 
-#: Bits of one weight-op row under one storage setting, by (setting, row). The same layers recur across
-#: candidates, so the size of a candidate never scored before is mostly a sum of rows already priced
-#: (each row's figure does not depend on the others: :func:`_columns` is elementwise).
-_ROW_BITS: dict[tuple[Any, ...], float] = {}
-_ROW_BITS_MAX = 1 << 20
-
-
-def _row_bits(rows: tuple[tuple[float, ...], ...], compression: CompressionSpec) -> list[float]:
-    c = compression
-    setting = (c.sparsity_conv, c.sparsity_linear, c.quantization, c.codebook_bits, c.huffman)
-    bits = [_ROW_BITS.get((setting, row)) for row in rows]
-    if None in bits:
-        missing = list(dict.fromkeys(row for row, b in zip(rows, bits) if b is None))
-        columns = _columns(np.array(missing, dtype=np.float64), compression)
-        priced = (columns.bits_pqh if c.huffman else columns.bits_pq).tolist()
-        if len(_ROW_BITS) > _ROW_BITS_MAX:
-            _ROW_BITS.clear()
-        _ROW_BITS.update(((setting, row), b) for row, b in zip(missing, priced))
-        bits = [_ROW_BITS[setting, row] for row in rows]
-    return bits  # type: ignore[return-value]
-
-
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     """Estimated size of the container of ``arch`` compressed by ``compression``, in bits.
 
@@ -474,11 +432,14 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     set, P+Q otherwise) plus :func:`file_overhead_bits`: what :func:`nas.compress.save`
     writes, within a few percent (``benchmarks/size_estimate.py``). Each layer's
     weight-op rows are memoized per (layer, input shape) like :func:`count`, and each
-    row's bits per storage setting.
+    row's storage per storage setting.
     """
     running = compressed(arch, compression)
     rows, factored = _weight_rows(running)
-    return _overhead_bits(arch, compression, running, factored) + math.ceil(math.fsum(_row_bits(rows, compression)))
+    setting = _setting(compression)
+    sizes = [_row_size(row, setting) for row in rows]
+    bits = [r.bits_pqh for r in sizes] if compression.huffman else [r.bits_pq for r in sizes]
+    return _overhead_bits(arch, compression, running, factored) + math.ceil(math.fsum(bits))
 
 
 class StageCost(NamedTuple):

@@ -105,11 +105,11 @@ def huffman_table_bytes(width: int, used: int | np.ndarray) -> Any:
     return (2**width + 7) // 8 + used + NBITS_BYTES
 
 
-def huffman_stream_bits(count: np.ndarray, width: int, mean_length: float, used: np.ndarray) -> np.ndarray:
+def huffman_stream_bits(count: int, width: int, mean_length: float, used: float) -> float:
     """Bits of a coded stream of ``count`` symbols: Huffman (with its table) or fixed width, the smaller."""
-    fixed = count * width
-    coded = count * mean_length + 8 * huffman_table_bytes(width, used)
-    return np.where(count > 0, np.minimum(fixed, coded), 0.0)
+    if count <= 0:
+        return 0.0
+    return float(min(count * width, count * mean_length + 8 * huffman_table_bytes(width, used)))
 
 
 def header_json(arch: dict[str, Any], factored: dict[str, Any], huffman: bool, versions: dict[str, str]) -> str:

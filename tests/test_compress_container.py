@@ -151,7 +151,8 @@ def test_moderate_pruning_with_a_codebook_is_not_bigger_than_dense() -> None:
         assert len(data) <= (len(dense) + 4 * len(report.layers) if sparsity == 0.25 else len(dense) - 1)
         assert all(layer.index_bits == 1 for layer in report.layers)
         assert all(layer.index_bits == 1 for layer in nas.size_report(model.spec, spec))
-        slack = 8 * 4 * len(report.layers) if sparsity == 0.25 else 0
+        # the tie at 25%: each layer's symbol count, and the byte padding of its second stream (4 bits on average)
+        slack = (8 * 4 + 4) * len(report.layers) if sparsity == 0.25 else 0
         assert nas.size_bits(model.spec, spec) <= nas.size_bits(model.spec, dense_spec) + slack
         assert abs(nas.size_bits(model.spec, spec) / 8 - len(data)) <= 0.03 * len(data)
         assert torch.equal(decode(data)(torch.ones(1, 3, 8, 8)), apply_compression(model, spec).eval()(
