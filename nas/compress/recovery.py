@@ -47,8 +47,8 @@ def at_chance(accuracy: float, splits: Splits) -> str | None:
     margin = max(0.02, 2 * math.sqrt(chance * (1 - chance) / max(len(splits.val), 1)))
     if accuracy > chance + margin:
         return None
-    return (f"left at chance: validation accuracy {accuracy:.1%} <= {chance:.1%} (1/{splits.num_classes} "
-            f"classes) + {margin:.1%}")
+    return (f"left at chance: validation accuracy {accuracy:.1%} <= {chance + margin:.1%} (guessing: 1/"
+            f"{splits.num_classes} + {100 * margin:.1f} points)")
 
 
 def first_failure(steps: list[dict[str, Any]]) -> str | None:
