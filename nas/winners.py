@@ -146,7 +146,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     from nas.compress.recovery import at_chance, first_failure
     from nas.hardware import get_profile
     from nas.models import build_model
-    from nas.train import TrainConfig, epoch_lines, evaluate, train
+    from nas.train import TrainConfig, epoch_lines, evaluate
 
     opt = replace(options or WinnerOptions(), **overrides)
     say = say or (lambda line: None)
