@@ -19,9 +19,10 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from nas.run import load_run
 from nas.spec import Candidate
 
 if TYPE_CHECKING:
+    from nas.distill import DistillConfig
     from nas.objectives import Objective
 
 
@@ -84,123 +86,222 @@ def measured_here(profile: Any, candidate: Candidate) -> float | None:
         torch.set_num_threads(threads)
 
 
-def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | None = None,
-                 teacher_epochs: int | None = None, progress: bool | None = None, int8: bool = False) -> Any:
+@dataclass(frozen=True)
+class WinnerOptions:
+    """What one ``nas finetune RUN`` may change; ``None`` keeps the experiment's setting.
+
+    ``threads`` defaults to ``proxy.threads``, as the search trains; ``teacher`` is a
+    checkpoint to distil from instead of training a teacher; ``distill`` the distillation
+    objective (Hinton's defaults when None)."""
+
+    top: int | None = None
+    epochs: int | None = None
+    teacher_epochs: int | None = None
+    recovery_epochs: int | None = None
+    max_samples: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    threads: int | None = None
+    seed: int | None = None
+    data_root: str | None = None
+    teacher: Path | None = None
+    distill: DistillConfig | None = None
+    int8: bool = False
+
+
+class NothingToFinetune(NasError):
+    """The run's Pareto front is empty: no feasible completed trial to fine-tune."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C during :func:`finetune_run`; the message says what finished and where it is kept."""
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, progress: bool | None = None,
+                 say: Callable[[str], None] | None = None, **overrides: Any) -> Any:
     """Fine-tune, distil and compress the winners of a run; returns the summary DataFrame.
 
+    ``options`` (or its fields as keywords: ``top=2``) replace the experiment's settings.
     A winner whose compression is ``quantization: int8`` (every winner, with ``int8``) is also
-    written as ``winner-K.int8.onnx`` and scored in onnxruntime (:func:`int8_onnx`)."""
+    written as ``winner-K.int8.onnx`` and scored in onnxruntime (:func:`int8_onnx`). ``say``
+    receives a line on the settings used (threads, winners picked). Each finished winner is
+    in ``winners/summary.csv`` at once; Ctrl+C raises :class:`Interrupted`, which says so.
+    ``progress`` None: a bar on a terminal, else a line per epoch on stderr."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
 
-    from nas.checkpoint import save_checkpoint
+    from nas.checkpoint import load_checkpoint, save_checkpoint
     from nas.compress.int8 import export_onnx
     from nas.compress import apply_compression
     from nas.compress import save as save_container
-    from nas.data import load_dataset
+    from nas.data import check_fits, load_dataset
     from nas.distill import DistillConfig, distill
     from nas.compress import compress_with_recovery
+    from nas.compress.recovery import at_chance, first_failure
     from nas.hardware import get_profile
     from nas.models import build_model
-    from nas.train import TrainConfig, evaluate, train
+    from nas.train import TrainConfig, epoch_lines, evaluate
 
+    opt = replace(options or WinnerOptions(), **overrides)
+    say = say or (lambda line: None)
     run = load_run(folder)
     folder, experiment, trials = run.path, run.experiment(), run.trials
     cfg = experiment.config.winners
-    top = top or cfg.top
+    top = _pick(opt.top, cfg.top)
     if top < 1:
         raise NasError(f"--top must be >= 1, but got {top}.")
     if experiment.dataset is None:
         raise NasError(f"{folder}: the experiment has no dataset (a cost-only search); winners need one to train on.")
     front = trials[trials["pareto"]]
     if front.empty:
-        raise NasError(f"{folder}: the Pareto front is empty (no feasible completed trial yet); nothing to fine-tune.")
+        raise NothingToFinetune(f"{folder}: the Pareto front is empty (no feasible completed trial); "
+                                f"nothing to fine-tune.")
     winners = pick_winners(front, run.objectives, top)
+    ds = experiment.dataset
+    splits = load_dataset(ds.name, seed=ds.split_seed, root=_pick(opt.data_root, ds.root))
+    proxy = experiment.config.proxy
+    seed = _pick(opt.seed, experiment.config.seed)
+    out_dir = run.winners_dir
+    out_dir.mkdir(exist_ok=True)
+    profiles = {name: get_profile(name) for name in run.info.profiles}
+    threads = _pick(opt.threads, proxy.threads)
+    lines = progress is None and not sys.stderr.isatty()  # no bar shows: a line per epoch instead
+    base = TrainConfig(epochs=_pick(opt.epochs, cfg.epochs), max_samples=opt.max_samples,
+                       batch_size=_pick(opt.batch_size, proxy.batch_size), lr=_pick(opt.lr, proxy.lr),
+                       schedule=_pick(opt.schedule, "cosine"), seed=seed, threads=threads, progress=False)
+    teacher_config = replace(base, epochs=_pick(opt.teacher_epochs, cfg.teacher_epochs))
+    recovery_epochs = _pick(opt.recovery_epochs, cfg.recovery_epochs)
+    say(f"winners: {len(winners)} of the front's {len(front)} trials"
+        + (f" (--top {top} asks for more; the front has only {len(front)})" if len(front) < top else "")
+        + f"; training with {threads} thread{'s' if threads != 1 else ''}"
+        + (" (--threads)" if opt.threads is not None else " (the experiment's proxy.threads; --threads N to change)"))
+
+    def log(desc: str, config: TrainConfig) -> Any:
+        return epoch_lines(replace(config, progress=None), len(splits.train), desc) if lines else None
+
+    started = time.perf_counter()
+    bar = tqdm(total=1 + len(winners), desc="winners", unit="model", disable=None if progress is None else not progress)
+    rows: list[dict[str, Any]] = []
+    teacher_file, teacher_saved = out_dir / "teacher.safetensors", False
+    try:
+        if opt.teacher is not None:  # the user's teacher: no teacher training
+            teacher, t_cand, _ = load_checkpoint(opt.teacher)
+            check_fits(splits, t_cand.arch.input_shape, t_cand.arch.num_classes)
+            teacher_file = Path(opt.teacher)
+        else:
+            teacher, t_cand, t_number = _train_teacher(run, winners, splits, teacher_config, bar, log)
+        teacher_test = evaluate(teacher, splits.test)
+        if opt.teacher is None:
+            save_checkpoint(teacher_file, teacher, t_cand,
+                            {"role": "teacher", "trial": t_number, "val_accuracy": evaluate(teacher, splits.val),
+                             "test_accuracy": teacher_test, "dataset": splits.name,
+                             "training": _settings(teacher_config)})
+            teacher_saved = True
+        bar.update()
+
+        for rank, (_, w) in enumerate(winners.iterrows(), start=1):
+            number = int(w["number"])
+            cand = Candidate.from_json(w["candidate"])
+            bar.set_postfix_str(f"trial {number}: {w.get('label', '')}")
+            d = out_dir / f"{rank}-trial{number}"
+            d.mkdir(exist_ok=True)
+            write_atomic(d / "candidate.json", cand.to_json() + "\n")
+            torch.manual_seed(seed + number)
+            student = build_model(cand.arch)
+            config = replace(base, seed=seed + number)
+            result = distill(student, teacher, splits, config, opt.distill or DistillConfig(),
+                             on_epoch=log(f"winner #{rank} (trial {number}) distil", config))
+            distilled_test = evaluate(student, splits.test)
+            steps: list[dict[str, Any]] = []
+            if recovery_epochs > 0:
+                recovery = replace(base, epochs=recovery_epochs)  # the proxy's learning rate: binary needs it
+                compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
+            else:
+                compressed = apply_compression(student, cand.compression, data=splits.train.tensors[0][:256])
+            failed = first_failure([{"step": "distil", "failed": result.run.failed
+                                     or at_chance(result.student_val_after, splits)}, *steps])
+            compressed_test = evaluate(compressed, splits.test)
+            report = save_container(compressed, d / "model.nasz")
+            save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible
+                            {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
+                             "teacher": str(teacher_file if opt.teacher else "../teacher.safetensors"),
+                             "dataset": splits.name, "test_accuracy": distilled_test,
+                             "compressed_test_accuracy": compressed_test, "steps": steps, "failed": failed,
+                             "training": _settings(config), "recovery_epochs": recovery_epochs})
+            onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape)
+            row: dict[str, Any] = {
+                "rank": rank, "trial": number, "label": w.get("label", ""),
+                "search_val_accuracy": w.get("accuracy", float("nan")),
+                "distilled_val_accuracy": result.student_val_after, "distilled_test_accuracy": distilled_test,
+                "compressed_test_accuracy": compressed_test, "teacher_test_accuracy": teacher_test,
+                "file_bytes": report.file_bytes, "dense_bytes": report.dense_bits // 8,
+                "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
+                "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]),
+                "madds": int(w["madds"]), "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
+                "failed": failed or "",
+            }
+            if opt.int8 or cand.compression.quantization == "int8":
+                row.update(int8_onnx(d, rank, cand.arch, splits))
+            for name, profile in profiles.items():
+                row[f"latency_ms:{name}"] = float(profile.latency_ms(running(cand)))
+                here = measured_here(profile, cand)
+                if here is not None:
+                    row[f"measured_ms:{name}"] = here
+            rows.append(row)
+            summary = pd.DataFrame(rows)
+            write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+            write_atomic(out_dir / "summary.md", _markdown(summary, teacher_test, time.perf_counter() - started))
+            bar.update()
+            if lines:
+                print(f"winner #{rank} (trial {number}) done: {len(rows)} of {len(winners)} in "
+                      f"{out_dir / 'summary.csv'}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        bar.close()
+        kept = (f"{len(rows)} of {len(winners)} winners finished and are kept in {out_dir / 'summary.md'}" if rows
+                else f"no winner finished yet (of {len(winners)})")
+        if teacher_saved:
+            kept += f"; the teacher is in {teacher_file}"
+        raise Interrupted(kept) from None
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def _settings(config: Any) -> dict[str, Any]:
+    """What a checkpoint records of how it was trained."""
+    return {k: getattr(config, k) for k in ("epochs", "max_samples", "batch_size", "lr", "schedule", "seed", "threads")}
+
+
+def _train_teacher(run: Any, winners: Any, splits: Any, config: Any, bar: Any,
+                   log: Callable[[str, Any], Any]) -> tuple[Any, Candidate, int]:
+    """The teacher: the run's most accurate trained architecture without its compression, trained with
+    ``config`` (``winners.teacher_epochs``)."""
+    import torch
+
+    from nas.models import build_model
+    from nas.train import train
+
     done = run.completed()
     trained = done[done["trained"]]
     if "accuracy" not in trained.columns or trained.empty:
         teacher_row = winners.iloc[-1]
     else:
         teacher_row = trained.loc[trained["accuracy"].idxmax()]
-    ds = experiment.dataset
-    splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
-    proxy = experiment.config.proxy
-    seed = experiment.config.seed
-    out_dir = run.winners_dir
-    out_dir.mkdir(exist_ok=True)
-    profiles = {name: get_profile(name) for name in run.info.profiles}
-    started = time.perf_counter()
-    base = TrainConfig(epochs=epochs or cfg.epochs, batch_size=proxy.batch_size, lr=proxy.lr, seed=seed,
-                       threads=max(1, torch.get_num_threads()), progress=False)
-    bar = tqdm(total=1 + len(winners), desc="winners", unit="model", disable=None if progress is None else not progress)
-
-    # The teacher: the run's most accurate architecture without its compression, trained longer.
-    teacher_cand = Candidate.from_json(teacher_row["candidate"])
-    teacher_cand = Candidate(teacher_cand.arch, replace(teacher_cand.compression, sparsity_conv=0.0,
-                                                        sparsity_linear=0.0, codebook_bits=None, quantization="none",
-                                                        lowrank_ratio=None, channel_ratio=0.0,
-                                                        channel_importance="l1"))
-    torch.manual_seed(seed)
-    teacher = build_model(teacher_cand.arch)
-    bar.set_postfix_str(f"teacher (trial {int(teacher_row['number'])})")
-    t_run = train(teacher, splits, replace(base, epochs=teacher_epochs or cfg.teacher_epochs))
-    teacher_test = evaluate(teacher, splits.test)
-    save_checkpoint(out_dir / "teacher.safetensors", teacher, teacher_cand,
-                    {"role": "teacher", "trial": int(teacher_row["number"]), "val_accuracy": t_run.val_accuracy,
-                     "test_accuracy": teacher_test, "dataset": splits.name})
-    bar.update()
-
-    rows = []
-    for rank, (_, w) in enumerate(winners.iterrows(), start=1):
-        number = int(w["number"])
-        cand = Candidate.from_json(w["candidate"])
-        bar.set_postfix_str(f"trial {number}: {w.get('label', '')}")
-        d = out_dir / f"{rank}-trial{number}"
-        d.mkdir(exist_ok=True)
-        write_atomic(d / "candidate.json", cand.to_json() + "\n")
-        torch.manual_seed(seed + number)
-        student = build_model(cand.arch)
-        result = distill(student, teacher, splits, replace(base, seed=seed + number), DistillConfig())
-        distilled_test = evaluate(student, splits.test)
-        steps: list[dict[str, Any]] = []
-        if cfg.recovery_epochs > 0:
-            recovery = replace(base, epochs=cfg.recovery_epochs)  # the proxy's learning rate: binary needs it
-            compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
-        else:
-            compressed = apply_compression(student, cand.compression, data=splits.train.tensors[0][:256])
-        compressed_test = evaluate(compressed, splits.test)
-        report = save_container(compressed, d / "model.nasz")
-        save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible
-                        {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
-                         "teacher": "../teacher.safetensors", "dataset": splits.name,
-                         "test_accuracy": distilled_test, "compressed_test_accuracy": compressed_test,
-                         "steps": steps})
-        onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape)
-        row: dict[str, Any] = {
-            "rank": rank, "trial": number, "label": w.get("label", ""),
-            "search_val_accuracy": w.get("accuracy", float("nan")),
-            "distilled_val_accuracy": result.student_val_after, "distilled_test_accuracy": distilled_test,
-            "compressed_test_accuracy": compressed_test, "teacher_test_accuracy": teacher_test,
-            "file_bytes": report.file_bytes, "dense_bytes": report.dense_bits // 8,
-            "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
-            "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]), "madds": int(w["madds"]),
-            "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
-        }
-        if int8 or cand.compression.quantization == "int8":
-            row.update(int8_onnx(d, rank, cand.arch, splits))
-        for name, profile in profiles.items():
-            row[f"latency_ms:{name}"] = float(profile.latency_ms(running(cand)))
-            here = measured_here(profile, cand)
-            if here is not None:
-                row[f"measured_ms:{name}"] = here
-        rows.append(row)
-        summary = pd.DataFrame(rows)
-        write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
-        write_atomic(out_dir / "summary.md", _markdown(summary, teacher_test, time.perf_counter() - started))
-        bar.update()
-    bar.close()
-    return pd.DataFrame(rows)
+    cand = Candidate.from_json(teacher_row["candidate"])
+    cand = Candidate(cand.arch, replace(cand.compression, sparsity_conv=0.0, sparsity_linear=0.0, codebook_bits=None,
+                                        quantization="none", lowrank_ratio=None, channel_ratio=0.0,
+                                        channel_importance="l1"))
+    torch.manual_seed(config.seed)
+    teacher = build_model(cand.arch)
+    number = int(teacher_row["number"])
+    bar.set_postfix_str(f"teacher (trial {number})")
+    train(teacher, splits, config, on_epoch=log(f"teacher (trial {number})", config))
+    return teacher, cand, number
 
 
 #: The int8 columns of the summary, when some winner has an int8 ONNX file: onnxruntime test accuracy and latency.
@@ -228,7 +329,15 @@ def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"{len(summary)} winners in {seconds:.0f} s. Files per winner: `model.nasz` (compressed container, "
               "`file_bytes`), `model.safetensors`, `model.onnx`, `candidate.json`.", ""]
+    lines += [f"**Winner #{r['rank']} (trial {r['trial']}) FAILED**: {_failed(r)}." for _, r in summary.iterrows()
+              if _failed(r)] + ([""] if any(_failed(r) for _, r in summary.iterrows()) else [])
     return "\n".join(lines)
+
+
+def _failed(row: Any) -> str:
+    """A summary row's failure reason ('' when it succeeded; summaries read back from CSV hold NaN)."""
+    value = row.get("failed", "")
+    return value if isinstance(value, str) else ""
 
 
 def print_summary(summary: Any) -> None:
@@ -238,4 +347,5 @@ def print_summary(summary: Any) -> None:
         print(f"#{r['rank']} trial {r['trial']:>3} {r['label']:<28} test {r['distilled_test_accuracy']:.2%} distilled, "
               f"{r['compressed_test_accuracy']:.2%} compressed; {r['file_bytes']:,} B ({r['rate']:.1f}x)  {lat}"
               + (f"  int8 ONNX {r['int8_test_accuracy']:.2%}, {r['int8_ms']:.2f} ms vs {r['onnx_ms']:.2f} ms fp32"
-                 if r.get("int8_ms", float("nan")) == r.get("int8_ms", float("nan")) and "int8_ms" in r else ""))
+                 if r.get("int8_ms", float("nan")) == r.get("int8_ms", float("nan")) and "int8_ms" in r else "")
+              + (f"  FAILED: {_failed(r)}" if _failed(r) else ""))

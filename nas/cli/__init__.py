@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from nas import __version__
-from nas.cli import compress, cost, datasets, finetune, hardware, plot, report, sample, search, spaces, train
+from nas.cli import compress, cost, datasets, finetune, hardware, inspect, plot, report, sample, search, spaces, train
 from nas.errors import NasError
 
 #: Every command and the module that parses (``add_parser``) and runs (``run``) it, in help order.
@@ -28,6 +28,7 @@ COMMANDS: dict[str, ModuleType] = {
     "train": train,
     "finetune": finetune,
     "compress": compress,
+    "inspect": inspect,
     "hardware": hardware,
     "plot": plot,
     "report": report,

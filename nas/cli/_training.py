@@ -21,26 +21,57 @@ from nas.spec import Candidate
 from nas.train import TrainConfig, evaluate
 
 
+#: The training options' values when not given. They are None on the command line, so that
+#: ``nas finetune RUN`` can tell a given option (applied, or refused) from a default.
+DEFAULTS: dict[str, Any] = {"dataset": "digits", "split_seed": 0, "seed": 0, "epochs": 10, "batch_size": 64,
+                            "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads())}
+
+
 def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     """The candidate, data and training options, and ``-o/--out``."""
     src = p.add_argument_group("candidate")
     src.add_argument("--candidate", type=Path, default=None, help="Candidate JSON file")
     src.add_argument("--space", default=None, help="built-in space name or YAML file to draw the candidate from")
-    src.add_argument("--seed", type=int, default=0, help="candidate seed (with --space) and training seed")
+    src.add_argument("--seed", type=int, default=None, help="candidate seed (with --space) and training seed "
+                                                            "(default: 0; a run's seed)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="digits", help="dataset name (default: %(default)s; see `nas datasets`)")
+    data.add_argument("--dataset", default=None, help="dataset name (default: digits; see `nas datasets`)")
     data.add_argument("--data-root", default=None, help="folder holding the dataset files")
-    data.add_argument("--split-seed", type=int, default=0,
-                      help="seed of the train/val split; keep it equal for teacher and student (default: %(default)s)")
+    data.add_argument("--split-seed", type=int, default=None,
+                      help="seed of the train/val split; keep it equal for teacher and student (default: 0)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="training epochs (default: 10; a run's winners.epochs)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="training epochs, at least 1 (default: 10; a run's winners.epochs); 0 is refused: to "
+                        "compress a checkpoint without training it, use `nas compress`")
     t.add_argument("--max-samples", type=int, default=None, help="budget in training samples (caps epochs)")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
-    t.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
-    t.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    t.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    t.add_argument("--batch-size", type=int, default=None, help="(default: 64; a run's proxy.batch_size)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05; a run's proxy.lr)")
+    t.add_argument("--schedule", choices=["cosine", "step"], default=None, help="(default: cosine)")
+    t.add_argument("--threads", type=int, default=None,
+                   help=f"torch threads (default: {DEFAULTS['threads']}, this machine's; a run's proxy.threads)")
+    t.add_argument("--no-progress", action="store_true",
+                   help="never show a progress bar (nor, when output is not a terminal, a line per epoch)")
     p.add_argument("-o", "--out", type=Path, required=out_required, help="checkpoint file to write (.safetensors)")
+
+
+def fill_defaults(args: argparse.Namespace) -> None:
+    """Give every training option not on the command line its :data:`DEFAULTS` value (one model, not a run)."""
+    for name, value in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse counts and rates out of range, naming the option (``--epochs 0`` is not "the default")."""
+    rules = [("epochs", 1, "0 would train nothing; to compress a checkpoint without training, use `nas compress`"),
+             ("max_samples", 1, ""), ("batch_size", 2, "batch norm needs two samples"), ("threads", 1, "")]
+    for name, low, why in rules:
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise NasError(f"--{name.replace('_', '-')} must be >= {low}, but got {value}" + (f" ({why})." if why
+                                                                                               else "."))
+    if args.lr is not None and not args.lr > 0:
+        raise NasError(f"--lr must be > 0, but got {args.lr}.")
 
 
 def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: int) -> Candidate:
@@ -56,7 +87,7 @@ def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_c
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs or 10, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
+    return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,
                        progress=False if args.no_progress else None)
 

@@ -29,6 +29,7 @@ from torch import nn
 from nas.checkpoint import load_checkpoint, load_weights
 from nas.cli._args import read_json_arg
 from nas.compress import ContainerReport, apply_compression, encode
+from nas.compress.container import MAGIC
 from nas.cost import size_bits
 from nas.errors import CompressError
 from nas.models import build_model
@@ -71,6 +72,10 @@ def _load_model(args: argparse.Namespace) -> tuple[nn.Module, Candidate]:
     path = Path(args.model)
     if not path.exists():
         raise CompressError(f"MODEL {args.model!r} does not exist; give a checkpoint or a candidate JSON file.")
+    if path.is_file() and _starts_with(path, MAGIC):
+        raise CompressError(f"MODEL {args.model!r} is a compressed container (.nasz): it is compressed already, and "
+                            f"`nas compress` takes a checkpoint (.safetensors) or a candidate JSON file; see what it "
+                            f"holds with `nas inspect {args.model}`.")
     if path.suffix == ".safetensors":
         model, candidate, _ = load_checkpoint(path)
         return model, candidate
@@ -83,6 +88,11 @@ def _load_model(args: argparse.Namespace) -> tuple[nn.Module, Candidate]:
             raise CompressError(f"cannot read --weights {args.weights!r}: {exc}.") from None
         load_weights(model, tensors, repr(args.weights))
     return model, candidate
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(magic)) == magic
 
 
 def table(report: ContainerReport) -> list[str]:

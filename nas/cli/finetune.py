@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ import torch
 from torch import nn
 
 from nas.checkpoint import load_checkpoint
-from nas.cli._training import add_training_arguments, candidate_from, finish, train_config
-from nas.compress import compress_with_recovery, save
+from nas.cli._training import add_training_arguments, candidate_from, check_numbers, fill_defaults, finish, train_config
+from nas.compress import apply_compression, compress_with_recovery, save
+from nas.compress.recovery import first_failure
 from nas.data import Splits, check_fits, load_dataset
 from nas.distill import DistillConfig, distill
 from nas.cli._distributed import add_arguments as add_distributed_arguments
@@ -33,8 +36,9 @@ from nas.cli._distributed import finetune_distributed, wants_distributed
 from nas.errors import NasError
 from nas.models import build_model
 from nas.spec import Candidate
-from nas.train import TrainConfig, evaluate, train
-from nas.winners import finetune_run, print_summary
+from nas.terngrad import DEFAULT_CLIP
+from nas.train import TrainConfig, epoch_lines, evaluate, train
+from nas.winners import Interrupted, NothingToFinetune, WinnerOptions, finetune_run, print_summary
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,14 +47,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="With a run folder: fine-tune, distil and compress K winners spread along its "
                                    "Pareto front (nas.winners). Otherwise: fine-tune one checkpoint or candidate.")
     p.add_argument("run_folder", nargs="?", type=Path, default=None, metavar="RUN",
-                   help="a run folder written by `nas search` (then --top, --epochs, --teacher-epochs apply)")
+                   help="a run folder written by `nas search`; the training, distillation, --teacher and "
+                        "--recovery-epochs options replace the experiment's settings, and options that only "
+                        "concern one model (--out, --init, --candidate, --compress, --nproc ...) are refused")
     p.add_argument("--top", type=int, default=None, help="winners to fine-tune (default: the experiment's winners.top)")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (run mode)")
+    p.add_argument("--teacher-epochs", type=int, default=None,
+                   help="teacher training epochs, at least 1 (run mode; default: the experiment's "
+                        "winners.teacher_epochs)")
     p.add_argument("--int8", action="store_true",
                    help="export every winner as int8 ONNX, not only those with quantization: int8 (run mode)")
     add_training_arguments(p, out_required=False)
     p.add_argument("--init", type=Path, default=None, help="checkpoint to start from (else a fresh candidate)")
-    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint to distil from")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher checkpoint to distil from (run mode: instead of training a teacher)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
     p.add_argument("--beta", type=float, default=0.5, help="weight of the soft (teacher) term")
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T")
@@ -59,7 +68,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="add attention transfer between the last layers of each common spatial size")
     p.add_argument("--compress", action="store_true",
                    help="then apply the candidate's compression settings, with recovery fine-tuning per stage")
-    p.add_argument("--recovery-epochs", type=int, default=1, help="fine-tuning epochs after each compression stage")
+    p.add_argument("--recovery-epochs", type=int, default=None,
+                   help="fine-tuning epochs after each compression stage, 0 for none (default: 1; a run's "
+                        "winners.recovery_epochs)")
     p.add_argument("--compressed-out", type=Path, default=None,
                    help="compressed container to write (default: --out with suffix .nasz)")
     add_distributed_arguments(p)
@@ -67,10 +78,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
+    for name, low in (("top", 1), ("teacher_epochs", 1), ("recovery_epochs", 0)):
+        if getattr(args, name) is not None and getattr(args, name) < low:
+            raise NasError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}.")
     if args.run_folder is not None:
         return _run_winners(args)
     if args.out is None:
         raise NasError("give a run folder (nas finetune RUN --top K) or -o/--out for the fine-tuned checkpoint.")
+    fill_defaults(args)
+    if args.recovery_epochs is None:
+        args.recovery_epochs = 1
     splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
     if args.init is not None:
         if args.candidate is not None or args.space is not None:
@@ -84,18 +102,19 @@ def run(args: argparse.Namespace) -> int:
     config = train_config(args)
     if wants_distributed(args):  # --nproc N or torchrun: data-parallel, rank 0 saves through finish
         return finetune_distributed(args, model, candidate, splits, config, finish=finish)
-    summary: dict[str, Any] = {"command": "finetune", "init": str(args.init) if args.init else None}
+    summary: dict[str, Any] = {"command": "finetune", "init": str(args.init) if args.init else None,
+                               "threads": config.threads}
+    lines = epoch_lines(config, len(splits.train), "finetune")
     if args.teacher is None:
         before = evaluate(model, splits.val)
-        result = train(model, splits, config)
+        result = train(model, splits, config, on_epoch=lines)
         summary.update(val_before=before, val_accuracy=result.val_accuracy, history=result.history,
                        failed=result.failed)
     else:
         teacher, t_candidate, _ = load_checkpoint(args.teacher)
         check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes)
-        dcfg = DistillConfig(alpha=args.alpha, beta=args.beta, temperature=args.temperature,
-                             t2_scale=not args.no_t2, attention="auto" if args.attention else ())
-        out = distill(model, teacher, splits, config, dcfg)
+        dcfg = _distill_config(args)
+        out = distill(model, teacher, splits, config, dcfg, on_epoch=lines)
         summary.update(teacher=str(args.teacher), teacher_val_accuracy=out.teacher_val_accuracy,
                        val_before=out.student_val_before, val_accuracy=out.student_val_after,
                        history=out.run.history, failed=out.run.failed,
@@ -107,23 +126,87 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _distill_config(args: argparse.Namespace) -> DistillConfig:
+    return DistillConfig(alpha=args.alpha, beta=args.beta, temperature=args.temperature, t2_scale=not args.no_t2,
+                         attention="auto" if args.attention else ())
+
+
+#: Options that concern one model and have no meaning for a run's winners: (flag, given?, why).
+_ONE_MODEL_ONLY: list[tuple[str, Callable[[argparse.Namespace], bool], str]] = [
+    ("-o/--out", lambda a: a.out is not None, "each winner is written to RUN/winners/<rank>-trial<N>/"),
+    ("--compressed-out", lambda a: a.compressed_out is not None, "each winner's container is its model.nasz"),
+    ("--init", lambda a: a.init is not None, "each winner is trained from scratch while it distils"),
+    ("--candidate", lambda a: a.candidate is not None, "the winners are picked from the run's Pareto front"),
+    ("--space", lambda a: a.space is not None, "the winners are picked from the run's Pareto front"),
+    ("--dataset", lambda a: a.dataset is not None, "the winners train on the experiment's dataset"),
+    ("--split-seed", lambda a: a.split_seed is not None, "the winners use the experiment's split"),
+    ("--compress", lambda a: bool(a.compress),
+     "every winner is compressed with its own settings already (--recovery-epochs sets the recovery)"),
+    ("--nproc", lambda a: a.nproc is not None,
+     "winners fine-tune in one process; for data-parallel training fine-tune one winner's checkpoint: "
+     "`nas finetune --init RUN/winners/1-trialN/model.safetensors --nproc N -o OUT`"),
+    ("--comm-hook", lambda a: a.comm_hook != "allreduce", "winners fine-tune in one process"),
+    ("--terngrad-clip", lambda a: a.terngrad_clip != DEFAULT_CLIP, "winners fine-tune in one process"),
+]
+
+
 def _run_winners(args: argparse.Namespace) -> int:
-    summary = finetune_run(args.run_folder, top=args.top, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                           progress=False if args.no_progress else None, int8=args.int8)
+    for flag, given, why in _ONE_MODEL_ONLY:
+        if given(args):
+            raise NasError(f"{flag} does not apply to a run folder ({args.run_folder}): {why}.")
+    if args.teacher is not None and args.teacher_epochs is not None:
+        raise NasError("--teacher-epochs trains the run's teacher, and --teacher gives one already: "
+                       "give one of them.")
+    options = WinnerOptions(top=args.top, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                            recovery_epochs=args.recovery_epochs, max_samples=args.max_samples,
+                            batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, threads=args.threads,
+                            seed=args.seed, data_root=args.data_root, teacher=args.teacher,
+                            distill=_distill_config(args), int8=args.int8)
+    return finetune_winners(args.run_folder, options, progress=False if args.no_progress else None)
+
+
+def finetune_winners(folder: Path, options: WinnerOptions | None = None, *, progress: bool | None = None,
+                     at_end: bool = False) -> int:
+    """``nas finetune RUN`` (and ``nas search --finetune``): fine-tune, print the summary; the exit status.
+
+    At the end of a search (``at_end``) an empty front is said plainly and is no error: the search
+    succeeded. 1 when a winner failed (training or a compression stage, e.g. left at chance); 130 on
+    Ctrl+C, after saying which winners are kept."""
+    try:
+        summary = finetune_run(folder, options, progress=progress, say=print)
+    except NothingToFinetune as exc:
+        if not at_end:
+            raise
+        print(f"winners: {exc}")
+        return 0
+    except Interrupted as exc:
+        print(f"nas: interrupted; {exc}.", file=sys.stderr)
+        return 130
     print_summary(summary)
-    print(f"summary: {args.run_folder / 'winners' / 'summary.md'}")
+    print(f"summary: {folder / 'winners' / 'summary.md'}")
+    failed = [str(r) for r, f in zip(summary["rank"], summary["failed"]) if f]
+    if failed:
+        print(f"nas finetune: winner{'s' if len(failed) > 1 else ''} #{', #'.join(failed)} failed (see FAILED "
+              f"above and in {folder / 'winners' / 'summary.md'}).", file=sys.stderr)
+        return 1
     return 0
 
 
 def _compress(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
               config: TrainConfig) -> int:
-    recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
-    compressed, steps = compress_with_recovery(model, candidate.compression, splits, recovery)
+    steps: list[dict[str, Any]] = []
+    if args.recovery_epochs > 0:
+        recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
+        compressed, steps = compress_with_recovery(model, candidate.compression, splits, recovery)
+    else:
+        compressed = apply_compression(model, candidate.compression, data=splits.train.tensors[0][:256])
     path = args.compressed_out or args.out.with_suffix(".nasz")
     report = save(compressed, path)
-    failed = next((s["failed"] for s in steps if s["failed"]), None)
+    failed = first_failure(steps)
     print(json.dumps({"command": "compress", "compression": candidate.compression.to_dict(), "steps": steps,
                       "val_accuracy": evaluate(compressed, splits.val), "test_accuracy": evaluate(compressed, splits.test),
                       "file": str(path), "file_bytes": report.file_bytes, "dense_bits": report.dense_bits,
                       "failed": failed}, sort_keys=True))
+    if failed:
+        print(f"nas finetune: compression failed: {failed}.", file=sys.stderr)
     return 1 if failed else 0

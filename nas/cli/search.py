@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
           f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder.path}/")
     if args.finetune or exp.config.winners.at_end:
-        from nas.winners import finetune_run, print_summary
+        from nas.cli.finetune import finetune_winners
 
-        print_summary(finetune_run(r.run.folder.path, progress=False if args.no_progress else None))
-        print(f"winners: {r.run.folder.winners_dir / 'summary.md'}")
+        return finetune_winners(r.run.folder.path, progress=False if args.no_progress else None, at_end=True)
     return 0

@@ -339,6 +339,7 @@ class _Decoded(NamedTuple):
     table: torch.Tensor | None
     bits: int
     kind: int = 0  # FLOAT; INT8 gets its parametrization back
+    index_bits: int = 0  # relative-index width as stored (0: dense)
 
 
 def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
@@ -387,11 +388,11 @@ def _read_weight(r: _Reader, key: str, shape: tuple[int, ...]) -> _Decoded:
         keep[positions] = True
         mask = torch.from_numpy(keep.reshape(shape))
     if kind != CODEBOOK:
-        return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, None, None, bits, kind)
+        return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, None, None, bits, kind, index_bits)
     full = np.full(numel, -1, dtype=np.int64)
     full[positions] = codes
     return _Decoded(torch.from_numpy(flat.reshape(shape)), mask, torch.from_numpy(full.reshape(shape)),
-                    torch.from_numpy(table.astype(np.float32)), bits)
+                    torch.from_numpy(table.astype(np.float32)), bits, kind, index_bits)
 
 
 def read_header(data: bytes) -> dict[str, Any]:
@@ -420,8 +421,48 @@ def _verify(data: bytes) -> None:
                             f"(crc32 {zlib.crc32(data[:-4]):#010x}, stored {stored_crc:#010x}).")
 
 
+class Record(NamedTuple):
+    """One tensor's record in a container, as :func:`describe` reads it."""
+
+    key: str  # the state-dict name, from the arch the header describes
+    shape: tuple[int, ...]
+    coding: str  # "raw" (biases, batch norm) or a value kind: float32, codebook, binary, ternary, int8
+    value_bits: int
+    index_bits: int  # 0: every position stored in order
+    kept: int  # values stored
+    bytes: int  # what the record takes in the file
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What :func:`describe` reads from a container: the format version, the JSON header, every
+    record and the file's fixed parts; the checksum (``crc32``) was verified."""
+
+    version: int
+    header: dict[str, Any]
+    records: list[Record]
+    file_bytes: int
+    header_bytes: int  # magic, version, JSON header, record count and checksum
+    crc32: int
+
+    @property
+    def dense_bytes(self) -> int:
+        """The same tensors as dense float32."""
+        return sum(4 * math.prod(r.shape) for r in self.records)
+
+
 def decode(data: bytes) -> Network:
     """The network stored in container ``data`` (see the module docstring)."""
+    return _decode(data)[0]
+
+
+def describe(data: bytes) -> ContainerInfo:
+    """Header, records and sizes of container ``data``, read as :func:`decode` reads it (so the
+    checksum, every record and the arch they must fit are checked)."""
+    return _decode(data)[1]
+
+
+def _decode(data: bytes) -> tuple[Network, ContainerInfo]:
     _verify(data)
     r = _Reader(data[:-4])
     r.take(4)
@@ -445,20 +486,28 @@ def decode(data: bytes) -> Network:
         raise CompressError(f"container holds {count} tensors, but its arch has {len(items)}.")
     state: dict[str, torch.Tensor] = {}
     coded: dict[str, _Decoded] = {}
+    records: list[Record] = []
     for key, module, raw in items:
+        start = r.pos
         if module is None:
             assert raw is not None
             state[key] = torch.from_numpy(np.frombuffer(r.take(4 * raw.numel()), dtype="<f4").astype(np.float32)
                                           .reshape(tuple(raw.shape)))
+            records.append(Record(key, tuple(raw.shape), "raw", 32, 0, raw.numel(), r.pos - start))
         else:
-            coded[key] = _read_weight(r, key, tuple(module.weight.shape))
-            state[key] = coded[key].weight
+            shape = tuple(module.weight.shape)
+            dec = coded[key] = _read_weight(r, key, shape)
+            state[key] = dec.weight
+            kept = int(dec.mask.sum()) if dec.mask is not None else math.prod(shape)
+            records.append(Record(key, shape, VALUE_KINDS[dec.kind], dec.bits, dec.index_bits, kept, r.pos - start))
     if r.pos != len(r.data):
         raise CompressError(f"container has {len(r.data) - r.pos} unread bytes after its records.")
     model.load_state_dict(state, strict=False)
     _restore_compression(model, coded)
     model.eval()
-    return model
+    info = ContainerInfo(version, header, records, len(data), len(data) - sum(rec.bytes for rec in records),
+                         struct.unpack("<I", data[-4:])[0])
+    return model, info
 
 
 def _restore_compression(model: nn.Module, coded: dict[str, _Decoded]) -> None:

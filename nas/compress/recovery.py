@@ -6,6 +6,7 @@ and :func:`nas.winners.finetune_run` go through :func:`compress_with_recovery`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -21,7 +22,8 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
     """Apply ``compression`` to a copy of ``model``, fine-tuning with ``config`` after each stage.
 
     Returns the compressed model and one record per stage: its name, validation
-    accuracy right after compressing and after recovery, and any failure reason.
+    accuracy right after compressing and after recovery, and any failure reason
+    (a NaN or diverging loss, or a model left at chance: :func:`at_chance`).
     """
     steps: list[dict[str, Any]] = []
 
@@ -29,7 +31,30 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
         before = evaluate(m, splits.val)
         run = train(m, splits, config)
         steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
-                      "failed": run.failed})
+                      "failed": run.failed or at_chance(run.val_accuracy, splits)})
 
     data = splits.train.tensors[0][:256]  # what the activation channel importance scores
     return apply_compression(model, compression, retrain=recover, data=data), steps
+
+
+def at_chance(accuracy: float, splits: Splits) -> str | None:
+    """Why ``accuracy`` (validation, a fraction) is no better than guessing, else None.
+
+    Chance is ``1 / num_classes``; the margin is 2 percentage points, or two standard
+    errors of a guess on this validation set where that is larger (small sets are noisy).
+    """
+    chance = 1 / splits.num_classes
+    margin = max(0.02, 2 * math.sqrt(chance * (1 - chance) / max(len(splits.val), 1)))
+    if accuracy > chance + margin:
+        return None
+    return (f"left at chance: validation accuracy {accuracy:.1%} <= {chance + margin:.1%} (guessing: 1/"
+            f"{splits.num_classes} + {100 * margin:.1f} points)")
+
+
+def first_failure(steps: list[dict[str, Any]]) -> str | None:
+    """The first failed step of a pipeline as ``"step: reason"`` (and how many later steps failed too), or None."""
+    failed = [f"{s['step']}: {s['failed']}" for s in steps if s["failed"]]
+    if not failed:
+        return None
+    return failed[0] + (f" (and {len(failed) - 1} later step{'s' if len(failed) > 2 else ''})" if len(failed) > 1
+                        else "")

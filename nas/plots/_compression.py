@@ -14,7 +14,7 @@ The models are compressed with :func:`nas.compress.apply_compression` and priced
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -158,20 +158,28 @@ def _weight_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
     raise NasError(f"no conv/linear layer {layer!r}; the model has {[n for n, _ in named]}.")
 
 
-def plot_weight_distribution(model: nn.Module, path: str | Path, *, sparsity: float = 0.75, bits: int = 4,
-                             layer: str | None = None, seed: int = 0) -> Path:
+def plot_weight_distribution(model: nn.Module, path: str | Path, *, sparsity: float | Mapping[str, float] = 0.75,
+                             bits: int = 4, layer: str | None = None, seed: int = 0) -> Path:
     """One layer's weight histogram before and after magnitude pruning, with the k-means
     codebook (``2**bits`` centroids, linear initialisation) drawn on the pruned weights.
-    ``layer`` defaults to the layer with the most weights."""
+    ``sparsity`` is one fraction, or one per layer kind (``{"conv": 0.5, "linear": 0.9}``, as
+    a CompressionSpec prunes); the layer is pruned at its own kind's. The title gives the
+    fraction of its weights really pruned. ``layer`` defaults to the layer with the most weights."""
     from nas.compress.pruning import magnitude_prune, masks
     from nas.compress.sharing import kmeans_codebook
 
     name, module = _weight_layer(model, layer)
+    kind = "conv" if _weight(module).dim() > 2 else "linear"  # as CompressionSpec's sparsity_conv / _linear
+    own = float(sparsity) if isinstance(sparsity, (int, float)) else float(sparsity.get(kind, 0.0))
     before = _weight(module).detach().flatten().cpu().numpy()
-    pruned = copy.deepcopy(model)
-    magnitude_prune(pruned, layers={name: sparsity})
-    keep = masks(pruned)[name].flatten().bool().cpu().numpy() if sparsity > 0 else np.ones(before.size, bool)
+    if own > 0:
+        pruned = copy.deepcopy(model)
+        magnitude_prune(pruned, layers={name: own})
+        keep = masks(pruned)[name].flatten().bool().cpu().numpy()
+    else:
+        keep = np.ones(before.size, bool)
     kept = before[keep]
+    zeros = 1 - kept.size / before.size
     centroids, _ = kmeans_codebook(kept, bits, "linear", seed=seed)
     with style():
         fig = new_figure(7.0, 3.4)
@@ -182,10 +190,11 @@ def plot_weight_distribution(model: nn.Module, path: str | Path, *, sparsity: fl
         right.hist(kept, bins=bins, color=SECOND, label=f"{kept.size:,} kept ({100 * kept.size / before.size:.0f}%)")
         for i, c in enumerate(np.unique(centroids)):
             right.axvline(c, color=FRONT, lw=0.8, alpha=0.8, label=f"{2 ** bits} k-means centroids" if i == 0 else None)
-        right.set_title(f"after pruning {sparsity:.0%}, with the {bits}-bit codebook", fontsize=9)
+        after = f"after pruning {zeros:.0%}" if zeros > 0 else f"not pruned (sparsity_{kind} is 0)"
+        right.set_title(f"{after}, with the {bits}-bit codebook", fontsize=9)
         right.set_ylim(0, right.get_ylim()[1] * 1.25)  # headroom for the legend
         right.legend(loc="upper center", fontsize=7.5, ncol=2, framealpha=1.0)
         for ax in (left, right):
             ax.set_xlabel("weight value")
         left.set_ylabel("count")
-        return save(fig, path)
+        return save(fig, path, description=f"{left.get_title()} | {right.get_title()}")

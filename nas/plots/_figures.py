@@ -73,16 +73,19 @@ def write_layer_table(arch: ArchSpec, spec: CompressionSpec, folder: Path) -> Pa
     return md
 
 
-def weight_picture_settings(spec: Any) -> tuple[float, int, str]:
-    """Sparsity and codebook bits for the weight picture: the spec's, or 0.75 / 4 bits to illustrate."""
-    sparsity = max(spec.sparsity_conv, spec.sparsity_linear)
+def weight_picture_settings(spec: Any) -> tuple[dict[str, float], int, str]:
+    """Sparsity per layer kind (``{"conv": .., "linear": ..}``) and codebook bits for the weight picture:
+    the spec's, or 75% / 4 bits to illustrate where the spec has no pruning or no codebook."""
+    sparsity = {"conv": spec.sparsity_conv, "linear": spec.sparsity_linear}
     bits = spec.codebook_bits
+    prunes = any(sparsity.values())
     note = ""
-    if not sparsity or bits is None:
+    if not prunes or bits is None:
         note = " (the spec lacks " + " and ".join(
-            w for w, missing in (("pruning", not sparsity), ("a codebook", bits is None)) if missing) + \
-            ": drawn with 75% / 4 bits to illustrate)"
-    return sparsity or 0.75, bits or 4, note
+            w for w, missing in (("pruning", not prunes), ("a codebook", bits is None)) if missing) + \
+            ": drawn with " + " / ".join(w for w, missing in (("75%", not prunes), ("4 bits", bits is None))
+                                         if missing) + " to illustrate)"
+    return sparsity if prunes else {"conv": 0.75, "linear": 0.75}, bits or 4, note
 
 
 def tradeoff_picture(model: nn.Module, arch: ArchSpec, dataset: str, path: Path, *, root: str | None = None,

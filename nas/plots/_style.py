@@ -55,8 +55,9 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG atomically (temp file + rename), at exactly its size in pixels."""
+def save(fig: Figure, path: str | Path, *, description: str | None = None) -> Path:
+    """Write ``fig`` as PNG atomically (temp file + rename), at exactly its size in pixels; ``description``
+    goes into the PNG's Description text (what the picture shows, for readers without the image)."""
     import io
 
     from nas.files import write_atomic
@@ -64,7 +65,7 @@ def save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
-    fig.savefig(png, dpi=DPI, format="png")
+    fig.savefig(png, dpi=DPI, format="png", metadata={"Description": description} if description else None)
     write_atomic(path, png.getvalue())
     return path
 
