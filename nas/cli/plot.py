@@ -24,6 +24,7 @@ from nas.cli._args import read_candidate, read_json_arg
 from nas.errors import NasError
 from nas.hardware import get_profile
 from nas.plots import (
+    distinct_names,
     plot_front,
     plot_hypervolume,
     plot_importance,
@@ -134,10 +135,10 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
                   errors: list[tuple[str, str]]) -> None:
     runs = [load_run(r) for r in args.runs]
     several = len(runs) > 1
-    for r in runs:
+    for r, name in zip(runs, distinct_names(runs)):
         out = args.out or r.path / "plots"
-        prefix = f"{r.name}-" if several and args.out else ""
-        tag = f"{r.name} " if several else ""
+        prefix = f"{name}-" if several and args.out else ""  # one folder for all: a file per run
+        tag = f"{name} " if several else ""
         draws: dict[str, Callable[[RunFolder, Path], Path]] = {
             "front": plot_front,
             "hypervolume": lambda one, path: plot_hypervolume([one], path),

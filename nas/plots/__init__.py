@@ -19,7 +19,7 @@ from nas.plots._figures import (
     write_layer_table,
 )
 from nas.plots._latency import plot_latency_breakdown, plot_latency_validation, read_validation
-from nas.plots._search import front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
+from nas.plots._search import distinct_names, front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
 from nas.plots._style import DPI, pixel_size
 from nas.plots._tables import html_table, markdown_table
 
@@ -28,6 +28,7 @@ __all__ = [
     "LAYER_FORMATS",
     "chosen_trial",
     "compression_tradeoff",
+    "distinct_names",
     "front_figsize",
     "html_table",
     "layer_table",

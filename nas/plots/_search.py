@@ -11,6 +11,7 @@ are Optuna's own (:func:`~nas.plots._style.optuna_axes`); the hypervolume comes 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import math
 import string
 from pathlib import Path
@@ -151,8 +152,9 @@ def _draw_pair(ax: Axes, run: RunFolder, x: Objective, y: Objective, letters: di
         _place_letters(ax, marked)
     ax.set_xlabel(xlabel + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(ylabel + (", log scale" if ax.get_yscale() == "log" else ""))
-    arrows = f"{'←' if not x.maximize else '→'} better {'↑' if y.maximize else '↓'}"
-    ax.text(0.99, 0.01, arrows, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
+    # Above the axes, where no data point can be: any corner inside may hold points.
+    ax.set_title(f"better: {'→' if x.maximize else '←'} {'↑' if y.maximize else '↓'}", loc="right", fontsize=7,
+                 color="0.4")
     return handles
 
 
@@ -181,15 +183,44 @@ def _place_letters(ax: Axes, marked: list[tuple[float, float, str]]) -> None:
 
 
 def _key_lines(run: RunFolder, letters: dict[int, str]) -> list[str]:
+    """One entry per letter: a fine-tuned winner's rank and trial, what it delivered (the compressed model's
+    test accuracy and real file size, from ``winners/summary.csv``) and its search values (where it sits on
+    the axes); a front member that was not fine-tuned shows its trial and search values only."""
     rows = run.completed().set_index("number")
+    winners = {w.number: w for w in run.winners()}
     lines = []
     for number, letter in letters.items():
         row = rows.loc[number]
         label = str(row.get("label", "")) or "(no label)"
         label = label if len(label) <= 44 else label[:43] + "…"
         values = " · ".join(o.short(float(row[o.name])) for o in run.objectives)
-        lines.append(f"{letter}  #{number:<4} {label}\n          {values}")
+        w = winners.get(number)
+        if w is None:
+            lines.append(f"{letter}  trial {number}  {label}\n   search: {values}")
+            continue
+        lines.append(f"{letter}  winner {w.rank} (trial {number})\n   {label}\n   delivered: {_delivered(w.row)}"
+                     f"\n   search: {values}")
     return lines
+
+
+def _delivered(row: dict[str, Any]) -> str:
+    """What a fine-tuned winner delivered: the compressed model's test accuracy and file size."""
+    parts = []
+    acc = _number(row.get("compressed_test_accuracy"))
+    if acc is not None:
+        parts.append(f"{100 * acc:.1f}% test acc.")
+    size = _number(row.get("file_bytes"))
+    if size is not None:
+        parts.append(f"file {size / 1000:.3g} KB")
+    return ", ".join(parts) or "not in winners/summary.csv yet"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _legend_handles(panels: list[list[Any]]) -> list[Any]:
@@ -207,15 +238,24 @@ def _legend_handles(panels: list[list[Any]]) -> list[Any]:
     return [h for h in chosen.values() if h is not None]
 
 
-def front_figsize(n_objectives: int, n_winners: int) -> tuple[float, float]:
+#: Inches of one key line of the front picture (monospace, 7.5 pt).
+KEY_LINE = 0.13
+
+
+def front_figsize(n_objectives: int, n_winners: int, fine_tuned: bool = False) -> tuple[float, float]:
     """Inches of the front picture: one panel per objective pair (two columns from 3 objectives
-    on), and a key of the winners below unless it fits into a free grid cell."""
+    on), and a key of the winners below unless it fits into a free grid cell (two lines per
+    winner, four for fine-tuned ones: their label and what they delivered, too)."""
     pairs = n_objectives * (n_objectives - 1) // 2
     cols = 1 if pairs == 1 else 2
     rows = math.ceil(pairs / cols)
     key_in_cell = pairs > 1 and pairs % 2 == 1
-    key_h = 0 if key_in_cell else 0.4 + 0.26 * n_winners
+    key_h = 0 if key_in_cell else _key_height(n_winners, fine_tuned)
     return 7.0, round((4.4 if cols == 1 else 3.1) * rows + key_h + 0.3, 2)
+
+
+def _key_height(n_winners: int, fine_tuned: bool) -> float:
+    return 0.4 + KEY_LINE * (4 if fine_tuned else 2) * n_winners
 
 
 def plot_front(run: RunFolder, path: str | Path) -> Path:
@@ -223,7 +263,8 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
 
     Grey: dominated trials; light grey crosses: infeasible; red, connected: the front of
     the pair; blue (3+ objectives): on the front of all objectives; circled letters: the
-    winners (fine-tuned ones when ``nas finetune RUN`` ran), listed in the key.
+    winners, listed in the key: fine-tuned ones when ``nas finetune RUN`` ran (with the compressed
+    model's test accuracy and file size they delivered), else front members spread along it.
     """
     if len(run.objectives) < 2:
         raise NasError(f"{run.path} has one objective ({run.objectives[0].name}): there is no front to draw; "
@@ -232,11 +273,12 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
     pairs = objective_pairs(run.objectives)
     letters = dict(zip(pick_winners(run), string.ascii_uppercase))
     key = _key_lines(run, letters)
+    fine_tuned = any(w.number in letters for w in run.winners())
     cols = 1 if len(pairs) == 1 else 2
     key_in_cell = len(pairs) > 1 and len(pairs) % 2 == 1
     rows = math.ceil(len(pairs) / cols)
-    key_h = 0 if key_in_cell else 0.4 + 0.26 * len(key)
-    width, height = front_figsize(len(run.objectives), len(key))
+    key_h = 0 if key_in_cell else _key_height(len(key), fine_tuned)
+    width, height = front_figsize(len(run.objectives), len(key), fine_tuned)
     with style():
         fig = new_figure(width, height)
         grid = fig.add_gridspec(rows + (0 if key_in_cell else 1), cols,
@@ -267,10 +309,17 @@ def hypervolume_height(n_runs: int) -> float:
     return round(4.0 + 0.2 * n_runs, 2)
 
 
+def distinct_names(runs: list[RunFolder]) -> list[str]:
+    """Each run's name, numbered by its place in ``runs`` where two runs share a name (for file names)."""
+    counts = Counter(r.name for r in runs)
+    return [f"{r.name}-{i + 1}" if counts[r.name] > 1 else r.name for i, r in enumerate(runs)]
+
+
 def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     """Normalised hypervolume against finished trials, one line per run (samplers compared).
 
-    Runs with fewer than two completed trials are left out; with none left, a clear error.
+    Runs with fewer than two completed trials are left out; with none left, a clear error. Runs that
+    share a name are told apart in the legend by their folders.
     """
     usable, skipped = [], []
     for run in runs:
@@ -284,12 +333,15 @@ def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     if not usable:
         raise NasError("no run has enough completed trials for a hypervolume picture: " + "; ".join(skipped))
     refs = {r.reference_text() for r in usable}
+    names = Counter(r.name for r in usable)
     with style():
         fig = new_figure(7.0, hypervolume_height(len(usable)))
         ax = fig.add_subplot()
         for i, run in enumerate(usable):
             hv = run.hypervolume()
             label = f"{run.name} ({run.info.sampler or '?'})"
+            if names[run.name] > 1:  # two runs of one experiment: tell them apart by their folders
+                label += f", {run.path}"
             if len(refs) > 1:
                 label += f"; reference {run.reference_text()}"
             hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
