@@ -37,6 +37,7 @@ from nas.plots import (
     plot_latency_validation,
     plot_parallel,
     plot_weight_distribution,
+    rank_params,
     read_validation,
     run_latency_breakdown,
     run_profile,
@@ -277,9 +278,13 @@ def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
               f"{run.reference_text()}).")
     doc.image(path, "Hypervolume against trials", why)
     doc.h(2, "Which choices matter")
-    path, why = _attempt(lambda: plot_importance(run, plots / "importance.png"))
+    try:
+        ranking, why = rank_params(run), ""  # once, for both pictures: they show the same top choices
+    except NasError as exc:
+        ranking, why = None, str(exc)
+    path, why = _attempt(lambda: plot_importance(run, plots / "importance.png", ranking)) if ranking else (None, why)
     doc.image(path, "Parameter importance", why)
-    path, why = _attempt(lambda: plot_parallel(run, plots / "parallel.png"))
+    path, why = _attempt(lambda: plot_parallel(run, plots / "parallel.png", ranking)) if ranking else (None, why)
     doc.image(path, "Parallel coordinates", why)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from nas.checkpoint import load_checkpoint
@@ -32,6 +32,7 @@ from nas.plots import (
     plot_latency_validation,
     plot_parallel,
     plot_weight_distribution,
+    rank_params,
     run_latency_breakdown,
     tradeoff_picture,
     weight_picture_settings,
@@ -139,11 +140,12 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
         out = args.out or r.path / "plots"
         prefix = f"{name}-" if several and args.out else ""  # one folder for all: a file per run
         tag = f"{name} " if several else ""
+        ranked = cache(partial(rank_params, r))  # fitted once: importance and parallel show the same top choices
         draws: dict[str, Callable[[RunFolder, Path], Path]] = {
             "front": plot_front,
             "hypervolume": lambda one, path: plot_hypervolume([one], path),
-            "importance": plot_importance,
-            "parallel": plot_parallel,
+            "importance": lambda one, path: plot_importance(one, path, ranked()),
+            "parallel": lambda one, path: plot_parallel(one, path, ranked()),
             "latency": lambda one, path: run_latency_breakdown(one, path, args.trial, args.profile),
         }
         for name in pictures:

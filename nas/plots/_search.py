@@ -3,9 +3,10 @@
 The front is drawn here from the trials table rather than with Optuna's
 ``plot_pareto_front``: that one draws one pair per pyplot figure (no grid), needs the
 live study (a run folder may point at a remote storage), and neither connects the
-front, marks winners nor switches to log axes. Importance and parallel coordinates
-are Optuna's own (:func:`~nas.plots._style.optuna_axes`); the hypervolume comes from
-``hypervolume.csv`` through pandas plotting, so several runs share one axes.
+front, marks winners nor switches to log axes. The importances are Optuna's fANOVA, fitted
+once per run (:func:`rank_params`) and drawn here; the parallel coordinates are Optuna's own
+(:func:`~nas.plots._style.optuna_axes`) on the top of that same ranking; the hypervolume
+comes from ``hypervolume.csv`` through pandas plotting, so several runs share one axes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 from collections import Counter
 import math
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,17 +374,51 @@ def _evaluator() -> Any:
     return FanovaImportanceEvaluator(n_trees=32, seed=0)
 
 
-def top_params(run: RunFolder, study: Any, limit: int = MAX_PARAMS) -> list[str]:
-    """The ``limit`` parameters most important for any objective (fANOVA)."""
+@dataclass(frozen=True)
+class ParamRanking:
+    """fANOVA importances of the parameters for each objective, fitted once on all of them.
+
+    ``names`` ranks the parameters by their highest importance for any objective, most important
+    first; the importance picture draws the first :data:`MAX_PARAMS` and the parallel coordinates
+    the first :data:`PARALLEL_PARAMS` of this one ranking, so the two always agree."""
+
+    study: Any  # the study the importances were fitted on (trained trials only)
+    objectives: list[str]  # the objectives' display labels
+    importances: dict[str, dict[str, float]]  # objective label -> parameter -> importance
+
+    @property
+    def names(self) -> list[str]:
+        best: dict[str, float] = {}
+        for values in self.importances.values():
+            for name, value in values.items():
+                best[name] = max(best.get(name, 0.0), value)
+        return sorted(best, key=lambda n: (-best[n], n))
+
+    def table(self) -> pd.DataFrame:
+        """One row per parameter in ranking order: ``rank``, ``parameter`` and one importance column per objective."""
+        import pandas as pd
+
+        rows = [{"rank": i + 1, "parameter": name, **{o: self.importances[o].get(name, 0.0) for o in self.objectives}}
+                for i, name in enumerate(self.names)]
+        return pd.DataFrame(rows, columns=["rank", "parameter", *self.objectives])
+
+
+#: Axes of the parallel-coordinate picture: the most important choices of the ranking.
+PARALLEL_PARAMS = 5
+
+
+def rank_params(run: RunFolder) -> ParamRanking:
+    """The :class:`ParamRanking` of a run (fANOVA on every varying parameter, for each objective)."""
     import optuna
 
-    best: dict[str, float] = {}
-    for i in range(len(run.objectives)):
+    study = _study_for_params(run)
+    labels = [o.display([1.0])[1] for o in run.objectives]
+    importances = {}
+    for i, label in enumerate(labels):
         target = _target(run, i) if len(run.objectives) > 1 else None
-        importances = optuna.importance.get_param_importances(study, evaluator=_evaluator(), target=target)
-        for name, value in importances.items():
-            best[name] = max(best.get(name, 0.0), value)
-    return sorted(best, key=lambda n: -best[n])[:limit]
+        importances[label] = dict(optuna.importance.get_param_importances(study, evaluator=_evaluator(),
+                                                                          target=target))
+    return ParamRanking(study, labels, importances)
 
 
 def _study_for_params(run: RunFolder) -> Any:
@@ -421,30 +457,36 @@ def _trained_only(run: RunFolder, study: Any) -> Any:
     return copy
 
 
-def plot_importance(run: RunFolder, path: str | Path) -> Path:
-    """Optuna's parameter importances (fANOVA) for every objective, the top parameters only."""
-    import optuna.visualization.matplotlib as ovm
+def plot_importance(run: RunFolder, path: str | Path, ranking: ParamRanking | None = None) -> Path:
+    """The parameters' importances (fANOVA) for every objective, the top :data:`MAX_PARAMS` of the
+    ranking (most important at the top); the numbers go to a ``.csv`` next to the picture.
 
-    study = _study_for_params(run)
-    params = top_params(run, study)
-    labels = [o.display([1.0])[1] for o in run.objectives]
-
-    def draw() -> Axes:
-        if len(run.objectives) == 1:
-            return ovm.plot_param_importances(study, _evaluator(), params, target_name=labels[0])
-        return ovm.plot_param_importances(study, _evaluator(), params)
-
-    def finish(ax: Axes) -> None:
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles, labels[: len(handles)], loc="lower right", fontsize=8)
-        ax.set_title(f"{run.name}: which choices matter (top {len(params)} parameters)", loc="left", fontsize=10)
+    Drawn here rather than with Optuna's ``plot_param_importances``: that one refits on the
+    parameters it is given and, with several objectives, sorts each objective's bars by its own
+    order but labels them all with the last objective's."""
+    ranking = ranking or rank_params(run)
+    path = Path(path)
+    names = ranking.names[:MAX_PARAMS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ranking.table().to_csv(path.with_suffix(".csv"), index=False)
+    n = len(ranking.objectives)
+    height = 0.8 / n
+    with style():
+        fig = new_figure(7.0, 1.4 + 0.36 * len(names))
+        ax = fig.add_subplot()
+        pos = np.arange(len(names))[::-1]  # the most important on top
+        for k, label in enumerate(ranking.objectives):
+            values = [ranking.importances[label].get(p, 0.0) for p in names]
+            offset = height * ((n - 1) / 2 - k)
+            ax.barh(pos + offset, values, height=height, color=f"C{k}", label=label)
+            for y, v in zip(pos + offset, values):
+                ax.text(v, y, f" {v:.2f}" if v >= 0.01 else " <0.01", va="center", fontsize=7)
+        ax.set_yticks(pos, names, fontsize=8)
+        ax.set_xlim(0, 1.15 * max((v for d in ranking.importances.values() for v in d.values()), default=1.0))
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{run.name}: which choices matter (top {len(names)} parameters)", loc="left", fontsize=10)
         ax.set_xlabel("importance (fANOVA: share of the objective's variance)", fontsize=9)
-        ax.set_ylabel("")
-        ax.tick_params(labelsize=8)
-        for text in ax.texts:
-            text.set_fontsize(7)
-
-    return optuna_axes(draw, path, 7.0, 1.4 + 0.36 * len(params), finish)
+        return save(fig, path)
 
 
 def _darken(ax: Axes, best_high: bool) -> None:
@@ -467,13 +509,15 @@ def _short_param(name: str) -> str:
     return name.removeprefix("compression.")
 
 
-def plot_parallel(run: RunFolder, path: str | Path) -> Path:
-    """Optuna's parallel coordinates of the most important choices, coloured by the first
-    maximised objective (accuracy); dotted lines are infeasible trials."""
+def plot_parallel(run: RunFolder, path: str | Path, ranking: ParamRanking | None = None) -> Path:
+    """Optuna's parallel coordinates of the :data:`PARALLEL_PARAMS` most important choices of the
+    ranking (those on top of the importance picture), coloured by the first maximised objective
+    (accuracy); dotted lines are infeasible trials."""
     import optuna.visualization.matplotlib as ovm
 
-    study = _study_for_params(run)
-    params = top_params(run, study, limit=5)
+    ranking = ranking or rank_params(run)
+    study = ranking.study
+    params = ranking.names[:PARALLEL_PARAMS]
     i = next((k for k, o in enumerate(run.objectives) if o.maximize), 0)
     name = run.objectives[i].display([1.0])[1]
 
@@ -485,8 +529,8 @@ def plot_parallel(run: RunFolder, path: str | Path) -> Path:
     def finish(ax: Axes) -> None:
         fig = ax.figure
         ax.set_title("")
-        fig.suptitle(f"{run.name}: the {len(params)} most important choices, coloured by {name}", fontsize=10,
-                     x=0.02, ha="left")
+        fig.suptitle(f"{run.name}: the top {len(params)} choices of the importance picture, coloured by {name}",
+                     fontsize=10, x=0.02, ha="left")
         ax.set_ylabel(name)
         first = run.objectives[i]
         ax.set_xticks(range(len(params) + 1), [first.short_name.split(" on ")[0]] + [_short_param(p) for p in sorted(params)],
