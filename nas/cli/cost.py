@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 #: What ARCH may be, for the message about a file that is none of them.
-EXPECTED = "a built-in space name (`nas spaces`), a space YAML file, a candidate JSON file or a checkpoint (.safetensors)"
+EXPECTED = ("a built-in space name (`nas spaces`), a space YAML file, a candidate JSON file or a checkpoint "
+            "(.safetensors)")
 
 
 def _load_candidate(arch: str, seed: int) -> tuple[Candidate, str]:

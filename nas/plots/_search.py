@@ -317,6 +317,12 @@ def distinct_names(runs: list[RunFolder]) -> list[str]:
     return [f"{r.name}-{i + 1}" if counts[r.name] > 1 else r.name for i, r in enumerate(runs)]
 
 
+def hypervolume_labels(runs: list[RunFolder]) -> list[str]:
+    """Legend entries: each run's name and sampler, and its folder where two runs share a name."""
+    counts = Counter(r.name for r in runs)
+    return [f"{r.name} ({r.info.sampler or '?'})" + (f", {r.path}" if counts[r.name] > 1 else "") for r in runs]
+
+
 def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     """Normalised hypervolume against finished trials, one line per run (samplers compared).
 
@@ -335,15 +341,13 @@ def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     if not usable:
         raise NasError("no run has enough completed trials for a hypervolume picture: " + "; ".join(skipped))
     refs = {r.reference_text() for r in usable}
-    names = Counter(r.name for r in usable)
+    labels = hypervolume_labels(usable)
     with style():
         fig = new_figure(7.0, hypervolume_height(len(usable)))
         ax = fig.add_subplot()
         for i, run in enumerate(usable):
             hv = run.hypervolume()
-            label = f"{run.name} ({run.info.sampler or '?'})"
-            if names[run.name] > 1:  # two runs of one experiment: tell them apart by their folders
-                label += f", {run.path}"
+            label = labels[i]
             if len(refs) > 1:
                 label += f"; reference {run.reference_text()}"
             hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
