@@ -343,17 +343,20 @@ def fit_input(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
     return x.reshape(x.shape[0], *input_shape)
 
 
-def check_fits(splits: Splits, input_shape: tuple[int, ...], num_classes: int) -> None:
+def check_fits(splits: Splits, input_shape: tuple[int, ...], num_classes: int, what: str = "the candidate",
+               fix: str = "") -> None:
     """Raise :class:`DataError` unless a network with ``input_shape`` and ``num_classes`` outputs can learn ``splits``.
 
-    A spatial mismatch (an 8x8 space on 28x28 images) asks for
-    ``space.with_input(splits.input_shape, splits.num_classes)``.
+    ``what`` names the network at fault in the message (``"the teacher checkpoint t.safetensors"``) and
+    ``fix`` says how to get one that fits; by default, drawing the candidate for the dataset with
+    ``--space`` (which fits the space to the dataset's input and classes, as a search does).
     """
+    fix = fix or (f"draw it for this dataset with `--space SPACE --seed N` instead (the space is then fitted to "
+                  f"the dataset's input and classes), or search an experiment file with `dataset: {splits.name}`")
     data_values = int(np.prod(splits.input_shape))
     if tuple(input_shape) != splits.input_shape and int(np.prod(input_shape)) != data_values:
-        raise DataError(f"the architecture takes input {tuple(input_shape)} but dataset {splits.name!r} has images "
-                        f"{splits.input_shape}; draw the candidate from space.with_input({splits.input_shape}, "
-                        f"{splits.num_classes}).")
+        raise DataError(f"{what} takes input {'x'.join(map(str, input_shape))} but dataset {splits.name!r} has "
+                        f"images {'x'.join(map(str, splits.input_shape))}; {fix}.")
     if num_classes != splits.num_classes:
-        raise DataError(f"the architecture has {num_classes} outputs but dataset {splits.name!r} has "
-                        f"{splits.num_classes} classes.")
+        raise DataError(f"{what} has {num_classes} outputs but dataset {splits.name!r} has "
+                        f"{splits.num_classes} classes; {fix}.")

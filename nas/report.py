@@ -16,6 +16,7 @@ import html
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +37,7 @@ from nas.plots import (
     plot_latency_validation,
     plot_parallel,
     plot_weight_distribution,
+    rank_params,
     read_validation,
     run_latency_breakdown,
     run_profile,
@@ -276,9 +278,13 @@ def _progress(doc: Doc, run: RunFolder, plots: Path) -> None:
               f"{run.reference_text()}).")
     doc.image(path, "Hypervolume against trials", why)
     doc.h(2, "Which choices matter")
-    path, why = _attempt(lambda: plot_importance(run, plots / "importance.png"))
+    try:
+        ranking, why = rank_params(run), ""  # once, for both pictures: they show the same top choices
+    except NasError as exc:
+        ranking, why = None, str(exc)
+    path, why = _attempt(lambda: plot_importance(run, plots / "importance.png", ranking)) if ranking else (None, why)
     doc.image(path, "Parameter importance", why)
-    path, why = _attempt(lambda: plot_parallel(run, plots / "parallel.png"))
+    path, why = _attempt(lambda: plot_parallel(run, plots / "parallel.png", ranking)) if ranking else (None, why)
     doc.image(path, "Parallel coordinates", why)
 
 
@@ -313,8 +319,8 @@ def _compression(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) 
     winners = run.winners()
     checkpoint = winners[0].folder / "model.safetensors" if winners else None
     if checkpoint is None or not checkpoint.is_file():
-        doc.note("weight distribution and accuracy-vs-size pictures: no fine-tuned winner checkpoint yet "
-                 "(`nas finetune RUN --top K`).")
+        doc.note(f"weight distribution and accuracy-vs-size pictures: no fine-tuned winner checkpoint yet "
+                 f"(`{finetune_command(run)}`).")
         return
     from nas.checkpoint import load_checkpoint
 
@@ -336,19 +342,32 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
+def percent_columns(df: Any) -> tuple[Any, dict[str, str]]:
+    """``df`` with every accuracy column (a fraction) as a percentage, renamed ``<name> %``, and its formats."""
+    import pandas as pd
+
+    df = df.copy()
+    formats = {}
+    for c in [c for c in df.columns if "accuracy" in str(c)]:
+        df[c] = 100 * pd.to_numeric(df[c], errors="coerce")
+        formats[f"{c} %"] = ".2f"
+    return df.rename(columns={c: f"{c} %" for c in df.columns if "accuracy" in str(c)}), formats
+
+
 def _winners(doc: Doc, run: RunFolder) -> None:
     doc.h(2, "Winners")
     winners = run.winners()
     if not winners:
-        doc.note("no fine-tuned winners yet: `nas finetune RUN --top K` trains, distils and compresses the best "
-                 "trials into winners/.")
+        doc.note(f"no fine-tuned winners yet: `{finetune_command(run)}` trains, distils and compresses the best "
+                 f"trials into winners/.")
         return
     summary = run.summary_file
     if summary.is_file():
         df = read_table(summary)
         df = df[[c for c in df.columns if c not in ("candidate", "history")]]
-        doc.p("From ", doc.link("winners/summary.csv", summary), ":")
-        doc.table(df)
+        df, formats = percent_columns(df)
+        doc.p("From ", doc.link("winners/summary.csv", summary), " (accuracies in %, as in the Pareto table):")
+        doc.table(df, formats)
     rows = []
     for w in winners:
         files = w.files()
@@ -365,18 +384,38 @@ def _winners(doc: Doc, run: RunFolder) -> None:
     doc.items(rows)
 
 
+def _winners_top(run: RunFolder) -> int | None:
+    """``winners.top`` of the experiment kept in the run folder (None when it cannot be read)."""
+    try:
+        return run.experiment().config.winners.top
+    except NasError:
+        return None
+
+
+def finetune_command(run: RunFolder) -> str:
+    """``nas finetune`` for this run, with its full path and the experiment's ``winners.top``."""
+    top = _winners_top(run)
+    return f"nas finetune {shlex.quote(str(run.path.resolve()))}" + (f" --top {top}" if top else "")
+
+
 def _reproduce(doc: Doc, run: RunFolder) -> None:
     info = run.info
     doc.h(2, "Reproduce")
+    here = shlex.quote(str(run.path.resolve()))
+    exp = shlex.quote(str(run.experiment_file.resolve()))
+    doc.p("The experiment file as given is kept in the run folder (", doc.link("experiment.yaml", run.experiment_file),
+          "). The commands name the run folder by its full path, so they work from any folder"
+          + ("; the original one runs from the folder it was started in:" if info.cwd else
+             "; the original one needs the folder it was started in, which this run did not record:"))
     command = info.command or "nas search experiment.yaml"
-    exp = run.experiment_file
-    doc.p("The experiment file as given is kept in the run folder (", doc.link("experiment.yaml", exp),
-          "). From the repository root:")
-    lines = [f"# the original command ({info.created})", command,
+    top = _winners_top(run)
+    lines = [f"# the original command ({info.created})",
+             f"cd {shlex.quote(info.cwd)} && {command}" if info.cwd else command,
              "# or again from the copy kept in the run folder (a new run: give it another --out)",
-             f"nas search {exp.as_posix()} --out {run.path.as_posix()}-again",
-             f"nas finetune {run.path.as_posix()} --top 3   # winners: fine-tune, distil, compress",
-             f"nas report {run.path.as_posix()}             # this page"]
+             f"nas search {exp} --out {shlex.quote(str(run.path.resolve()) + '-again')}",
+             f"{finetune_command(run)}   # winners: fine-tune, distil, compress"
+             + (f" (winners.top: {top} of the experiment)" if top else ""),
+             f"nas report {here}   # this page"]
     doc.code("\n".join(lines))
     doc.p(f"nas {info.nas_version or '?'}; sampler {info.sampler or '?'} with seed "
           f"{info.seed}. Proxy training is seeded too, but parallel workers and timing-dependent "

@@ -536,7 +536,8 @@ def load_space(path_or_name: str | Path) -> Space:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpaceError(f"cannot read search space file {str(path)!r}: {exc.strerror}.") from None
+        where = str(path) if path.is_absolute() else f"{str(path)!r} (resolved: {path.resolve()})"
+        raise SpaceError(f"cannot read search space file {where}: {exc.strerror}.") from None
     except UnicodeDecodeError:
         raise SpaceError(f"search space file {str(path)!r} is not UTF-8 text (a binary or damaged file?).") from None
     try:

@@ -146,7 +146,8 @@ def test_fit_input_flattens_for_mlps_and_refuses_wrong_sizes() -> None:
         fit_input(x, (784,))
     s = load_dataset("synthetic")
     check_fits(s, (64,), 10)
-    with pytest.raises(DataError, match=r"space.with_input\(\(1, 8, 8\), 10\)"):
+    with pytest.raises(DataError, match=r"takes input 1x28x28 but dataset 'synthetic' has images 1x8x8; draw it for "
+                                        r"this dataset with `--space SPACE --seed N`"):
         check_fits(s, (1, 28, 28), 10)
     with pytest.raises(DataError, match="10 classes"):
         check_fits(s, (1, 8, 8), 7)

@@ -3,12 +3,14 @@
 Every module in :data:`COMMANDS` registers its sub-parser with ``add_parser(subparsers)``
 (which sets ``run``) and does its work in ``run(args) -> int``: it parses and calls the
 library, nothing more. Errors a user can fix (:class:`~nas.errors.NasError`) print one
-line and exit with status 2; ``--debug`` shows the traceback as well.
+line and exit with status 2; ``--debug`` shows the traceback as well. Output piped into a
+command that stops reading (``nas spaces | head -2``) ends quietly, as other tools do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -53,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except NasError as exc:
         if args.debug:
             traceback.print_exc()
@@ -62,3 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+
+
+#: The exit status of a process that wrote into a closed pipe (128 + SIGPIPE), as a shell reports it.
+CLOSED_PIPE = 141
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``| head``): point stdout at devnull so that Python's final
+    flush cannot fail again, and stop (the recipe of the Python docs, ``signal`` module, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return CLOSED_PIPE

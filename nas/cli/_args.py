@@ -26,13 +26,25 @@ def read_candidate(path: str | Path) -> Candidate:
 
 
 def read_json_arg(text_or_path: str, what: str) -> Any:
-    """``text_or_path`` parsed as JSON: the text itself when it starts with ``{`` or names no file,
-    else the file's contents. ``what`` names the argument in the error (``"--spec"``)."""
+    """``text_or_path`` parsed as JSON: the text itself when it starts with ``{``, else the file it names.
+    ``what`` names the argument in the error (``"--spec"``), which says whether the file is missing or
+    not JSON."""
+    if text_or_path.lstrip().startswith("{"):
+        try:
+            return json.loads(text_or_path)
+        except json.JSONDecodeError as exc:
+            raise CompressError(f"{what} is not a valid JSON object: {exc}.") from None
     path = Path(text_or_path)
     try:
-        text = path.read_text() if not text_or_path.lstrip().startswith("{") and path.exists() else text_or_path
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CompressError(f"{what} is neither a JSON object nor a readable JSON file: {exc}.") from None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CompressError(f"{what} {text_or_path!r} is neither a JSON object (starting with '{{') nor an "
+                            f"existing file (no {path.resolve()}).") from None
+    except UnicodeDecodeError:
+        raise CompressError(f"{what} file {text_or_path!r} is not JSON text (a binary file?).") from None
     except OSError as exc:
         raise CompressError(f"cannot read {what} {text_or_path!r}: {exc.strerror}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CompressError(f"{what} file {text_or_path!r} is not valid JSON: {exc}.") from None

@@ -86,6 +86,13 @@ def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_c
     return space.random(args.seed)
 
 
+def candidate_source(args: argparse.Namespace) -> str:
+    """The network being trained, as a message names it: ``--init``'s checkpoint, ``--candidate``'s file."""
+    if getattr(args, "init", None) is not None:
+        return f"the checkpoint {args.init}"
+    return f"the candidate in {args.candidate}" if args.candidate is not None else "the candidate"
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,

@@ -1,11 +1,16 @@
-"""``nas cost ARCH``: params, MAdds and a per-stage table of one architecture."""
+"""``nas cost ARCH``: params, MAdds and a per-stage table of one architecture (a space's candidate, a
+candidate JSON file, or the architecture a checkpoint holds)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from nas.checkpoint import read_checkpoint
 from nas.cli._args import read_candidate
+from nas.compress.container import MAGIC
 from nas.cost import Cost, count, fvcore_count, stage_costs
+from nas.errors import NasError
 from nas.models import build_model
 from nas.space import load_space
 from nas.spec import ArchSpec, Candidate
@@ -15,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "cost", help="params, MAdds and a per-stage table of an architecture",
         description="Cost one architecture: a built-in name (e.g. mobilenetv2-1.0-224), a space YAML file "
-                    "(its candidate for --seed) or a candidate JSON file.")
-    p.add_argument("arch", help="built-in space name, space YAML file, or candidate JSON file")
+                    "(its candidate for --seed), a candidate JSON file or a checkpoint (.safetensors).")
+    p.add_argument("arch", help="built-in space name, space YAML file, candidate JSON file, or checkpoint")
     p.add_argument("--seed", type=int, default=0, help="which candidate of a searchable space (default: 0)")
     p.add_argument("--vs", choices=["fvcore"], help="cross-check the counts with fvcore on the built model")
     p.set_defaults(run=run)
@@ -43,10 +48,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ARCH may be, for the message about a file that is none of them.
+EXPECTED = ("a built-in space name (`nas spaces`), a space YAML file, a candidate JSON file or a checkpoint "
+            "(.safetensors)")
+
+
 def _load_candidate(arch: str, seed: int) -> tuple[Candidate, str]:
-    """The candidate ARCH names and its label: a candidate JSON file, or a space's candidate for ``seed``."""
+    """The candidate ARCH names and its label: a candidate JSON file, a checkpoint's candidate, or a space's
+    candidate for ``seed``. A compressed container is refused with what the command takes instead."""
     if arch.endswith(".json"):
         return read_candidate(arch), arch
+    path = Path(arch)
+    head = path.open("rb").read(4096) if path.is_file() else b""
+    if path.suffix == ".safetensors" or head[8:10] == b'{"':  # safetensors: header length, then its JSON
+        _, meta = read_checkpoint(path)
+        return Candidate.from_dict(meta.get("candidate")), f"{arch} (checkpoint)"  # type: ignore[arg-type]
+    if head.startswith(MAGIC):
+        raise NasError(f"{arch} is a compressed container (.nasz), not an architecture: nas cost takes "
+                       f"{EXPECTED}; cost the checkpoint it was made from.")
+    if b"\0" in head:
+        raise NasError(f"{arch} is a binary file, not an architecture: nas cost takes {EXPECTED}.")
     space = load_space(arch)
     label = space.name if space.is_fixed else f"{space.name}, seed {seed}"
     return space.random(seed), label

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from nas.checkpoint import load_checkpoint
-from nas.cli._training import add_training_arguments, candidate_from, check_numbers, fill_defaults, finish, train_config
+from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
+                                finish, train_config)
 from nas.compress import apply_compression, compress_with_recovery, save
 from nas.compress.recovery import first_failure
 from nas.data import Splits, check_fits, load_dataset
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         candidate = candidate_from(args, splits.input_shape, splits.num_classes)
         torch.manual_seed(args.seed)
         model = build_model(candidate.arch)
-    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes)
+    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, candidate_source(args))
     config = train_config(args)
     if wants_distributed(args):  # --nproc N or torchrun: data-parallel, rank 0 saves through finish
         return finetune_distributed(args, model, candidate, splits, config, finish=finish)
@@ -112,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
                        failed=result.failed)
     else:
         teacher, t_candidate, _ = load_checkpoint(args.teacher)
-        check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes)
+        check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes,
+                   f"the teacher checkpoint {args.teacher}", f"give a teacher trained on {splits.name!r} (`nas train "
+                   f"--space SPACE --dataset {splits.name} -o teacher.safetensors`)")
         dcfg = _distill_config(args)
         out = distill(model, teacher, splits, config, dcfg, on_epoch=lines)
         summary.update(teacher=str(args.teacher), teacher_val_accuracy=out.teacher_val_accuracy,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from nas.checkpoint import load_checkpoint
@@ -24,6 +24,7 @@ from nas.cli._args import read_candidate, read_json_arg
 from nas.errors import NasError
 from nas.hardware import get_profile
 from nas.plots import (
+    distinct_names,
     plot_front,
     plot_hypervolume,
     plot_importance,
@@ -31,6 +32,7 @@ from nas.plots import (
     plot_latency_validation,
     plot_parallel,
     plot_weight_distribution,
+    rank_params,
     run_latency_breakdown,
     tradeoff_picture,
     weight_picture_settings,
@@ -134,15 +136,16 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
                   errors: list[tuple[str, str]]) -> None:
     runs = [load_run(r) for r in args.runs]
     several = len(runs) > 1
-    for r in runs:
+    for r, name in zip(runs, distinct_names(runs)):
         out = args.out or r.path / "plots"
-        prefix = f"{r.name}-" if several and args.out else ""
-        tag = f"{r.name} " if several else ""
+        prefix = f"{name}-" if several and args.out else ""  # one folder for all: a file per run
+        tag = f"{name} " if several else ""
+        ranked = cache(partial(rank_params, r))  # fitted once: importance and parallel show the same top choices
         draws: dict[str, Callable[[RunFolder, Path], Path]] = {
             "front": plot_front,
             "hypervolume": lambda one, path: plot_hypervolume([one], path),
-            "importance": plot_importance,
-            "parallel": plot_parallel,
+            "importance": lambda one, path: plot_importance(one, path, ranked()),
+            "parallel": lambda one, path: plot_parallel(one, path, ranked()),
             "latency": lambda one, path: run_latency_breakdown(one, path, args.trial, args.profile),
         }
         for name in pictures:

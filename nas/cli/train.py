@@ -13,7 +13,8 @@ import argparse
 
 import torch
 
-from nas.cli._training import add_training_arguments, candidate_from, check_numbers, fill_defaults, finish, train_config
+from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
+                                finish, train_config)
 from nas.data import check_fits, load_dataset
 from nas.models import build_model
 from nas.train import train
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     fill_defaults(args)
     splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
     candidate = candidate_from(args, splits.input_shape, splits.num_classes)
-    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes)
+    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, candidate_source(args))
     config = train_config(args)
     torch.manual_seed(args.seed)
     model = build_model(candidate.arch)

@@ -19,15 +19,26 @@ from nas.plots._figures import (
     write_layer_table,
 )
 from nas.plots._latency import plot_latency_breakdown, plot_latency_validation, read_validation
-from nas.plots._search import front_figsize, plot_front, plot_hypervolume, plot_importance, plot_parallel
+from nas.plots._search import (
+    ParamRanking,
+    distinct_names,
+    front_figsize,
+    plot_front,
+    plot_hypervolume,
+    plot_importance,
+    plot_parallel,
+    rank_params,
+)
 from nas.plots._style import DPI, pixel_size
 from nas.plots._tables import html_table, markdown_table
 
 __all__ = [
     "DPI",
     "LAYER_FORMATS",
+    "ParamRanking",
     "chosen_trial",
     "compression_tradeoff",
+    "distinct_names",
     "front_figsize",
     "html_table",
     "layer_table",
@@ -41,6 +52,7 @@ __all__ = [
     "plot_latency_validation",
     "plot_parallel",
     "plot_weight_distribution",
+    "rank_params",
     "read_validation",
     "run_latency_breakdown",
     "run_profile",

@@ -107,8 +107,10 @@ def tradeoff_picture(model: nn.Module, arch: ArchSpec, dataset: str, path: Path,
     if retrain_epochs:
         config = TrainConfig(epochs=retrain_epochs, lr=0.005, threads=max(1, torch.get_num_threads()), progress=False)
 
-        def retrain(m: torch.nn.Module, stage: str) -> None:
+        def retrain_stage(m: torch.nn.Module, stage: str) -> None:
             train(m, splits, config)
+
+        retrain = retrain_stage
 
     table = compression_tradeoff(model, arch, lambda m: evaluate(m, val), retrain=retrain)
     table.to_csv(path.with_suffix(".csv"), index=False)

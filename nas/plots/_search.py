@@ -3,16 +3,19 @@
 The front is drawn here from the trials table rather than with Optuna's
 ``plot_pareto_front``: that one draws one pair per pyplot figure (no grid), needs the
 live study (a run folder may point at a remote storage), and neither connects the
-front, marks winners nor switches to log axes. Importance and parallel coordinates
-are Optuna's own (:func:`~nas.plots._style.optuna_axes`); the hypervolume comes from
-``hypervolume.csv`` through pandas plotting, so several runs share one axes.
+front, marks winners nor switches to log axes. The importances are Optuna's fANOVA, fitted
+once per run (:func:`rank_params`) and drawn here; the parallel coordinates are Optuna's own
+(:func:`~nas.plots._style.optuna_axes`) on the top of that same ranking; the hypervolume
+comes from ``hypervolume.csv`` through pandas plotting, so several runs share one axes.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import math
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,8 +154,9 @@ def _draw_pair(ax: Axes, run: RunFolder, x: Objective, y: Objective, letters: di
         _place_letters(ax, marked)
     ax.set_xlabel(xlabel + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(ylabel + (", log scale" if ax.get_yscale() == "log" else ""))
-    arrows = f"{'←' if not x.maximize else '→'} better {'↑' if y.maximize else '↓'}"
-    ax.text(0.99, 0.01, arrows, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
+    # Above the axes, where no data point can be: any corner inside may hold points.
+    ax.set_title(f"better: {'→' if x.maximize else '←'} {'↑' if y.maximize else '↓'}", loc="right", fontsize=7,
+                 color="0.4")
     return handles
 
 
@@ -181,15 +185,44 @@ def _place_letters(ax: Axes, marked: list[tuple[float, float, str]]) -> None:
 
 
 def _key_lines(run: RunFolder, letters: dict[int, str]) -> list[str]:
+    """One entry per letter: a fine-tuned winner's rank and trial, what it delivered (the compressed model's
+    test accuracy and real file size, from ``winners/summary.csv``) and its search values (where it sits on
+    the axes); a front member that was not fine-tuned shows its trial and search values only."""
     rows = run.completed().set_index("number")
+    winners = {w.number: w for w in run.winners()}
     lines = []
     for number, letter in letters.items():
         row = rows.loc[number]
         label = str(row.get("label", "")) or "(no label)"
         label = label if len(label) <= 44 else label[:43] + "…"
         values = " · ".join(o.short(float(row[o.name])) for o in run.objectives)
-        lines.append(f"{letter}  #{number:<4} {label}\n          {values}")
+        w = winners.get(number)
+        if w is None:
+            lines.append(f"{letter}  trial {number}  {label}\n   search: {values}")
+            continue
+        lines.append(f"{letter}  winner {w.rank} (trial {number})\n   {label}\n   delivered: {_delivered(w.row)}"
+                     f"\n   search: {values}")
     return lines
+
+
+def _delivered(row: dict[str, Any]) -> str:
+    """What a fine-tuned winner delivered: the compressed model's test accuracy and file size."""
+    parts = []
+    acc = _number(row.get("compressed_test_accuracy"))
+    if acc is not None:
+        parts.append(f"{100 * acc:.1f}% test acc.")
+    size = _number(row.get("file_bytes"))
+    if size is not None:
+        parts.append(f"file {size / 1000:.3g} KB")
+    return ", ".join(parts) or "not in winners/summary.csv yet"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _legend_handles(panels: list[list[Any]]) -> list[Any]:
@@ -207,15 +240,24 @@ def _legend_handles(panels: list[list[Any]]) -> list[Any]:
     return [h for h in chosen.values() if h is not None]
 
 
-def front_figsize(n_objectives: int, n_winners: int) -> tuple[float, float]:
+#: Inches of one key line of the front picture (monospace, 7.5 pt).
+KEY_LINE = 0.13
+
+
+def front_figsize(n_objectives: int, n_winners: int, fine_tuned: bool = False) -> tuple[float, float]:
     """Inches of the front picture: one panel per objective pair (two columns from 3 objectives
-    on), and a key of the winners below unless it fits into a free grid cell."""
+    on), and a key of the winners below unless it fits into a free grid cell (two lines per
+    winner, four for fine-tuned ones: their label and what they delivered, too)."""
     pairs = n_objectives * (n_objectives - 1) // 2
     cols = 1 if pairs == 1 else 2
     rows = math.ceil(pairs / cols)
     key_in_cell = pairs > 1 and pairs % 2 == 1
-    key_h = 0 if key_in_cell else 0.4 + 0.26 * n_winners
+    key_h = 0 if key_in_cell else _key_height(n_winners, fine_tuned)
     return 7.0, round((4.4 if cols == 1 else 3.1) * rows + key_h + 0.3, 2)
+
+
+def _key_height(n_winners: int, fine_tuned: bool) -> float:
+    return 0.4 + KEY_LINE * (4 if fine_tuned else 2) * n_winners
 
 
 def plot_front(run: RunFolder, path: str | Path) -> Path:
@@ -223,7 +265,8 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
 
     Grey: dominated trials; light grey crosses: infeasible; red, connected: the front of
     the pair; blue (3+ objectives): on the front of all objectives; circled letters: the
-    winners (fine-tuned ones when ``nas finetune RUN`` ran), listed in the key.
+    winners, listed in the key: fine-tuned ones when ``nas finetune RUN`` ran (with the compressed
+    model's test accuracy and file size they delivered), else front members spread along it.
     """
     if len(run.objectives) < 2:
         raise NasError(f"{run.path} has one objective ({run.objectives[0].name}): there is no front to draw; "
@@ -232,11 +275,12 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
     pairs = objective_pairs(run.objectives)
     letters = dict(zip(pick_winners(run), string.ascii_uppercase))
     key = _key_lines(run, letters)
+    fine_tuned = any(w.number in letters for w in run.winners())
     cols = 1 if len(pairs) == 1 else 2
     key_in_cell = len(pairs) > 1 and len(pairs) % 2 == 1
     rows = math.ceil(len(pairs) / cols)
-    key_h = 0 if key_in_cell else 0.4 + 0.26 * len(key)
-    width, height = front_figsize(len(run.objectives), len(key))
+    key_h = 0 if key_in_cell else _key_height(len(key), fine_tuned)
+    width, height = front_figsize(len(run.objectives), len(key), fine_tuned)
     with style():
         fig = new_figure(width, height)
         grid = fig.add_gridspec(rows + (0 if key_in_cell else 1), cols,
@@ -267,10 +311,23 @@ def hypervolume_height(n_runs: int) -> float:
     return round(4.0 + 0.2 * n_runs, 2)
 
 
+def distinct_names(runs: list[RunFolder]) -> list[str]:
+    """Each run's name, numbered by its place in ``runs`` where two runs share a name (for file names)."""
+    counts = Counter(r.name for r in runs)
+    return [f"{r.name}-{i + 1}" if counts[r.name] > 1 else r.name for i, r in enumerate(runs)]
+
+
+def hypervolume_labels(runs: list[RunFolder]) -> list[str]:
+    """Legend entries: each run's name and sampler, and its folder where two runs share a name."""
+    counts = Counter(r.name for r in runs)
+    return [f"{r.name} ({r.info.sampler or '?'})" + (f", {r.path}" if counts[r.name] > 1 else "") for r in runs]
+
+
 def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     """Normalised hypervolume against finished trials, one line per run (samplers compared).
 
-    Runs with fewer than two completed trials are left out; with none left, a clear error.
+    Runs with fewer than two completed trials are left out; with none left, a clear error. Runs that
+    share a name are told apart in the legend by their folders.
     """
     usable, skipped = [], []
     for run in runs:
@@ -284,12 +341,13 @@ def plot_hypervolume(runs: list[RunFolder], path: str | Path) -> Path:
     if not usable:
         raise NasError("no run has enough completed trials for a hypervolume picture: " + "; ".join(skipped))
     refs = {r.reference_text() for r in usable}
+    labels = hypervolume_labels(usable)
     with style():
         fig = new_figure(7.0, hypervolume_height(len(usable)))
         ax = fig.add_subplot()
         for i, run in enumerate(usable):
             hv = run.hypervolume()
-            label = f"{run.name} ({run.info.sampler or '?'})"
+            label = labels[i]
             if len(refs) > 1:
                 label += f"; reference {run.reference_text()}"
             hv.plot(x="finished", y="hypervolume", ax=ax, drawstyle="steps-post", lw=1.6, color=f"C{i}",
@@ -320,17 +378,51 @@ def _evaluator() -> Any:
     return FanovaImportanceEvaluator(n_trees=32, seed=0)
 
 
-def top_params(run: RunFolder, study: Any, limit: int = MAX_PARAMS) -> list[str]:
-    """The ``limit`` parameters most important for any objective (fANOVA)."""
+@dataclass(frozen=True)
+class ParamRanking:
+    """fANOVA importances of the parameters for each objective, fitted once on all of them.
+
+    ``names`` ranks the parameters by their highest importance for any objective, most important
+    first; the importance picture draws the first :data:`MAX_PARAMS` and the parallel coordinates
+    the first :data:`PARALLEL_PARAMS` of this one ranking, so the two always agree."""
+
+    study: Any  # the study the importances were fitted on (trained trials only)
+    objectives: list[str]  # the objectives' display labels
+    importances: dict[str, dict[str, float]]  # objective label -> parameter -> importance
+
+    @property
+    def names(self) -> list[str]:
+        best: dict[str, float] = {}
+        for values in self.importances.values():
+            for name, value in values.items():
+                best[name] = max(best.get(name, 0.0), value)
+        return sorted(best, key=lambda n: (-best[n], n))
+
+    def table(self) -> pd.DataFrame:
+        """One row per parameter in ranking order: ``rank``, ``parameter`` and one importance column per objective."""
+        import pandas as pd
+
+        rows = [{"rank": i + 1, "parameter": name, **{o: self.importances[o].get(name, 0.0) for o in self.objectives}}
+                for i, name in enumerate(self.names)]
+        return pd.DataFrame(rows, columns=["rank", "parameter", *self.objectives])
+
+
+#: Axes of the parallel-coordinate picture: the most important choices of the ranking.
+PARALLEL_PARAMS = 5
+
+
+def rank_params(run: RunFolder) -> ParamRanking:
+    """The :class:`ParamRanking` of a run (fANOVA on every varying parameter, for each objective)."""
     import optuna
 
-    best: dict[str, float] = {}
-    for i in range(len(run.objectives)):
+    study = _study_for_params(run)
+    labels = [o.display([1.0])[1] for o in run.objectives]
+    importances = {}
+    for i, label in enumerate(labels):
         target = _target(run, i) if len(run.objectives) > 1 else None
-        importances = optuna.importance.get_param_importances(study, evaluator=_evaluator(), target=target)
-        for name, value in importances.items():
-            best[name] = max(best.get(name, 0.0), value)
-    return sorted(best, key=lambda n: -best[n])[:limit]
+        importances[label] = dict(optuna.importance.get_param_importances(study, evaluator=_evaluator(),
+                                                                          target=target))
+    return ParamRanking(study, labels, importances)
 
 
 def _study_for_params(run: RunFolder) -> Any:
@@ -369,30 +461,36 @@ def _trained_only(run: RunFolder, study: Any) -> Any:
     return copy
 
 
-def plot_importance(run: RunFolder, path: str | Path) -> Path:
-    """Optuna's parameter importances (fANOVA) for every objective, the top parameters only."""
-    import optuna.visualization.matplotlib as ovm
+def plot_importance(run: RunFolder, path: str | Path, ranking: ParamRanking | None = None) -> Path:
+    """The parameters' importances (fANOVA) for every objective, the top :data:`MAX_PARAMS` of the
+    ranking (most important at the top); the numbers go to a ``.csv`` next to the picture.
 
-    study = _study_for_params(run)
-    params = top_params(run, study)
-    labels = [o.display([1.0])[1] for o in run.objectives]
-
-    def draw() -> Axes:
-        if len(run.objectives) == 1:
-            return ovm.plot_param_importances(study, _evaluator(), params, target_name=labels[0])
-        return ovm.plot_param_importances(study, _evaluator(), params)
-
-    def finish(ax: Axes) -> None:
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles, labels[: len(handles)], loc="lower right", fontsize=8)
-        ax.set_title(f"{run.name}: which choices matter (top {len(params)} parameters)", loc="left", fontsize=10)
+    Drawn here rather than with Optuna's ``plot_param_importances``: that one refits on the
+    parameters it is given and, with several objectives, sorts each objective's bars by its own
+    order but labels them all with the last objective's."""
+    ranking = ranking or rank_params(run)
+    path = Path(path)
+    names = ranking.names[:MAX_PARAMS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ranking.table().to_csv(path.with_suffix(".csv"), index=False)
+    n = len(ranking.objectives)
+    height = 0.8 / n
+    with style():
+        fig = new_figure(7.0, 1.4 + 0.36 * len(names))
+        ax = fig.add_subplot()
+        pos = np.arange(len(names))[::-1]  # the most important on top
+        for k, label in enumerate(ranking.objectives):
+            values = [ranking.importances[label].get(p, 0.0) for p in names]
+            offset = height * ((n - 1) / 2 - k)
+            ax.barh(pos + offset, values, height=height, color=f"C{k}", label=label)
+            for y, v in zip(pos + offset, values):
+                ax.text(v, y, f" {v:.2f}" if v >= 0.01 else " <0.01", va="center", fontsize=7)
+        ax.set_yticks(pos, names, fontsize=8)
+        ax.set_xlim(0, 1.15 * max((v for d in ranking.importances.values() for v in d.values()), default=1.0))
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{run.name}: which choices matter (top {len(names)} parameters)", loc="left", fontsize=10)
         ax.set_xlabel("importance (fANOVA: share of the objective's variance)", fontsize=9)
-        ax.set_ylabel("")
-        ax.tick_params(labelsize=8)
-        for text in ax.texts:
-            text.set_fontsize(7)
-
-    return optuna_axes(draw, path, 7.0, 1.4 + 0.36 * len(params), finish)
+        return save(fig, path)
 
 
 def _darken(ax: Axes, best_high: bool) -> None:
@@ -415,13 +513,15 @@ def _short_param(name: str) -> str:
     return name.removeprefix("compression.")
 
 
-def plot_parallel(run: RunFolder, path: str | Path) -> Path:
-    """Optuna's parallel coordinates of the most important choices, coloured by the first
-    maximised objective (accuracy); dotted lines are infeasible trials."""
+def plot_parallel(run: RunFolder, path: str | Path, ranking: ParamRanking | None = None) -> Path:
+    """Optuna's parallel coordinates of the :data:`PARALLEL_PARAMS` most important choices of the
+    ranking (those on top of the importance picture), coloured by the first maximised objective
+    (accuracy); dotted lines are infeasible trials."""
     import optuna.visualization.matplotlib as ovm
 
-    study = _study_for_params(run)
-    params = top_params(run, study, limit=5)
+    ranking = ranking or rank_params(run)
+    study = ranking.study
+    params = ranking.names[:PARALLEL_PARAMS]
     i = next((k for k, o in enumerate(run.objectives) if o.maximize), 0)
     name = run.objectives[i].display([1.0])[1]
 
@@ -433,8 +533,8 @@ def plot_parallel(run: RunFolder, path: str | Path) -> Path:
     def finish(ax: Axes) -> None:
         fig = ax.figure
         ax.set_title("")
-        fig.suptitle(f"{run.name}: the {len(params)} most important choices, coloured by {name}", fontsize=10,
-                     x=0.02, ha="left")
+        fig.suptitle(f"{run.name}: the top {len(params)} choices of the importance picture, coloured by {name}",
+                     fontsize=10, x=0.02, ha="left")
         ax.set_ylabel(name)
         first = run.objectives[i]
         ax.set_xticks(range(len(params) + 1), [first.short_name.split(" on ")[0]] + [_short_param(p) for p in sorted(params)],

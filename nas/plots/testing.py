@@ -153,7 +153,8 @@ def write_synthetic_run(folder: str | Path, spec: SyntheticRun = SyntheticRun())
 def write_winner(run_folder: str | Path, rank: int, number: int, *, onnx: bool = False, seed: int = 0) -> Path:
     """A winner folder ``winners/<rank>-trial<number>/`` for trial ``number`` of a synthetic run:
     its candidate with freshly initialised weights (checkpoint + compressed container), and a
-    ``summary.csv`` row. ``model.onnx`` is only written when ``onnx`` (tests check that the
+    ``summary.csv`` row with the columns ``nas finetune RUN`` writes (accuracies as fractions, each the
+    trial's search accuracy). ``model.onnx`` is only written when ``onnx`` (tests check that the
     report links only what exists)."""
     import pandas as pd
     import torch
@@ -176,8 +177,9 @@ def write_winner(run_folder: str | Path, rank: int, number: int, *, onnx: bool =
         (out / "model.onnx").write_bytes(b"not a real onnx file")
     summary = run.summary_file
     old = read_table(summary) if summary.is_file() else pd.DataFrame()
-    new = pd.DataFrame([{"rank": rank, "number": number, "label": row["label"],
-                         "accuracy_search": row.get("accuracy"), "accuracy": row.get("accuracy"),
-                         "accuracy_compressed": row.get("accuracy"), "file_bytes": report.file_bytes}])
+    acc = row.get("accuracy")
+    new = pd.DataFrame([{"rank": rank, "trial": number, "label": row["label"], "search_val_accuracy": acc,
+                         "distilled_test_accuracy": acc, "compressed_test_accuracy": acc,
+                         "file_bytes": report.file_bytes, "folder": str(out.relative_to(run.path))}])
     write_atomic(summary, pd.concat([old, new]).to_csv(index=False))
     return out

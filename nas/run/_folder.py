@@ -85,7 +85,7 @@ class RunFolder:
 
     @property
     def experiment_file(self) -> Path:
-        """The experiment file as given, copied in when the run started."""
+        """The experiment file as given, copied in when the run started and again on each resume."""
         return self.path / EXPERIMENT
 
     @property
@@ -104,6 +104,12 @@ class RunFolder:
         write_atomic(self.path / EXPERIMENT, experiment_text)
         write_atomic(self.path / RUN_JSON, info.to_json())
         self.__dict__["info"] = info
+
+    def update_experiment(self, experiment_text: str) -> None:
+        """On a resume: keep the experiment file as given this time (its budget or ``winners:`` may differ
+        from the first start's; what defines the trials may not, :attr:`nas.experiment.Experiment.digest`)."""
+        if experiment_text:
+            write_atomic(self.path / EXPERIMENT, experiment_text)
 
     def write_results(self, trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
                       ) -> tuple[pd.DataFrame, float]:

@@ -29,6 +29,7 @@ class RunInfo:
     digest: str = ""
     nas_version: str = ""
     command: str = ""
+    cwd: str = ""  # the folder the command was run in: its relative paths start there
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -60,7 +61,8 @@ class RunInfo:
                 "objectives": [o.to_dict() for o in self.objectives],
                 "constraints": [c.to_dict() for c in self.constraints], "profiles": dict(self.profiles),
                 "evaluator": self.evaluator, "digest": self.digest, "nas_version": self.nas_version,
-                "command": self.command, "created": self.created, **self.extra}
+                "command": self.command, "created": self.created,
+                **({"cwd": self.cwd} if self.cwd else {}), **self.extra}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -74,7 +76,8 @@ class RunInfo:
             raise NasError(f"{where}: 'objectives' is missing or empty; see docs/run-folder.md.")
         try:
             known = {k: d[k] for k in ("study_name", "storage", "space", "dataset", "sampler", "seed", "budget",
-                                       "profiles", "evaluator", "digest", "nas_version", "command", "created")
+                                       "profiles", "evaluator", "digest", "nas_version", "command", "created",
+                                       "cwd")
                      if d.get(k) is not None}
             return cls(name=str(d.get("name") or ""),
                        objectives=tuple(Objective.from_dict(o) for o in d["objectives"]),

@@ -52,6 +52,7 @@ def open_run(experiment: Experiment, folder: str | Path | None = None, storage: 
         if storage and info.storage != redact(url):
             raise ExperimentError(f"{run.path} uses storage {info.storage!r}, not {redact(url)!r}.")
         setup = prepare(experiment, data=evaluator.needs_data if data is None else data)
+        run.update_experiment(experiment.text)  # this session's budget and winners: section
         return SearchRun(run, experiment, url, setup)
     setup = prepare(experiment, data=evaluator.needs_data if data is None else data)
     info = _info(setup, redact(url), command)
@@ -75,5 +76,5 @@ def _info(setup: Setup, storage: str, command: str) -> RunInfo:
                                                           for o in experiment.objectives),
         constraints=tuple(experiment.constraints),
         profiles={name: dict(p.provenance()) for name, p in setup.profiles.items()}, evaluator=cfg.evaluator,
-        digest=experiment.digest, nas_version=__version__, command=command,
+        digest=experiment.digest, nas_version=__version__, command=command, cwd=str(Path.cwd()),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

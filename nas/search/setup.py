@@ -53,7 +53,10 @@ def prepare(experiment: Experiment, data: bool = True) -> Setup:
         splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
         if space.input_shape != splits.input_shape or space.config.num_classes != splits.num_classes:
             space = space.with_input(splits.input_shape, splits.num_classes)
-    profiles = {name: get_profile(name) for name in experiment.profile_names}
+    try:
+        profiles = {name: get_profile(name) for name in experiment.profile_names}
+    except HardwareError as exc:  # the experiment file names the profile: say which file
+        raise HardwareError(f"{experiment.source}: {exc}") from None
     check_coverage(space, profiles)
     return Setup(experiment, space, profiles, splits if data else None)
 
