@@ -129,7 +129,7 @@ def finetune_run(folder: str | Path, *, top: int | None = None, epochs: int | No
     seed = experiment.config.seed
     out_dir = run.winners_dir
     out_dir.mkdir(exist_ok=True)
-    profiles = {name: get_profile(name) for name in run.info.profiles}
+    profiles = {name: get_profile(experiment.resolve(name)) for name in run.info.profiles}
     started = time.perf_counter()
     base = TrainConfig(epochs=epochs or cfg.epochs, batch_size=proxy.batch_size, lr=proxy.lr, seed=seed,
                        threads=max(1, torch.get_num_threads()), progress=False)

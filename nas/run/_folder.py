@@ -159,10 +159,11 @@ class RunFolder:
         return self.info.objective(name)
 
     def experiment(self) -> Experiment:
-        """The experiment the run was started with (its copy in the folder)."""
+        """The experiment the run was started with (its copy in the folder), its relative paths read from the
+        folder the original file was in (run.json's ``experiment_dir``)."""
         from nas.experiment import load_experiment
 
-        return load_experiment(self.experiment_file)
+        return load_experiment(self.experiment_file, base=self.info.experiment_dir or None)
 
     @cached_property
     def trials(self) -> pd.DataFrame:
