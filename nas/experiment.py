@@ -4,23 +4,26 @@ An experiment is a small YAML file, validated with pydantic; every mistake is
 one line naming the file, the field and what is allowed::
 
     name: demo                    # run folder results/demo/ and Optuna study name
-    space: mobilenetv2-tiny       # built-in space name or YAML file (relative to this file)
+    space: mobilenetv2-tiny       # built-in space name or YAML file
     dataset: digits               # or {name: fashion-mnist, root: /data}
     objectives:                   # accuracy up; latency_ms, madds, params, size_kb down
       - accuracy
       - latency_ms                # on the first profile; {latency_ms: raspberry-pi-4} for another
       - size_kb
-    profiles: [reference-cpu]     # hardware profiles for latency (built-in, file or plugin)
+    profiles: [reference-cpu]     # hardware profiles for latency (a name: built-in, built, plugin; or a file)
     constraints:                  # hard limits; cheap ones are checked before any training
       latency_ms: {max: 5}
       size_kb: {max: 100}
-    budget: {trials: 40, minutes: 30}
+    budget: {trials: 40, minutes: 30}  # whichever ends first; either alone; no budget section: 40 trials
     sampler: nsga2                # nsga2 (default) | nsga3 | tpe | random
     proxy: {epochs: 3, pruner: median}
     winners: {top: 3, epochs: 10}
     resources: {cpus: 1, gpus: 0} # per trial, for --backend ray (default: proxy.threads CPUs, no GPU)
     evaluator: train              # what scores accuracy: train (short proxy training, the default)
     seed: 0
+
+Paths in the file (``space``, ``dataset.root``, profile files ending in .json/.yaml) are read
+relative to the file's own folder; absolute paths are taken as they are.
 
 Objective and constraint names are the columns of the run's ``trials.csv``
 (docs/run-folder.md). Costs are of the candidate as compressed by its own
@@ -75,14 +78,24 @@ class Limit(_Strict):
         return self
 
 
+#: The trials of an experiment without a ``budget`` section.
+DEFAULT_TRIALS = 40
+
+
 class Budget(_Strict):
-    trials: int | None = Field(default=40, ge=1)
+    """When a search ends: after ``trials`` trials (in total, over all sessions), after ``minutes`` of
+    searching, or whichever comes first when both are given. Either may be given alone: a minutes-only
+    budget has no trial limit. An experiment without a ``budget`` section runs :data:`DEFAULT_TRIALS`
+    trials; ``budget: {}`` says nothing and is refused."""
+
+    trials: int | None = Field(default=None, ge=1)
     minutes: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _some(self) -> Budget:
         if self.trials is None and self.minutes is None:
-            raise ValueError("give trials, minutes or both; a search needs an end")
+            raise ValueError("give trials, minutes or both (e.g. {trials: 40} or {minutes: 30}); a search needs "
+                             f"an end (leave the budget section out for {DEFAULT_TRIALS} trials)")
         return self
 
 
@@ -125,7 +138,7 @@ class ExperimentConfig(_Strict):
     objectives: list[str | dict[str, str]] = Field(default_factory=lambda: ["accuracy", "latency_ms"], min_length=1)
     profiles: list[str] = Field(default_factory=lambda: ["reference-cpu"])
     constraints: dict[str, Limit] = Field(default_factory=dict)
-    budget: Budget = Budget()
+    budget: Budget = Budget(trials=DEFAULT_TRIALS)
     sampler: Literal["nsga2", "nsga3", "tpe", "random"] = "nsga2"
     population: int | None = Field(default=None, ge=2)
     proxy: ProxyConfig = ProxyConfig()
@@ -147,12 +160,20 @@ class ExperimentConfig(_Strict):
 class Experiment:
     """A validated experiment file: its config plus the objectives and constraints it names."""
 
-    def __init__(self, config: ExperimentConfig, source: str = "<memory>", text: str = "") -> None:
+    def __init__(self, config: ExperimentConfig, source: str = "<memory>", text: str = "",
+                 base: str | Path | None = None) -> None:
         self.config = config
         self.source = source
         self.text = text
+        #: The folder the file's relative paths are read from: the file's own, unless given (a run folder's
+        #: copy reads them from where the original was).
+        self.base = Path(base) if base is not None else (None if source.startswith("<") else Path(source).parent)
         self.objectives = self._objectives()
         self.constraints = self._constraints()
+
+    def with_config(self, config: ExperimentConfig) -> Experiment:
+        """The same file with other settings (command-line overrides), its paths read from the same folder."""
+        return Experiment(config, self.source, self.text, self.base)
 
     @property
     def name(self) -> str:
@@ -163,7 +184,10 @@ class Experiment:
         """The dataset to train on and whose input shape the space takes; digits when training and none given."""
         if self.config.dataset is None and self.needs_training:
             return DatasetConfig()
-        return self.config.dataset
+        ds = self.config.dataset
+        if ds is not None and ds.root is not None:  # a folder named in the file: read from the file's folder
+            ds = ds.model_copy(update={"root": self.path_of(ds.root)})
+        return ds
 
     @property
     def needs_training(self) -> bool:
@@ -187,11 +211,27 @@ class Experiment:
                 names.append(o.profile)
         return names
 
+    @property
+    def priced_profiles(self) -> list[str]:
+        """The profiles an objective or a constraint asks for latency on: only these must price the space's
+        candidates (another profile's latency is recorded where it can price a candidate, else left empty)."""
+        names = [o.profile for o in self.objectives if o.profile]
+        for c in self.constraints:
+            kind, _, profile = c.name.partition(":")
+            if kind == "latency_ms":  # plain latency_ms is on the first profile
+                names.append(profile or self.config.profiles[0])
+        return list(dict.fromkeys(names))
+
     def resolve(self, path: str) -> str:
-        """A path named in the file, relative to the file's folder (names without a suffix are left alone)."""
-        if self.source.startswith("<") or Path(path).is_absolute() or not path.endswith((".yaml", ".yml", ".json")):
-            return path
-        return str(Path(self.source).parent / path)
+        """A file named in the experiment (a space or profile file), relative to the experiment file's folder;
+        names without a .yaml/.yml/.json suffix are names (built-in, plugin) and left alone."""
+        return self.path_of(path) if path.endswith((".yaml", ".yml", ".json")) else path
+
+    def path_of(self, path: str) -> str:
+        """A path named in the experiment, relative to its folder (:attr:`base`); absolute paths as they are."""
+        if self.base is None or Path(path).expanduser().is_absolute():
+            return str(Path(path).expanduser())
+        return str(self.base / path)
 
     def _objectives(self) -> list[Objective]:
         profiles = self.config.profiles
@@ -229,6 +269,8 @@ class Experiment:
         for name, limit in self.config.constraints.items():
             if name not in names:
                 raise self._error(f"constraints: unknown name {name!r}; choose from {sorted(names)}")
+            if name == "latency_ms" and not self.config.profiles:
+                raise self._error("constraints: latency_ms needs a hardware profile, but profiles is empty")
             if name == "accuracy":
                 if limit.min is None:
                     raise self._error("constraints.accuracy: give {min: fraction}, accuracy is maximised")
@@ -243,8 +285,9 @@ class Experiment:
         return ExperimentError(f"{self.source}: {message}.")
 
 
-def parse_experiment(text: str, source: str = "<memory>") -> Experiment:
-    """Validate experiment YAML text; errors are :class:`ExperimentError` naming ``source``."""
+def parse_experiment(text: str, source: str = "<memory>", base: str | Path | None = None) -> Experiment:
+    """Validate experiment YAML text; errors are :class:`ExperimentError` naming ``source``. Its relative
+    paths are read from ``base`` (default: the folder of ``source``)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -258,11 +301,12 @@ def parse_experiment(text: str, source: str = "<memory>") -> Experiment:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ExperimentError(f"{source}: {describe_validation_error(exc)}.") from None
-    return Experiment(config, source, text)
+    return Experiment(config, source, text, base)
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file (see the module docstring for the format)."""
+def load_experiment(path: str | Path, base: str | Path | None = None) -> Experiment:
+    """Read and validate an experiment file (see the module docstring for the format); ``base``: the folder
+    its relative paths are read from, when not its own (a run folder's copy of the file)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -272,4 +316,4 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ExperimentError(f"cannot read experiment file {str(p)!r}: {exc.strerror}.") from None
     except UnicodeDecodeError:
         raise ExperimentError(f"experiment file {str(p)!r} is not UTF-8 text (a binary or damaged file?).") from None
-    return parse_experiment(text, str(p))
+    return parse_experiment(text, str(p), base)

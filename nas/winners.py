@@ -169,7 +169,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     seed = _pick(opt.seed, experiment.config.seed)
     out_dir = run.winners_dir
     out_dir.mkdir(exist_ok=True)
-    profiles = {name: get_profile(name) for name in run.info.profiles}
+    profiles = {name: get_profile(experiment.resolve(name)) for name in run.info.profiles}
     threads = _pick(opt.threads, proxy.threads)
     lines = progress is None and not sys.stderr.isatty()  # no bar shows: a line per epoch instead
     base = TrainConfig(epochs=_pick(opt.epochs, cfg.epochs), max_samples=opt.max_samples,

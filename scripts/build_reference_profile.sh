@@ -10,7 +10,7 @@ rm -f hardware/reference-cpu.json
 for space in mobilenetv2 mobilenetv2-tiny lenet mobilenetv2-imagenet \
              mobilenetv2-0.35-224 mobilenetv2-0.5-224 mobilenetv2-0.75-224 mobilenetv2-1.0-224 \
              mobilenetv2-1.3-224 mobilenetv2-1.4-224 mobilenetv1-1.0-224; do
-    $nas hardware build --space "$space" --name reference-cpu
+    $nas hardware build --space "$space" --name reference-cpu --out hardware
 done
 # One calibration per input shape (the fixed 224x224 networks share mobilenetv2-imagenet's).
 for space in mobilenetv2 mobilenetv2-tiny lenet mobilenetv2-imagenet; do

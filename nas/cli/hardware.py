@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from nas.errors import NasError
-from nas.hardware import LutProfile, available_profiles, get_profile
+from nas.hardware import LutProfile, available_profiles, get_profile, user_dir
+from nas.hardware._dirs import USER_ENV, is_builtin
+from nas.hardware.lut import shape_key
 from nas.hardware.measure import build_table, calibrate, validate
-from nas.space import load_space
+from nas.space import Space, load_space
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +27,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     build = hw_sub.add_parser("build", help="measure every layer a space can produce into a latency table")
     build.add_argument("--space", required=True, help="search space name or YAML file")
     build.add_argument("--name", required=True, help="profile name; the table is written to OUT/NAME.json")
-    build.add_argument("--out", type=Path, default=Path("hardware"), help="folder for the table (default: %(default)s)")
+    build.add_argument("--out", type=Path, default=None,
+                       help=f"folder for the table (default: ${USER_ENV}, else ~/.local/share/nas/hardware, where "
+                            "profiles are looked up by name; a table elsewhere is named by its path)")
+    _input_options(build)
     build.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     build.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
     build.add_argument("--rounds", type=int, default=11, help="interleaved timing rounds (default: %(default)s)")
@@ -40,12 +46,39 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("profile", help="profile name or table file (.json)")
         p.add_argument("--space", required=True, help="search space the networks are drawn from")
         p.add_argument("-n", type=int, default=n, help="networks (default: %(default)s)")
+        _input_options(p)
         p.add_argument("--precision", choices=["float32", "int8"], default="float32",
                        help="the table's entries of this precision, networks run with their runtime "
                             "(default: %(default)s)")
         p.add_argument("--json", type=Path, help="also write the results to this file" if action == "validate"
                        else argparse.SUPPRESS)
     hw.set_defaults(run=run)
+
+
+def _input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="CxHxW", default=None,
+                   help="the space's networks at this input shape, e.g. 1x28x28 for Fashion-MNIST, as a search on "
+                        "such a dataset fits them (default: the space's own)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="with that many classes (default: the space's own)")
+
+
+def _space(args: argparse.Namespace) -> Space:
+    """The space of ``--space``, at ``--input`` / ``--classes`` when given (as a search fits it to its dataset)."""
+    space = load_space(args.space)
+    if args.input is None and args.classes is None:
+        return space
+    shape = space.input_shape
+    if args.input is not None:
+        try:
+            shape = tuple(int(d) for d in args.input.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) not in (1, 3) or min(shape) < 1:
+            raise NasError(f"--input must be CxHxW (e.g. 1x28x28) or a feature count, but got {args.input!r}.")
+    if args.classes is not None and args.classes < 2:
+        raise NasError(f"--classes must be >= 2, but got {args.classes}.")
+    return space.with_input(shape, args.classes or space.config.num_classes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,13 +97,25 @@ def _build(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.batch < 1 or args.rounds < 2:
         raise NasError(f"--threads and --batch must be >= 1 and --rounds >= 2, but got "
                        f"{args.threads}, {args.batch}, {args.rounds}.")
-    space = load_space(args.space)
-    profile = build_table(space, args.name, args.out / f"{args.name}.json", threads=args.threads,
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise NasError(f"--name must be a plain name (letters, digits, '_', '.', '-'), but got {args.name!r}; "
+                       f"choose the folder with --out.")
+    builtin = [p.name for p in available_profiles(plugins=False) if p.source == "built-in"]
+    if args.out is None and args.name in builtin:
+        raise NasError(f"--name {args.name} is a built-in profile (measured on another machine); name the table "
+                       f"built on this one otherwise, e.g. --name {args.name}-here.")
+    space = _space(args)
+    out = args.out if args.out is not None else user_dir()
+    profile = build_table(space, args.name, out / f"{args.name}.json", threads=args.threads,
                           batch=args.batch, rounds=args.rounds, runtime=args.runtime, precision=args.precision)
     table = profile.view(args.precision).data
-    flag = "" if args.precision == "float32" else f" --precision {args.precision}"
-    print(f"{profile.path}: {len(table.entries)} {args.precision} entries; next: `nas hardware calibrate "
-          f"{profile.path} --space {args.space}{flag}`")
+    # Looked up by name from its folder (the user's or the built-in one); elsewhere named by its path.
+    named = args.name if args.out is None or is_builtin(profile.path) else str(Path(profile.path).resolve())
+    flags = "" if args.precision == "float32" else f" --precision {args.precision}"
+    flags += "".join(f" --{k} {getattr(args, k)}" for k in ("input", "classes") if getattr(args, k) is not None)
+    print(f"{profile.path}: {len(table.entries)} {args.precision} entries at input {shape_key(space.input_shape)}, "
+          f"{space.config.num_classes} classes. Name it in an experiment as `profiles: [{named}]`. "
+          f"Next: `nas hardware calibrate {named} --space {args.space}{flags}`")
     return 0
 
 
@@ -83,7 +128,7 @@ def _lut(name: str) -> LutProfile:
 
 def _calibrate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    for shape, cal in calibrate(profile, load_space(args.space), args.n, precision=args.precision).items():
+    for shape, cal in calibrate(profile, _space(args), args.n, precision=args.precision).items():
         print(f"{profile.path}, input {shape}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of "
               f"layer times (fitted on {cal.networks} networks of {cal.space!r})")
     return 0
@@ -91,7 +136,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    result = validate(profile, load_space(args.space), args.n, precision=args.precision)
+    result = validate(profile, _space(args), args.n, precision=args.precision)
     for label, key in (("calibrated", "calibrated"), ("naive sum", "naive_sum")):
         s = result[key]
         if s is None:

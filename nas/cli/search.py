@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
-from nas.experiment import Experiment, ExperimentError, load_experiment
+from nas.errors import NasError
+from nas.experiment import ExperimentError, load_experiment
 from nas.search import redact, search
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("search", help="run or resume a search experiment into its run folder",
@@ -30,13 +33,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command that runs this search again (resumes it), as run.json keeps it and the Ctrl+C hint says it:
+    every option given, the storage URL without its password."""
+    words = ["nas", "search", str(args.experiment)]
+    for flag, value in (("--out", args.out), ("--storage", redact(args.storage) if args.storage else None),
+                        ("--workers", args.workers), ("--trials", args.trials), ("--address", args.address)):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.backend != "local":
+        words += ["--backend", args.backend]
+    words += [flag for flag, on in (("--no-progress", args.no_progress), ("--finetune", args.finetune)) if on]
+    return shlex.join(words)
+
+
 def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     if args.trials is not None:
         if args.trials < 1:
             raise ExperimentError(f"--trials must be >= 1, but got {args.trials}.")
         budget = exp.config.budget.model_copy(update={"trials": args.trials})
-        exp = Experiment(exp.config.model_copy(update={"budget": budget}), exp.source, exp.text)
+        exp = exp.with_config(exp.config.model_copy(update={"budget": budget}))
     if args.workers is not None and args.workers < 1:
         raise ExperimentError(f"--workers must be >= 1, but got {args.workers}.")
     if args.backend == "ray" and args.workers is not None:
@@ -44,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
                               "CPUs allow (resources.cpus each).")
     if args.address is not None and args.backend != "ray":
         raise ExperimentError(f"--address {args.address} needs --backend ray.")
-    command = "nas search " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["search"] else f"nas search {args.experiment}"
-    if args.storage:  # run.json keeps the command: not the database password
-        command = command.replace(args.storage, redact(args.storage))
+    command = _command(args)
     try:
         if args.backend == "ray":
             from nas.search.ray import search as ray_search
@@ -58,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
                             progress=False if args.no_progress else None, command=command,
                             worker_index=args.worker_index)
     except KeyboardInterrupt:
-        again = f"nas search {args.experiment}" + (" --backend ray" if args.backend == "ray" else "")
-        print(f"nas: interrupted; every finished trial is saved. Run `{again}` again to resume.", file=sys.stderr)
+        print(f"nas: interrupted; every finished trial is saved. Run `{command}` again to resume.", file=sys.stderr)
         return 130
     if args.worker_index:
         return 0
@@ -67,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     states = r.frame["state"].value_counts().to_dict() if len(r.frame) else {}
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
           f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder.path}/")
+    if r.failure:
+        raise NasError(f"{r.failure} (fail_reason in {r.run.folder.file('trials.csv')}).")
     if args.finetune or exp.config.winners.at_end:
         from nas.cli.finetune import finetune_winners
 

@@ -1,8 +1,10 @@
 """Hardware profiles: how fast a candidate runs on a device, without running it.
 
 ``get_profile(name)`` resolves, in order: a built-in profile file in
-``hardware/`` (``NAME.json`` measured table, ``NAME.yaml`` roofline model), a path
-to such a file, an installed plugin (entry-point group ``nas.hardware``).
+``hardware/`` (``NAME.json`` measured table, ``NAME.yaml`` roofline model), a table
+built on this machine by ``nas hardware build`` (in :func:`user_dir`: ``$NAS_HARDWARE``,
+else ``~/.local/share/nas/hardware``), a path to a profile file, an installed plugin
+(entry-point group ``nas.hardware``).
 Plugin autoloading is off when ``NAS_DISABLE_PLUGIN_AUTOLOAD`` is set.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from nas.errors import HardwareError
 from nas.hardware._base import HardwareProfile
+from nas.hardware._dirs import BUILTIN_DIR, USER_ENV, user_dir
 from nas.hardware.lut import LutProfile, Prediction
 from nas.hardware.roofline import RooflineProfile
 
@@ -28,9 +31,9 @@ __all__ = [
     "available_profiles",
     "get_profile",
     "load_profile_file",
+    "user_dir",
 ]
 
-BUILTIN_DIR = Path(__file__).parent / "profiles"
 ENTRY_POINT_GROUP = "nas.hardware"
 DISABLE_ENV = "NAS_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -81,12 +84,15 @@ def _load_plugin(ep) -> HardwareProfile:  # ep: EntryPoint
 
 
 def available_profiles(*, plugins: bool | None = None) -> list[ProfileInfo]:
-    """Built-in profile files and installed plugins, with where each comes from."""
+    """Built-in profile files, tables built on this machine and installed plugins, with where each comes from."""
     out = []
-    for path in sorted(BUILTIN_DIR.glob("*")):
-        if path.suffix in (".json", ".yaml", ".yml"):
-            kind = "measured" if path.suffix == ".json" else "model-based"
-            out.append(ProfileInfo(path.stem, kind, "built-in", str(path)))
+    seen = set()
+    for folder, source in ((BUILTIN_DIR, "built-in"), (user_dir(), "built here (nas hardware build)")):
+        for path in sorted(folder.glob("*")) if folder.is_dir() else ():
+            if path.suffix in (".json", ".yaml", ".yml") and path.stem not in seen:
+                seen.add(path.stem)
+                kind = "measured" if path.suffix == ".json" else "model-based"
+                out.append(ProfileInfo(path.stem, kind, source, str(path)))
     for ep in _plugin_entry_points(plugins):
         dist = f"plugin from {ep.dist.name} {ep.dist.version}" if ep.dist else "plugin"
         out.append(ProfileInfo(ep.name, "plugin", dist, ep.value))
@@ -94,11 +100,12 @@ def available_profiles(*, plugins: bool | None = None) -> list[ProfileInfo]:
 
 
 def get_profile(name: str | Path, *, plugins: bool | None = None) -> HardwareProfile:
-    """A built-in profile name, a profile file path, or an installed plugin's name."""
-    for suffix in (".json", ".yaml", ".yml"):
-        path = BUILTIN_DIR / f"{name}{suffix}"
-        if path.is_file():
-            return load_profile_file(path)
+    """A built-in profile name, the name of a table built here, a profile file path, or an installed plugin's name."""
+    for folder in (BUILTIN_DIR, user_dir()):
+        for suffix in (".json", ".yaml", ".yml"):
+            path = folder / f"{name}{suffix}"
+            if "/" not in str(name) and path.is_file():
+                return load_profile_file(path)
     path = Path(name)
     if path.suffix in (".json", ".yaml", ".yml"):
         if not path.is_file():
@@ -109,5 +116,6 @@ def get_profile(name: str | Path, *, plugins: bool | None = None) -> HardwarePro
             return _load_plugin(ep)
     known = [p.name for p in available_profiles(plugins=plugins)]
     hint = "" if _plugins_enabled(plugins) else f" (plugins are disabled: {DISABLE_ENV} is set or --no-plugins)"
-    raise HardwareError(f"unknown hardware profile {str(name)!r}; available: {known}{hint}. Give a profile "
-                        f"file path, or build one with `nas hardware build --space SPACE --name {name}`.")
+    raise HardwareError(f"unknown hardware profile {str(name)!r}; available: {known}{hint} (looked in {BUILTIN_DIR} "
+                        f"and {user_dir()}, set by ${USER_ENV}). Give a profile file path, or build one on this "
+                        f"machine with `nas hardware build --space SPACE --name {name}`.")

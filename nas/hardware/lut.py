@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nas.errors import HardwareError, describe_validation_error
 from nas.graph import Op, factorize_ops, layer_ops, ops
 from nas.hardware._base import HardwareProfile
+from nas.hardware._dirs import in_user_dir, is_builtin
 from nas.spec import ArchSpec, Layer
 
 FORMAT = "nas-lut/1"
@@ -228,18 +229,33 @@ class LutProfile(HardwareProfile):
             if not exact:
                 interpolated.append(name)
         if missing:
-            spaces = ", ".join(self.data.spaces) or "none yet"
             raise HardwareError(
                 f"profile {self.name!r} has no entry for {len(missing)} layer(s) of this network, e.g. "
-                f"{missing[0]!r}; it covers the spaces: {spaces}. Measure them with "
-                f"`nas hardware build --space SPACE --name {self.name}{self._flags()}` (SPACE: the space this network "
-                f"comes from), or allow interpolation across channel counts.")
+                f"{missing[0]!r}; {self.coverage()}, this network takes {shape_key(arch.input_shape)} with "
+                f"{arch.num_classes} classes. {self.build_hint(arch)} (SPACE: the space this network comes from), "
+                f"or allow interpolation across channel counts.")
         naive = sum(ms for _, ms in layers)
         cal = self.calibration_for(arch)
         return Prediction(cal.intercept_ms + cal.slope * naive if cal else naive, naive, layers, interpolated)
 
     def _flags(self) -> str:
         return "" if self.precision == self.data.dtype else f" --runtime onnxruntime --precision {self.precision}"
+
+    def coverage(self) -> str:
+        """What the table was built for, in words: its spaces with the input shape each was measured at."""
+        spaces = ", ".join(f"{n} at {shape_key(tuple(s))}" for n, s in self.data.spaces.items()) or "none yet"
+        return f"it was built for the spaces: {spaces}"
+
+    def build_hint(self, arch: ArchSpec, space: str = "SPACE") -> str:
+        """The command that measures the layers of ``arch`` (drawn from ``space``) into this table, at the
+        network's own input shape and class count; into a new table of the user's when this one is built-in."""
+        flags = f"{self._flags()} --input {shape_key(arch.input_shape)} --classes {arch.num_classes}"
+        if is_builtin(self.path):
+            return (f"Measure them on this machine into a table of your own with `nas hardware build --space {space} "
+                    f"--name NAME{flags}` and name it in the experiment (profiles: [NAME])")
+        where = "" if self.path.startswith("<") or in_user_dir(self.path) else f" --out {Path(self.path).parent}"
+        name = Path(self.path).stem if where else self.name
+        return f"Measure them with `nas hardware build --space {space} --name {name}{where}{flags}`"
 
     def calibration_for(self, arch: ArchSpec) -> Calibration | None:
         """The correction fitted at ``arch``'s input shape; None (plain sum) where there is none."""

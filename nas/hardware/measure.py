@@ -182,7 +182,9 @@ def _measure_layers(space: Space, profile: LutProfile, table: LutFile, tmp: Path
         if key not in table.entries:
             todo.setdefault(key, (layer, shape, ratio, group))
     total = len(todo)
-    profile.data.spaces[space.name] = list(space.input_shape)
+    shape = list(space.input_shape)  # the same space at another input size: another record beside it
+    known = profile.data.spaces.get(space.name, shape) == shape
+    profile.data.spaces[space.name if known else f"{space.name}@{shape_key(space.input_shape)}"] = shape
     if not todo:
         log(f"{name}: all layer signatures of {space.name!r} are measured ({len(table.entries)} {precision} entries).")
         profile.save(path)

@@ -165,10 +165,12 @@ class RunFolder:
         return self.info.objective(name)
 
     def experiment(self) -> Experiment:
-        """The experiment the run was started with (its copy in the folder)."""
+        """The experiment the run was started with (its copy in the folder), its relative paths read from the
+        folder the original file was in (run.json's ``experiment_dir``; the current folder for runs made
+        before it was kept, as then)."""
         from nas.experiment import load_experiment
 
-        return load_experiment(self.experiment_file)
+        return load_experiment(self.experiment_file, base=self.info.experiment_dir or Path.cwd())
 
     @cached_property
     def trials(self) -> pd.DataFrame:

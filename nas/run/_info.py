@@ -27,6 +27,12 @@ class RunInfo:
     profiles: dict[str, Any] = field(default_factory=dict)
     evaluator: str = "train"
     digest: str = ""
+    #: A hash of the search space the run was started with (after fitting it to the dataset): a resume refuses
+    #: a space file edited since. Empty in runs made before it was kept (not checked then).
+    space_digest: str = ""
+    #: The folder of the experiment file the run was started from: its relative paths (space, dataset root,
+    #: profile files) are read from there by every later command.
+    experiment_dir: str = ""
     nas_version: str = ""
     command: str = ""
     cwd: str = ""  # the folder the command was run in: its relative paths start there
@@ -60,7 +66,8 @@ class RunInfo:
                 "dataset": self.dataset, "sampler": self.sampler, "seed": self.seed, "budget": dict(self.budget),
                 "objectives": [o.to_dict() for o in self.objectives],
                 "constraints": [c.to_dict() for c in self.constraints], "profiles": dict(self.profiles),
-                "evaluator": self.evaluator, "digest": self.digest, "nas_version": self.nas_version,
+                "evaluator": self.evaluator, "digest": self.digest, "space_digest": self.space_digest,
+                "experiment_dir": self.experiment_dir, "nas_version": self.nas_version,
                 "command": self.command, "created": self.created,
                 **({"cwd": self.cwd} if self.cwd else {}), **self.extra}
 
@@ -76,8 +83,8 @@ class RunInfo:
             raise NasError(f"{where}: 'objectives' is missing or empty; see docs/run-folder.md.")
         try:
             known = {k: d[k] for k in ("study_name", "storage", "space", "dataset", "sampler", "seed", "budget",
-                                       "profiles", "evaluator", "digest", "nas_version", "command", "created",
-                                       "cwd")
+                                       "profiles", "evaluator", "digest", "space_digest", "experiment_dir",
+                                       "nas_version", "command", "created", "cwd")
                      if d.get(k) is not None}
             return cls(name=str(d.get("name") or ""),
                        objectives=tuple(Objective.from_dict(o) for o in d["objectives"]),

@@ -28,6 +28,17 @@ def counted(trials: Sequence[FrozenTrial]) -> int:
     return n
 
 
+def session_failure(trials: Sequence[FrozenTrial], first: int) -> str:
+    """Empty, unless the trials a session finished (numbered ``first`` on) all failed: then a line that says
+    so with one of their reasons (a search whose every trial fails has not run; its command must not succeed)."""
+    mine = [t for t in trials if t.number >= first and t.state in FINISHED]
+    if not mine or any(t.state != TrialState.FAIL for t in mine):
+        return ""
+    last = next((t for t in reversed(mine) if t.user_attrs.get("fail_reason")), mine[-1])
+    return (f"every one of the {len(mine)} trials of this session failed, e.g. trial {last.number}: "
+            f"{last.user_attrs.get('fail_reason') or 'no reason recorded'}")
+
+
 def budget_met(trials: Sequence[FrozenTrial], budget: int | None) -> bool:
     """The trial budget is used up and no retry waits to be run."""
     return budget is not None and counted(trials) >= budget and not any(t.state == TrialState.WAITING for t in trials)

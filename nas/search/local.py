@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import NasError
 from nas.experiment import Experiment, ExperimentConfig, load_experiment
 from nas.optuna_compat import ask_labelled
-from nas.search.budget import ProgressBar, budget_met, counted, elapsed_before, wait_for_others
+from nas.search.budget import ProgressBar, budget_met, counted, elapsed_before, session_failure, wait_for_others
 from nas.search.evaluator import Evaluator, Progress, evaluate_candidate, evaluator_class
 from nas.search.record import Outcome, label, record
 from nas.search.session import SearchRun, open_run
@@ -59,6 +59,8 @@ class SearchResult:
     trials: int
     front: int
     seconds: float
+    #: Why the session failed as a whole (every trial it finished failed); empty when it did not.
+    failure: str = ""
 
 
 class Interrupt:
@@ -181,6 +183,7 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     run = open_run(exp, folder, storage, command)
+    first = len(run.study().get_trials(deepcopy=False))  # the number of this session's first trial
     n_workers = workers or exp.config.workers
     started = time.perf_counter()
     procs = start_workers(run, n_workers) if worker_index == 0 and n_workers > 1 else []
@@ -202,7 +205,7 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
         raise NasError(f"{len(bad)} worker process(es) failed (exit codes {bad}); their trials were retried or "
                        f"recorded; run the same command to resume.")
     return SearchResult(run, frame, hv, counted(trials), int(frame["pareto"].sum()) if len(frame) else 0,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, session_failure(trials, first))
 
 
 def _join(procs: list[Any]) -> None:
@@ -221,18 +224,20 @@ def start_workers(run: SearchRun, n_workers: int) -> list[Any]:
     """Worker processes 1..n-1 on the run's study (fresh interpreters: no state shared with this one)."""
     ctx = multiprocessing.get_context("spawn")
     exp = run.experiment
-    args = (exp.config.model_dump(mode="json"), exp.source, exp.text, str(run.folder.path), run.storage_url, n_workers)
+    base = str(exp.base) if exp.base is not None else None
+    args = (exp.config.model_dump(mode="json"), exp.source, exp.text, base, str(run.folder.path), run.storage_url,
+            n_workers)
     procs = [ctx.Process(target=worker_main, args=(*args, i), name=f"nas-worker-{i}") for i in range(1, n_workers)]
     for p in procs:
         p.start()
     return procs
 
 
-def worker_main(config: dict[str, Any], source: str, text: str, folder: str, storage: str, n_workers: int,
-                index: int) -> None:
+def worker_main(config: dict[str, Any], source: str, text: str, base: str | None, folder: str, storage: str,
+                n_workers: int, index: int) -> None:
     """A worker process's life: the same search on the same study, no progress bar; errors as ``nas`` says them."""
     try:
-        exp = Experiment(ExperimentConfig.model_validate(config), source, text)
+        exp = Experiment(ExperimentConfig.model_validate(config), source, text, base)
         search(exp, folder=folder, storage=storage, workers=n_workers, progress=False, worker_index=index)
     except NasError as exc:
         print(f"nas: error: worker {index}: {exc}", file=sys.stderr)

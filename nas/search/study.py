@@ -13,6 +13,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -53,6 +54,25 @@ def driver_url(url: str) -> str:
             and importlib.util.find_spec("psycopg") is not None:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def absolute_url(url: str, folder: str | Path | None = None) -> str:
+    """``url`` with a relative SQLite file path made absolute (from ``folder``, default the current one), so
+    that run.json names the same file from wherever the run is resumed; other URLs as they are."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:////"):
+        return url
+    path, sep, query = url[len("sqlite:///"):].partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url
+    return f"sqlite:///{(Path(folder or '.') / path).resolve()}{sep}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other URLs and in-memory databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def redact(url: str) -> str:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from nas.experiment import Experiment, load_experiment
-from nas.search.budget import counted
+from nas.search.budget import counted, session_failure
 from nas.search.local import SearchResult
 from nas.search.ray.driver import Driver
 from nas.search.ray.session import ray_session
@@ -31,6 +31,7 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     run = open_run(exp, folder, storage, command, data=False)
+    first = len(run.study().get_trials(deepcopy=False))  # the number of this session's first trial
     started = time.perf_counter()
     interrupted = False
     try:
@@ -43,7 +44,7 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
     if interrupted:
         raise KeyboardInterrupt
     return SearchResult(run, frame, hv, counted(trials), int(frame["pareto"].sum()) if len(frame) else 0,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, session_failure(trials, first))
 
 
 __all__ = ["ray_session", "search"]
