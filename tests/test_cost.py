@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -195,3 +196,22 @@ def test_priced_header_is_the_containers_header(space: nas.Space) -> None:
         for huffman in (False, True):
             blob = storage.header_blob(arch.to_dict(), {}, huffman, nas.cost._VERSIONS)
             assert nas.cost._header_bytes(arch, huffman) == storage.FILE_FIXED_BYTES + len(blob)
+
+
+def test_codebook_entropies_of_the_builtin_spaces_are_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh machine must not cluster for minutes: every built-in space's codebook figure is in the table,
+    # and the table holds what _codebook_entropy computes (checked on keys small enough to recompute).
+    from nas import _values
+
+    table = json.loads(_values.SHIPPED.read_text())
+    monkeypatch.setattr(_values, "_codebook_entropy", lambda *a: pytest.fail(f"clustered {a}: not shipped"))
+    monkeypatch.setattr(_values, "_ENTROPIES", None)
+    monkeypatch.setenv("NAS_CACHE_DIR", "/nonexistent-nas-cache")
+    for seed in range(40):
+        cand = nas.load_space("mobilenetv2-tiny").random(seed)
+        nas.size_report(cand.arch, cand.compression)
+    small = [k for k in table if k.startswith("0.0|") and int(k.split("|")[2]) <= 300][:5]  # unpruned: m == n
+    monkeypatch.undo()
+    for key in small:
+        t, bits, m = key.split("|")
+        assert _values._codebook_entropy(float(t), int(bits), int(m)) == pytest.approx(table[key], abs=1e-12)
