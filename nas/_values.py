@@ -106,7 +106,7 @@ def _stored_codebook_entropy(t: float, bits: int, n: int) -> float:
 def _codebook_entropy(t: float, bits: int, n: int) -> float:
     """Huffman code length of the container's own k-means codebook indices over N(0, 1) weights with ``|z| >= t``.
 
-    The container's k-means (:func:`nas.compress.sharing.kmeans_codebook`: linear initialization,
+    The container's k-means (:func:`nas.codebooks.kmeans_codebook`: linear initialization,
     scikit-learn's Lloyd) run on a seeded sample of the survivors of ``n`` weights (at most
     :data:`CODEBOOK_SAMPLE`), averaged over :data:`CODEBOOK_SEEDS`. Lloyd's steps on the exact
     density missed the files by up to 1.1 bits per value: scikit-learn moves the centroids that
@@ -115,7 +115,7 @@ def _codebook_entropy(t: float, bits: int, n: int) -> float:
     """
     from scipy.special import ndtr, ndtri
 
-    from nas.compress.sharing import kmeans_codebook
+    from nas.codebooks import kmeans_codebook
 
     lo = float(ndtr(t))  # survivors: |z| >= t, i.e. P(z >= t) on each side
     m = _survivors(t, n)

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nas.errors import NasError
-from nas.hardware import LutProfile, available_profiles, get_profile, user_dir
-from nas.hardware._dirs import USER_ENV, is_builtin
+from nas.hardware import USER_ENV, LutProfile, available_profiles, get_profile, is_builtin, user_dir
 from nas.hardware.lut import shape_key
 from nas.hardware.measure import build_table, calibrate, validate
 from nas.space import Space, load_space
