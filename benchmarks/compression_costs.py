@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -116,6 +117,7 @@ def scoring_section(n: int, cold: int, baseline: int, seed0: int) -> dict:
             "seeds": [seed0, seed0 + n - 1], "candidates": n, "cold_candidates": cold,
             "cold_per_s": cold / cold_s, "steady_per_s": steady, "steady_ms": 1e3 / steady, "blocks": blocks,
             "second_pass_per_s": (n - cold) / again_s,
+            "load_average": os.getloadavg(),  # other work on the machine slows the wall-clock rates (CPU rates less)
             "baseline_candidates": baseline, "baseline_per_s": baseline_rate,
             "speedup_vs_build_plus_fvcore": steady / baseline_rate}
 
