@@ -326,7 +326,8 @@ def _running(folder: Path, name: str, worker: str = "") -> list[optuna.trial.Fro
     return [t for t in trials if "candidate" in t.user_attrs and t.user_attrs.get("worker", "").startswith(worker)]
 
 
-def _wait(predicate: Any, timeout: float = 120) -> Any:
+def _wait(predicate: Any, timeout: float = 600) -> Any:
+    """Poll until ``predicate()`` is true; generous, since a loaded 2-core machine starts processes slowly."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         got = predicate()
