@@ -12,5 +12,9 @@ from __future__ import annotations
 from nas.supernet._children import compressed_tensors, extreme
 from nas.supernet._layout import Shapes, SupernetError, layout
 from nas.supernet._net import Supernet
+from nas.supernet._train import (SupernetTraining, TrainState, calibration_images, child_accuracy, load_supernet,
+                                 read_checkpoint, recalibrate, save_checkpoint, train_supernet)
 
-__all__ = ["Shapes", "Supernet", "SupernetError", "compressed_tensors", "extreme", "layout"]
+__all__ = ["Shapes", "Supernet", "SupernetError", "SupernetTraining", "TrainState", "calibration_images",
+           "child_accuracy", "compressed_tensors", "extreme", "layout", "load_supernet", "read_checkpoint",
+           "recalibrate", "save_checkpoint", "train_supernet"]

@@ -117,10 +117,12 @@ class BlockSlotModule(nn.Module):
 
     @torch.no_grad()
     def sort_channels(self) -> None:
-        """Hidden channels by the L1 norm of the projection's input columns, largest first (OFA). The depthwise
-        and full paths are reordered with them (the same function); a grouped path keeps its weights by
-        position, so its channels' meaning moves and training after the sort has to adapt it."""
-        if self.expand is None:  # hidden channels are the block's inputs: not this block's to reorder
+        """Hidden channels by the L1 norm of the projection's input columns, largest first (OFA), the
+        expansion, depthwise and full paths reordered with them, so every full-width child computes what it
+        did. Not sorted: a block without expansion conv (its hidden channels are its inputs, not its own to
+        reorder) and a block with a grouped path (a grouped weight is held per position in a group, so a
+        permutation would change what its children compute)."""
+        if self.expand is None or any(path.startswith("grouped") for path in self.paths):
             return
         order = self.project.conv.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
         self.expand.sort_out(order)
