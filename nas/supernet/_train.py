@@ -225,6 +225,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
     epoch; a checkpoint already there is resumed from. ``progress``: a tqdm bar over each epoch's steps
     (None: when stderr is a terminal). ``on_epoch(epoch, row)`` after each epoch (from 0)."""
     path = Path(checkpoint)
+    torch.manual_seed(config.seed)  # the initial weights
     net, state = Supernet(space), TrainState()
     optimizer = _optimizer(net, config)
     if path.exists():
