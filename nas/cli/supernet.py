@@ -17,7 +17,7 @@ from nas.checkpoint import save_checkpoint
 from nas.cli._args import read_candidate
 from nas.experiment import Experiment, ExperimentError, load_experiment
 from nas.search.setup import Setup, prepare
-from nas.supernet import (SupernetTraining, calibration_images, load_supernet, read_checkpoint, recalibrate,
+from nas.supernet import (SupernetTraining, calibration_images, load_supernet, read_supernet, recalibrate,
                           train_supernet)
 from nas.train import evaluate
 
@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                           description="Sandwich-rule training with in-place distillation and compression-aware "
                                       "steps, as the experiment's supernet section says; a checkpoint every epoch.")
     p.add_argument("experiment", type=Path, help="experiment YAML file (its supernet section and dataset)")
-    p.add_argument("--epochs", type=int, default=None, help="override supernet.epochs (the total, resumed or not)")
+    p.add_argument("--epochs", type=int, default=None, help="override supernet.epochs (the total, resumed or not; a longer run than the checkpoint's "
+                        "goes on with the longer schedule)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
     x = sn_sub.add_parser("extract", help="a candidate as a plain network with the supernet's weights (a checkpoint)",
                           description="Write the candidate, extracted from the experiment's trained supernet, as a "
@@ -87,7 +88,7 @@ def train(args: argparse.Namespace) -> int:
     assert setup.splits is not None  # _setup checked
     path = Path(exp.supernet_checkpoint)
     if path.exists():
-        state = read_checkpoint(path, setup.space)[1]
+        state = read_supernet(path, setup.space)[1]
         print(f"supernet: resuming {path} after epoch {state.epoch} of {config.epochs}", file=sys.stderr)
     quiet = args.no_progress or sys.stderr.isatty()
 

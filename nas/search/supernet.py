@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from nas.compress import apply_compression, stages
 from nas.search.evaluator import Evaluator, Progress, register_evaluator
 from nas.search.record import Outcome
@@ -37,8 +39,6 @@ class SupernetEvaluator(Evaluator):
                                               self.config.batch_size, self.config.seed)
 
     def evaluate(self, candidate: Candidate, number: int, progress: Progress) -> Outcome:
-        import torch
-
         splits = self.setup.splits
         assert splits is not None  # checked in __init__
         start = time.perf_counter()

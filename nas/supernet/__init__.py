@@ -13,8 +13,8 @@ from nas.supernet._children import compressed_tensors, extreme
 from nas.supernet._layout import Shapes, SupernetError, layout
 from nas.supernet._net import Supernet
 from nas.supernet._train import (SupernetTraining, TrainState, calibration_images, child_accuracy, load_supernet,
-                                 read_checkpoint, recalibrate, save_checkpoint, train_supernet)
+                                 read_supernet, recalibrate, save_supernet, train_supernet)
 
 __all__ = ["Shapes", "Supernet", "SupernetError", "SupernetTraining", "TrainState", "calibration_images",
-           "child_accuracy", "compressed_tensors", "extreme", "layout", "load_supernet", "read_checkpoint",
-           "recalibrate", "save_checkpoint", "train_supernet"]
+           "child_accuracy", "compressed_tensors", "extreme", "layout", "load_supernet", "read_supernet",
+           "recalibrate", "save_supernet", "train_supernet"]

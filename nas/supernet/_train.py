@@ -128,7 +128,7 @@ def _space_key(space: Space) -> str:
     return json.dumps(space.config.model_dump(mode="json"), sort_keys=True)
 
 
-def save_checkpoint(path: Path, net: Supernet, state: TrainState, optimizer: torch.optim.Optimizer | None = None,
+def save_supernet(path: Path, net: Supernet, state: TrainState, optimizer: torch.optim.Optimizer | None = None,
                     config: SupernetTraining | None = None) -> None:
     """The supernet's weights (``net.*``), SGD momentum (``momentum.*``) and its metadata, atomically."""
     tensors = {f"net.{k}": v.detach().contiguous().clone() for k, v in net.state_dict().items()}
@@ -145,7 +145,7 @@ def save_checkpoint(path: Path, net: Supernet, state: TrainState, optimizer: tor
     write_atomic(path, save_tensors(tensors, metadata=meta))
 
 
-def read_checkpoint(path: Path, space: Space) -> tuple[dict[str, torch.Tensor], TrainState]:
+def read_supernet(path: Path, space: Space) -> tuple[dict[str, torch.Tensor], TrainState]:
     """(tensors, state) of a supernet checkpoint for ``space``, or a SupernetError naming the file."""
     try:
         data = path.read_bytes()
@@ -170,7 +170,7 @@ def read_checkpoint(path: Path, space: Space) -> tuple[dict[str, torch.Tensor], 
 
 def load_supernet(path: str | Path, space: Space) -> tuple[Supernet, TrainState]:
     """The supernet saved at ``path`` for ``space`` and where its training stood."""
-    tensors, state = read_checkpoint(Path(path), space)
+    tensors, state = read_supernet(Path(path), space)
     net = Supernet(space)
     weights = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
     try:
@@ -229,7 +229,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
     net, state = Supernet(space), TrainState()
     optimizer = _optimizer(net, config)
     if path.exists():
-        tensors, state = read_checkpoint(path, space)
+        tensors, state = read_supernet(path, space)
         net, _ = load_supernet(path, space)
         optimizer = _optimizer(net, config)
         _restore_momentum(net, optimizer, tensors)
@@ -285,7 +285,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
                    "smallest": child_accuracy(net, smallest, splits, calibration, config),
                    "compressed_steps": compressed / max(1, steps), "seconds": round(time.perf_counter() - start, 2)}
             state = TrainState(epoch + 1, [*state.history, row])
-            save_checkpoint(path, net, state, optimizer, config)
+            save_supernet(path, net, state, optimizer, config)
             if on_epoch is not None:
                 on_epoch(epoch, row)
     finally:
