@@ -20,7 +20,7 @@ from safetensors import safe_open
 import nas
 from nas.checkpoint import load_checkpoint
 from nas.space import Space, make_divisible
-from nas.supernet import Supernet, SupernetError, extreme, layout, load_supernet, recalibrate
+from nas.supernet import Supernet, SupernetError, compressed_tensors, extreme, layout, load_supernet, recalibrate
 from tests._runs import nas_cmd, write
 
 SEARCHABLE = ("mobilenetv2", "mobilenetv2-tiny", "mobilenetv2-imagenet")
@@ -223,6 +223,29 @@ def test_channel_sort_keeps_the_full_width_child() -> None:
     assert bool((importance[:-1] >= importance[1:]).all())  # most important hidden channels first
 
 
+@pytest.mark.parametrize("compression", [
+    nas.CompressionSpec(sparsity_conv=0.5, sparsity_linear=0.5, quantization="binary"),
+    nas.CompressionSpec(sparsity_conv=0.25, codebook_bits=2),
+    nas.CompressionSpec(quantization="int8"),
+])
+def test_compression_aware_steps_train_the_shared_weights_straight_through(compression: nas.CompressionSpec) -> None:
+    space = _space("mobilenetv2-tiny")
+    net = Supernet(space).train()
+    arch = space.random(4).arch
+    tensors = compressed_tensors(net.tensors(arch), compression)
+    weights = {k: v for k, v in tensors.items() if k.endswith(".weight") and v.dim() == 4}
+    for w in weights.values():
+        zeros = float((w == 0).float().mean())
+        assert zeros == pytest.approx(compression.sparsity_conv, abs=0.05)
+        levels = w[w != 0].unique().numel()
+        if compression.quantization == "binary":
+            assert levels <= 2
+        elif compression.codebook_bits is not None:
+            assert levels <= 2**compression.codebook_bits
+    net(torch.randn(4, *space.input_shape), arch, tensors).square().mean().backward()
+    assert float(net.stem.conv.weight.grad.abs().sum()) > 0  # the gradient reaches the latent shared weights
+
+
 # --------------------------------------------------------------------------------------------- through nas
 
 
@@ -271,6 +294,7 @@ def test_killed_training_resumes_losing_at_most_one_epoch(tmp_path: Path) -> Non
     a, state_a = load_supernet(checkpoint, space)
     b, state_b = load_supernet(tmp_path / "whole" / "sn.supernet.safetensors", space)
     assert state_a.epoch == state_b.epoch == 3
+    assert any(row["compressed_steps"] > 0 for row in state_b.history)  # some steps trained compressed children
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in state_a.history] == \
            [{k: v for k, v in r.items() if k not in drop} for r in state_b.history]

@@ -55,7 +55,7 @@ def _codebook(weight: torch.Tensor, bits: int, keep: torch.Tensor | None) -> tor
     levels = 2**bits - 1
     step = torch.where(hi > lo, (hi - lo) / levels, torch.ones(()))
     q = lo + torch.round((w - lo) / step).clamp(0, levels) * step
-    out = weight + (q - w)
+    out = q + (weight - w)  # exactly q forward (x - x is 0), the identity backward
     return out * keep if keep is not None else out
 
 
