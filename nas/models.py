@@ -90,7 +90,7 @@ def _assemble(tree: dict[str, Any], path: str, residual: set[str]) -> nn.Sequent
     return Residual(children) if path in residual else nn.Sequential(children)
 
 
-def _init(model: nn.Module) -> None:
+def init_weights(model: nn.Module) -> None:
     """torchvision's MobileNetV2 initialization: Kaiming fan-out convs, unit BN, small linear."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -121,5 +121,5 @@ def build_model(arch: ArchSpec) -> Network:
             node = node.setdefault(part, {})
         node[leaf] = _module(op)
     model = Network(arch, {name: _assemble(sub, name, residual) for name, sub in tree.items()})
-    _init(model)
+    init_weights(model)
     return model

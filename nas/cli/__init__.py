@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from nas import __version__
-from nas.cli import compress, cost, datasets, finetune, hardware, inspect, plot, report, sample, search, spaces, train
+from nas.cli import (compress, cost, datasets, finetune, hardware, inspect, plot, report, sample, search, spaces,
+                     supernet, train)
 from nas.errors import NasError
 
 #: Every command and the module that parses (``add_parser``) and runs (``run``) it, in help order.
@@ -26,6 +27,7 @@ COMMANDS: dict[str, ModuleType] = {
     "sample": sample,
     "cost": cost,
     "search": search,
+    "supernet": supernet,
     "datasets": datasets,
     "train": train,
     "finetune": finetune,
