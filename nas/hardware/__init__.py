@@ -17,12 +17,13 @@ from pathlib import Path
 
 from nas.errors import HardwareError
 from nas.hardware._base import HardwareProfile
-from nas.hardware._dirs import BUILTIN_DIR, USER_ENV, user_dir
+from nas.hardware._dirs import BUILTIN_DIR, USER_ENV, is_builtin, user_dir
 from nas.hardware.lut import LutProfile, Prediction
 from nas.hardware.roofline import RooflineProfile
 
 __all__ = [
     "BUILTIN_DIR",
+    "USER_ENV",
     "HardwareProfile",
     "LutProfile",
     "Prediction",
@@ -30,6 +31,7 @@ __all__ = [
     "RooflineProfile",
     "available_profiles",
     "get_profile",
+    "is_builtin",
     "load_profile_file",
     "user_dir",
 ]
