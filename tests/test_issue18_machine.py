@@ -119,7 +119,7 @@ def test_calibrate_here_refuses_more_than_its_few_networks(tmp_path: Path) -> No
     done = nas("hardware", "calibrate", str(profile), "--here", "--space", "mobilenetv2-tiny",
                "-n", str(MAX_NETWORKS + 1), env={"NAS_HARDWARE": str(tmp_path / "hw")})
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (f"nas: error: --here fits on 3 to {MAX_NETWORKS} networks, "
+    assert done.stderr.strip().splitlines()[-1] == (f"nas: error: --here fits on 4 to {MAX_NETWORKS} networks, "
                                                     f"but got -n {MAX_NETWORKS + 1}.")
     assert not (tmp_path / "hw").exists()
 

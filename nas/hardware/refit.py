@@ -42,7 +42,9 @@ from nas.hardware.measure import _networks, measure_networks
 from nas.space import Space
 from nas.spec import ArchSpec
 
-#: At most this many networks, and this long in all (the issue's few-shot budget).
+#: At most this many networks, and this long in all (the issue's few-shot budget); at least enough to
+#: leave two networks over for the scale and intercept.
+MIN_NETWORKS = 4
 MAX_NETWORKS = 20
 MAX_SECONDS = 120.0
 #: Seeds of the networks measured (validation and the benchmark's held-out networks use others).
@@ -77,7 +79,7 @@ def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def fit(rows: list[dict[str, float]], measured: list[float]) -> Fit:
     """The model of :data:`MODELS` with the smallest leave-one-out mean |relative error| (a model with more
-    terms than networks to spare is not tried)."""
+    terms than networks to spare is not tried; the first needs :data:`MIN_NETWORKS`)."""
     y = np.asarray(measured, dtype=float)
     loo: dict[str, float] = {}
     for model, names in MODELS.items():
@@ -110,8 +112,8 @@ def calibrate_here(profile: LutProfile, space: Space, out: Path, *, n: int = 16,
     """Measure ``n`` (at most :data:`MAX_NETWORKS`) random networks of ``space`` here, in at most ``seconds``
     (:data:`MAX_SECONDS` at most) of timing, fit the correction and write the refitted copy of ``profile``
     to ``out`` (float32 entries only: the table's int8 section is another runtime's)."""
-    if not 2 < n <= MAX_NETWORKS:
-        raise HardwareError(f"--here fits on 3 to {MAX_NETWORKS} networks, but got -n {n}.")
+    if not MIN_NETWORKS <= n <= MAX_NETWORKS:
+        raise HardwareError(f"--here fits on {MIN_NETWORKS} to {MAX_NETWORKS} networks, but got -n {n}.")
     if not 0 < seconds <= MAX_SECONDS:
         raise HardwareError(f"--here measures for at most {MAX_SECONDS:g} s, but got {seconds:g}.")
     start = time.monotonic()
