@@ -58,10 +58,15 @@ def write(folder: Path, name: str, data: Any) -> str:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """``nas ARGV`` in this process: (exit code, stderr)."""
+    """``nas ARGV`` in this process: (exit code, stderr without the warnings)."""
     capsys.readouterr()
     code = main(argv)
-    return code, capsys.readouterr().err
+    return code, without_warnings(capsys.readouterr().err)
+
+
+def without_warnings(err: str) -> str:
+    """stderr less ``nas: warning:`` lines (a latency table measured on another CPU warns on every run there)."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("nas: warning: "))
 
 
 # ----------------------------------------------------------------------------- 1. bad input: exit 2, one line
@@ -145,7 +150,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list
                                  "not an IDX file of the expected kind"),
         "dataset: wrong input shape for the checkpoint": (
             ["finetune", "--init", str(ckpt), "--dataset", "fashion-mnist", "--data-root", paths["fm-ok"],
-             "-o", str(d / "x.safetensors")], "takes input (1, 8, 8) but dataset 'fashion-mnist' has images (1, 28, 28)"),
+             "-o", str(d / "x.safetensors")], "takes input 1x8x8 but dataset 'fashion-mnist' has images 1x28x28"),
         # checkpoints and candidates
         "checkpoint: another architecture": (["compress", other, "--weights", str(ckpt)], "weights of another architecture"),
         "checkpoint: truncated": (["finetune", "--init", truncated, "--dataset", "synthetic", "-o", str(d / "y.safetensors")],
@@ -194,7 +199,8 @@ def test_unsafe_yaml_is_never_run(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_a_real_subprocess_exits_2_with_one_line(bad_inputs: dict[str, tuple[list[str], str]]) -> None:
     argv, fragment = bad_inputs["profile: missing operators"]
     done = subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1 and fragment in done.stderr
+    err = without_warnings(done.stderr)
+    assert done.returncode == 2 and done.stdout == "" and err.count("\n") == 1 and fragment in err, done.stderr
 
 
 # ----------------------------------------------------------------------------- 2. faults during a search
@@ -249,9 +255,9 @@ def test_a_full_disk_while_writing_results_keeps_earlier_results(
 
     real_fsync, writes = os.fsync, []
 
-    def filling_up(fd: int) -> None:  # the first results file of the session is written, then the disk is full
-        writes.append(fd)
-        if len(writes) > 1:
+    def filling_up(fd: int) -> None:  # RUN/experiment.yaml (rewritten on resume) and the first results file
+        writes.append(fd)             # of the session are written, then the disk is full
+        if len(writes) > 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
