@@ -247,8 +247,8 @@ def _index_layout(plan: _Plan, kept: int, huffman: bool) -> tuple[int, int, floa
     best = (0, 0, 0.0, math.inf)
     for width, (fillers, length, probs), memo in zip(plan.widths, plan.index_stats, plan.used):
         entries = kept + round(kept * fillers)
-        used = _used(memo, probs, entries) if huffman else 0.0
-        bits = huffman_stream_bits(entries, width, length, used) if huffman else entries * width
+        bits = huffman_stream_bits(entries, width, length, _used(memo, probs, entries)) if huffman else \
+            entries * width
         if bits < best[3]:
             best = (width, entries, length, bits)
     return best
