@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      model_serializer, model_validator)
 
 from nas.errors import SpaceError, describe_validation_error
 from nas.graph import layer_ops
 from nas.spec import (
     ArchSpec,
+    BinaryRounding,
     Candidate,
     ChannelImportance,
     CompressionSpec,
@@ -154,6 +156,7 @@ class CompressionConfig(_Strict):
                              BeforeValidator(_off_to_none)] = [None]
     channel_ratio: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] = [0.0]
     channel_importance: Annotated[list[ChannelImportance], Field(min_length=1)] = ["l1"]
+    binary_rounding: Annotated[list[BinaryRounding], Field(min_length=1)] = ["sign"]
     huffman: bool = True
 
     @model_validator(mode="before")
@@ -163,6 +166,22 @@ class CompressionConfig(_Strict):
             raise ValueError("student_width was removed: a narrower student is the same network at a smaller "
                              "width multiplier, so list the widths in 'width_multiplier' instead")
         return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out ``binary_rounding`` at its default, so spaces written before it dump (and digest) the same."""
+        data: dict[str, Any] = handler(self)
+        if data.get("binary_rounding") == ["sign"]:
+            del data["binary_rounding"]
+        return data
+
+    def _rounding(self, choose: Chooser, quantization: str) -> str:
+        """Only binary weights have a rounding rule, so it is only drawn for them, and not at all where the space
+        keeps the default (trials of spaces written before it have no such parameter)."""
+        if quantization != "binary" or self.binary_rounding == ["sign"]:
+            return "sign"
+        rounding: str = choose("compression.binary_rounding", self.binary_rounding)
+        return rounding
 
     def sample(self, choose: Chooser) -> CompressionSpec:
         if isinstance(self.sparsity, SparsityConfig):
@@ -183,6 +202,7 @@ class CompressionConfig(_Strict):
             channel_ratio=ratio,
             # The importance only matters when channels are pruned, so it is only drawn then.
             channel_importance=choose("compression.channel_importance", self.channel_importance) if ratio else "l1",
+            binary_rounding=self._rounding(choose, quantization),
             huffman=self.huffman,
         )
 
