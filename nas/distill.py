@@ -375,7 +375,7 @@ def distill(student: nn.Module, teacher: Teacher | Sequence[Teacher], splits: Sp
                          f"{len(members)} teachers were given: distil from an ensemble with Hinton's loss only.")
     teacher = members[0] if len(members) == 1 else TeacherEnsemble(members, dc.temperature)
     flags = [p.requires_grad for p in teacher.parameters()]
-    teacher_mode = teacher.training
+    modes = [m.training for m in members]
     teacher.requires_grad_(False)
     teacher.eval()
     loss = DistillationLoss(student, teacher, dc)
@@ -392,7 +392,8 @@ def distill(student: nn.Module, teacher: Teacher | Sequence[Teacher], splits: Sp
         loss.close()
         for p, flag in zip(teacher.parameters(), flags):
             p.requires_grad_(flag)
-        teacher.train(teacher_mode)
+        for m, mode in zip(members, modes):
+            m.train(mode)
     steps = [{"step": "distill", "val_before": before, "val_after": run.val_accuracy, "failed": run.failed}]
     return DistillResult(teacher_acc, before, run.val_accuracy, run, steps, list(loss.pairs_attention))
 

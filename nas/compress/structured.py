@@ -31,8 +31,8 @@ from nas.data import fit_input
 from nas.errors import CompressError
 from nas.models import Network, build_model
 
-__all__ = ["CRITERIA", "ActivationTally", "ChannelGroup", "ChannelPruning", "Criterion", "channel_groups", "channel_importance",
-           "activation_tallies", "prune_channels", "pruned_arch"]
+__all__ = ["CRITERIA", "ActivationTally", "ChannelGroup", "ChannelPruning", "Criterion", "activation_tallies",
+           "channel_groups", "channel_importance", "prune_channels", "pruned_arch"]
 
 Criterion = Literal["l1", "l2", "activation"]
 CRITERIA = ("l1", "l2", "activation")
