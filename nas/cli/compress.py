@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0, help="seed for k-means (default: %(default)s)")
     data = p.add_argument_group("data (for channel_importance: activation)")
     data.add_argument("--dataset", default=None,
-                      help="dataset whose training split the activation importance counts over (see `nas datasets`)")
+                      help="dataset whose training split the activation importance counts over (see `nas datasets`); "
+                           "read only for channel_importance: activation")
     data.add_argument("--data-root", default=None, help="folder holding the dataset files")
     data.add_argument("--split-seed", type=int, default=0,
                       help="seed of the train/val split, as the model was trained with (default: %(default)s)")
@@ -100,12 +101,12 @@ def _load_model(args: argparse.Namespace) -> tuple[nn.Module, Candidate]:
 
 def _importance_data(args: argparse.Namespace, candidate: Candidate, spec: CompressionSpec) -> torch.Tensor | None:
     """The training inputs of ``--dataset`` where the spec ranks channels by activation, else None."""
-    if args.dataset is None:
-        if spec.channel_ratio > 0 and spec.channel_importance == "activation":
-            raise CompressError("channel_importance 'activation' counts how often each channel fires on the "
-                                "training data: give the dataset the model was trained on (`nas compress "
-                                f"{args.model} --dataset NAME`), or use channel_importance 'l1' or 'l2'.")
+    if spec.channel_ratio == 0 or spec.channel_importance != "activation":
         return None
+    if args.dataset is None:
+        raise CompressError("channel_importance 'activation' counts how often each channel fires on the training "
+                            f"data: give the dataset the model was trained on (`nas compress {args.model} --dataset "
+                            "NAME`), or use channel_importance 'l1' or 'l2'.")
     splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"MODEL {args.model}",
                "give the dataset it was trained on (`--dataset NAME`)")
