@@ -326,7 +326,8 @@ def _running(folder: Path, name: str, worker: str = "") -> list[optuna.trial.Fro
     return [t for t in trials if "candidate" in t.user_attrs and t.user_attrs.get("worker", "").startswith(worker)]
 
 
-def _wait(predicate: Any, timeout: float = 120) -> Any:
+def _wait(predicate: Any, timeout: float = 600) -> Any:
+    """Poll until ``predicate()`` is true; generous, since a loaded 2-core machine starts processes slowly."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         got = predicate()
@@ -496,6 +497,95 @@ def load(d: Path, workers: int, trials: int) -> dict[str, Any]:
             "lost": len(numbers) - states.get("COMPLETE", 0)}
 
 
+# ----------------------------------------------------------------------------- a new user's path (issue #19)
+
+
+def _run(*argv: str, cwd: Path | None = None, shell: str | None = None) -> tuple[int, str, str]:
+    """A real ``nas`` process (or a shell line with ``NAS`` standing for it): (exit code, stdout, stderr)."""
+    cmd = shell.replace("NAS", f"{sys.executable} -m nas") if shell else [sys.executable, "-m", "nas", *argv]
+    done = subprocess.run(cmd, shell=bool(shell), cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return done.returncode, done.stdout, done.stderr
+
+
+def new_user_path(d: Path) -> dict[str, dict[str, Any]]:
+    """Issue #19's inputs and faults through the ``nas`` command in subprocesses, as its user met them. Each
+    case is ``clear`` (the right exit and a one-line message, or the right result), a ``traceback``, or a
+    ``silent`` wrong result (exit 0 with the wrong outcome)."""
+    d = d / "new-user"
+    d.mkdir()
+    cases: dict[str, dict[str, Any]] = {}
+
+    def case(name: str, code: int, err: str, ok: bool, silent: bool = False) -> None:
+        traceback = "Traceback" in err
+        cases[name] = {"exit": code, "outcome": "traceback" if traceback else "clear" if ok else
+                       "silent" if silent or code == 0 else "unclear", "stderr": err.strip()[-200:]}
+
+    def one_line(code: int, err: str) -> bool:
+        return code == 2 and err.strip().count("\n") == 0 and bool(err.strip())
+
+    # a finished run to resume and fine-tune: cost-only with its own copy of a space file
+    space = d / "space.yaml"
+    shutil.copy(ROOT / "search_spaces" / "mobilenetv2-tiny.yaml", space)
+    exp = dump(d, "cheap.yaml", {**CHEAP, "space": "space.yaml", "budget": {"trials": 2}})
+    code, _, err = _run("search", exp, "--out", str(d / "run"), "--no-progress")
+    case("a cost-only search runs", code, err, code == 0)
+    trained = dump(d, "trained.yaml", {**TINY, "budget": {"trials": 2}})
+    code, _, err = _run("search", trained, "--out", str(d / "trained"), "--no-progress")
+    case("a trained search runs", code, err, code == 0)
+
+    # options and defaults
+    code, _, err = _run("search", dump(d, "empty-budget.yaml", {**CHEAP, "budget": {}}), "--out", str(d / "eb"))
+    case("budget: {} (was 40 hidden trials)", code, err, one_line(code, err), silent=code == 0)
+    code, out, err = _run("search", dump(d, "minutes.yaml", {**CHEAP, "budget": {"minutes": 0.25}}), "--out",
+                          str(d / "minutes"), "--no-progress")
+    trials = len(_study(d / "minutes", "cheap").trials) if code == 0 else 0  # cost-only: tens of ms each
+    case("budget: 15 s of minutes only runs past the old hidden 40 trials", code, err, code == 0 and trials > 40,
+         silent=trials == 40)
+    code, _, err = _run("finetune", str(d / "trained"), "--epochs", "0")
+    case("finetune --epochs 0 (was 10 epochs)", code, err, one_line(code, err), silent=code == 0)
+    code, _, err = _run("finetune", str(d / "trained"), "--compress")
+    case("finetune RUN --compress (was ignored)", code, err, one_line(code, err), silent=code == 0)
+    code, _, err = _run("finetune", str(d / "trained"), "--nproc", "2")
+    case("finetune RUN --nproc 2 (was ignored)", code, err, one_line(code, err), silent=code == 0)
+
+    # resume and run folders
+    space.write_text(space.read_text().replace("depth: [1, 2, 3]", "depth: [1, 2]"))
+    code, _, err = _run("search", exp, "--out", str(d / "run"), "--no-progress")
+    case("resume after the space file was edited", code, err, one_line(code, err), silent=code == 0)
+    shutil.copy(ROOT / "search_spaces" / "mobilenetv2-tiny.yaml", space)
+    db = d / "run" / "study.db"
+    db.rename(d / "study.db.bak")
+    code, _, err = _run("search", exp, "--out", str(d / "run"), "--no-progress")
+    case("resume after study.db was deleted (nothing created)", code, err, one_line(code, err) and not db.exists())
+    (d / "study.db.bak").rename(db)
+    elsewhere = d / "elsewhere"
+    elsewhere.mkdir()
+    code, _, err = _run("search", "../cheap.yaml", "--out", str(d / "run"), "--no-progress", cwd=elsewhere)
+    case("resume from another folder finds the space and storage", code, err, code == 0)
+
+    # files and messages
+    cand = nas.load_space("mobilenetv2-tiny").random(0)
+    model = nas.build_model(cand.arch)
+    ckpt = d / "model.safetensors"
+    save_checkpoint(ckpt, model, cand)
+    nasz = d / "good.nasz"
+    nas.compress.save(nas.compress.apply_compression(model, cand.compression), nasz)
+    code, out, err = _run("inspect", str(nasz))
+    case("nas inspect a container", code, err, code == 0 and bool(out.strip()))
+    code, _, err = _run("compress", str(nasz))
+    case("nas compress a container (was a utf-8 codec error)", code, err, one_line(code, err) and "inspect" in err)
+    code, _, err = _run("compress", dump(d, "cand.json", cand.to_json()), "--spec", str(d / "nofile.json"))
+    case("--spec nofile.json (was 'Expecting value')", code, err, one_line(code, err) and "nofile.json" in err)
+    code, out, err = _run("cost", str(ckpt))
+    case("nas cost a checkpoint (was 'search space file')", code, err, code == 0 and bool(out.strip()))
+    for name, line in (("nas spaces | head -1", "NAS spaces | head -1"),
+                       ("nas sample | head -1", "NAS sample mobilenetv2-tiny -n 50 | head -1")):
+        code, _, err = _run(shell=line)
+        case(f"{name} (was BrokenPipeError)", code, err, "Traceback" not in err and "BrokenPipe" not in err)
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", type=int, default=300, help="generated space files")
@@ -503,12 +593,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--trials", type=int, default=200, help="load test budget")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only-new-user", action="store_true", help="run the new-user path only (no tally file)")
     args = parser.parse_args()
     optuna.logging.disable_default_handler()  # failed trials are expected here; their reasons are in the tally
     logging.getLogger("optuna").addHandler(logging.NullHandler())
     torch.set_num_threads(1)
     started = time.perf_counter()
     d = Path(tempfile.mkdtemp(prefix="nas-reliability-"))
+    if args.only_new_user:
+        try:
+            print(json.dumps(new_user_path(d), indent=1))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        return
     try:
         catalogue = bad_input_catalogue(d)
         cli_results = {}
@@ -523,6 +620,7 @@ def main() -> None:
         faults += [fault_signal(d, signal.SIGINT), fault_signal(d, signal.SIGKILL), fault_worker_killed(d),
                    fault_heartbeat(d), fault_disk_full(d)]
         load_result = load(d, args.workers, args.trials)
+        user_path = new_user_path(d)
     finally:
         for st in _STORAGES.values():
             st.engine.dispose()
@@ -531,10 +629,17 @@ def main() -> None:
     crashes = (len(catalogue) - clear) + spaces.get("crashed", 0) + experiments.get("crashed", 0)
     lost = sum(f["lost"] for f in faults) + sum(f.get("not_retried", 0) for f in faults) + load_result["lost"]
     stuck = sum(f.get("stuck_running", 0) for f in faults)
+    outcomes = Counter(c["outcome"] for c in user_path.values())
+    inputs_tried += len(user_path)
+    crashes += outcomes["traceback"]
     data = {
         "tally": {"inputs_tried": inputs_tried, "inputs_clear": inputs_tried - crashes, "inputs_crashed": crashes,
                   "faults_injected": len(faults), "trials_lost": lost, "trials_stuck_running": stuck,
-                  "load_trials": load_result["trials"], "load_lost": load_result["lost"]},
+                  "load_trials": load_result["trials"], "load_lost": load_result["lost"],
+                  "new_user_cases": len(user_path), "new_user_clear": outcomes["clear"],
+                  "tracebacks": outcomes["traceback"], "silent_wrong_results": outcomes["silent"],
+                  "unclear": outcomes["unclear"]},
+        "new_user_path": user_path,
         "bad_input_cli": {"tried": len(catalogue), "exit_2_one_line": clear, "cases": cli_results},
         "generated_spaces": spaces, "generated_experiments": experiments,
         "faults": faults, "load": load_result, "seconds": round(time.perf_counter() - started, 1),
@@ -546,7 +651,9 @@ def main() -> None:
                f"Ctrl+C, SIGKILL of driver, of a local worker, of a remote worker via heartbeat, disk full): "
                f"**{lost} trials lost**, {stuck} left running; load: {load_result['workers']} workers, "
                f"{load_result['trials']} trials for a budget of {load_result['budget']}, each exactly once, "
-               f"{load_result['lost']} lost, {load_result['seconds']:.0f} s; {data['seconds'] / 60:.1f} min")
+               f"{load_result['lost']} lost, {load_result['seconds']:.0f} s; issue #19's new-user path: "
+               f"{len(user_path)} cases, {outcomes['clear']} clear, {outcomes['traceback']} tracebacks, "
+               f"{outcomes['silent']} silent wrong results; {data['seconds'] / 60:.1f} min")
     path = write_result("reliability", data, summary)
     print(json.dumps(data["tally"], indent=1))
     print(f"wrote {path}")

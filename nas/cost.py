@@ -309,17 +309,24 @@ def _setting(c: CompressionSpec) -> _Setting:
 @lru_cache(maxsize=1 << 18)
 def _row_size(row: tuple[float, ...], setting: _Setting) -> _RowSize:
     """The storage accounting of :func:`size_report` for one row, memoized per (row, storage setting):
-    the same layers recur across candidates, so a fresh candidate's size is mostly rows already priced.
+    the same layers recur across candidates, so a fresh candidate's size is mostly rows already priced."""
+    sparsity_conv, sparsity_linear, quantization, codebook_bits, huffman = setting
+    conv = row[_CONV] == 1
+    return _priced_row(conv, round(sparsity_conv if conv else sparsity_linear, 4), quantization, codebook_bits,
+                       huffman, int(row[_WEIGHTS]), int(row[_COUT]) if quantization == "int8" else 0, int(row[_OTHER]))
+
+
+@lru_cache(maxsize=1 << 18)  # by what a row's storage depends on: rows of other shapes share it
+def _priced_row(conv: bool, sparsity: float, quantization: str, codebook_bits: int | None, huffman: bool,
+                stored: int, cout: int, other: int) -> _RowSize:
+    """One row's storage: its weights (``stored``: factorized layers are already their two factors'
+    rows), its output channels where int8 keeps a scale per channel, and its 32-bit ``other`` bits.
 
     Python's ``round`` rounds half to even, as torch's pruning amount does. Each stream is
     Huffman-coded only where that is smaller (:func:`nas.storage.huffman_stream_bits`), and
     pays half a byte of padding on average.
     """
-    sparsity_conv, sparsity_linear, quantization, codebook_bits, huffman = setting
-    conv = row[_CONV] == 1
-    plan = _kind_plan(round(sparsity_conv if conv else sparsity_linear, 4), quantization, codebook_bits,
-                      "conv" if conv else "linear")
-    stored = int(row[_WEIGHTS])  # factorized layers are already their two factors' rows
+    plan = _kind_plan(sparsity, quantization, codebook_bits, "conv" if conv else "linear")
     kept = stored - round(stored * plan.sparsity)
     sparse = kept < stored
     index_bits, entries, index_h, index_stream = _index_layout(plan, kept, huffman) if sparse else (0, 0, 0.0, 0.0)
@@ -332,8 +339,8 @@ def _row_size(row: tuple[float, ...], setting: _Setting) -> _RowSize:
             value_stream = huffman_stream_bits(kept, value_bits, value_h, used)
     streams = int(sparse) + int(value_bits != FLOAT_BITS)  # each pays half a byte of padding on average
     record = 8.0 * (CODED_FIXED_BYTES + ENTRIES_BYTES * sparse) + 4.0 * streams
-    table_bits = int(row[_COUT]) * FLOAT_BITS if quantization == "int8" else plan.table_bits
-    return _RowSize(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits, int(row[_OTHER]),
+    table_bits = cout * FLOAT_BITS if quantization == "int8" else plan.table_bits
+    return _RowSize(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits, other,
                     record, index_stream, value_stream)
 
 

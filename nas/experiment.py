@@ -19,7 +19,8 @@ one line naming the file, the field and what is allowed::
     proxy: {epochs: 3, pruner: median}
     winners: {top: 3, epochs: 10}
     resources: {cpus: 1, gpus: 0} # per trial, for --backend ray (default: proxy.threads CPUs, no GPU)
-    evaluator: train              # what scores accuracy: train (short proxy training, the default)
+    evaluator: train              # what scores accuracy: train (short proxy training, the default) or supernet
+    supernet: {epochs: 10}        # `nas supernet train` and evaluator: supernet (the checkpoint path, training)
     seed: 0
 
 Paths in the file (``space``, ``dataset.root``, profile files ending in .json/.yaml) are read
@@ -131,6 +132,29 @@ class WinnersConfig(_Strict):
     at_end: bool = False
 
 
+class SupernetConfig(_Strict):
+    """``nas supernet train EXPERIMENT`` and ``evaluator: supernet`` (:mod:`nas.supernet`).
+
+    ``checkpoint``: the supernet's safetensors file, relative to the experiment file's folder (default
+    ``<name>.supernet.safetensors`` beside it). Training: ``epochs`` over ``max_samples`` training images
+    per epoch (all when not given), the first ``warmup_epochs`` on the largest network only (then hidden
+    channels are sorted by importance), the rest by the sandwich rule (largest, smallest and
+    ``random_children`` random children per step, distilled from the largest); in a ``compressed_share``
+    of the steps the children carry a compression setting drawn from the space. Evaluation: each child's
+    batch norm is recalibrated on ``recalibration_batches`` training batches of ``batch_size``."""
+
+    checkpoint: str | None = None
+    epochs: int = Field(default=10, ge=1)
+    warmup_epochs: int = Field(default=1, ge=0)
+    max_samples: int | None = Field(default=None, ge=2)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=0.05, gt=0)
+    random_children: int = Field(default=2, ge=0)
+    compressed_share: float = Field(default=0.25, ge=0, le=1)
+    recalibration_batches: int = Field(default=4, ge=1)
+    threads: int = Field(default=1, ge=1)
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     space: str
@@ -147,6 +171,7 @@ class ExperimentConfig(_Strict):
     seed: int = 0
     #: What scores a candidate's accuracy: a name in the evaluator registry (nas.search.evaluators).
     evaluator: str = Field(default="train", pattern=r"^[a-z][a-z0-9_-]*$")
+    supernet: SupernetConfig = SupernetConfig()
     storage: str | None = None
     workers: int = Field(default=1, ge=1)
     description: str = ""
@@ -198,6 +223,8 @@ class Experiment:
         """A hash of the settings that define the study's trials: resuming with other values would mix
         incomparable trials. Budget, workers, storage, winners and description may change between sessions."""
         kept = self.config.model_dump(mode="json", exclude=set(RESUMABLE))
+        if kept["evaluator"] != "supernet":  # the supernet section came later and only its evaluator reads it
+            del kept["supernet"]
         if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume
             del kept["evaluator"]
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
@@ -221,6 +248,11 @@ class Experiment:
             if kind == "latency_ms":  # plain latency_ms is on the first profile
                 names.append(profile or self.config.profiles[0])
         return list(dict.fromkeys(names))
+
+    @property
+    def supernet_checkpoint(self) -> str:
+        """The supernet's file (``supernet.checkpoint``), read relative to the experiment file's folder."""
+        return self.path_of(self.config.supernet.checkpoint or f"{self.name}.supernet.safetensors")
 
     def resolve(self, path: str) -> str:
         """A file named in the experiment (a space or profile file), relative to the experiment file's folder;

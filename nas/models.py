@@ -90,7 +90,7 @@ def _assemble(tree: dict[str, Any], path: str, residual: set[str]) -> nn.Sequent
     return Residual(children) if path in residual else nn.Sequential(children)
 
 
-def _init(model: nn.Module) -> None:
+def init_weights(model: nn.Module) -> None:
     """torchvision's MobileNetV2 initialization for convs and BN (Kaiming fan-out convs, unit BN); PyTorch's
     default for linear layers (uniform in +-1/sqrt(fan_in), Kaiming's bound for a = sqrt(5)).
 
@@ -124,5 +124,5 @@ def build_model(arch: ArchSpec) -> Network:
             node = node.setdefault(part, {})
         node[leaf] = _module(op)
     model = Network(arch, {name: _assemble(sub, name, residual) for name, sub in tree.items()})
-    _init(model)
+    init_weights(model)
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -145,14 +146,14 @@ def test_deep_compression_lenet_300_100_rate() -> None:
     rate = nas.size_bits(arch, spec) / nas.size_bits(arch, DENSE)
     assert 0.0305 <= rate <= 0.0335, rate
     # Huffman coding: the paper measures 2.32% (4.4 bits per weight, 3.7 per index). Our
-    # entropy estimate gives 2.76%: weight entropy 4.1-4.8 bits (k-means on Gaussian
-    # survivors), but index entropy 4.6 bits, since random positions are less predictable
-    # than real, clustered masks. The estimate must stay on the conservative side of the
-    # paper and within 20% of it (the container file, measured in tests/test_compress_*,
-    # is the ground truth for our own models).
+    # estimate gives 2.90%: weight code 5.5-6.0 bits (the container's own k-means on Gaussian
+    # survivors: trained weights are peakier) and index code 4.7 bits, since random positions
+    # are less predictable than real, clustered masks. The estimate must stay on the
+    # conservative side of the paper and within 30% of it (the container file, measured in
+    # tests/test_compress_container.py within 3%, is the ground truth for our own models).
     rate_h = nas.size_bits(arch, nas.CompressionSpec(sparsity_linear=0.92, codebook_bits=6)) / \
         nas.size_bits(arch, DENSE)
-    assert 0.0232 <= rate_h <= 0.0232 * 1.20, rate_h
+    assert 0.0232 <= rate_h <= 0.0232 * 1.30, rate_h
 
 
 def test_size_report_covers_every_weight_layer(space: nas.Space) -> None:
@@ -195,3 +196,22 @@ def test_priced_header_is_the_containers_header(space: nas.Space) -> None:
         for huffman in (False, True):
             blob = storage.header_blob(arch.to_dict(), {}, huffman, nas.cost._VERSIONS)
             assert nas.cost._header_bytes(arch, huffman) == storage.FILE_FIXED_BYTES + len(blob)
+
+
+def test_codebook_entropies_of_the_builtin_spaces_are_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh machine must not cluster for minutes: every built-in space's codebook figure is in the table,
+    # and the table holds what _codebook_entropy computes (checked on keys small enough to recompute).
+    from nas import _values
+
+    table = json.loads(_values.SHIPPED.read_text())
+    monkeypatch.setattr(_values, "_codebook_entropy", lambda *a: pytest.fail(f"clustered {a}: not shipped"))
+    monkeypatch.setattr(_values, "_ENTROPIES", None)
+    monkeypatch.setenv("NAS_CACHE_DIR", "/nonexistent-nas-cache")
+    for seed in range(40):
+        cand = nas.load_space("mobilenetv2-tiny").random(seed)
+        nas.size_report(cand.arch, cand.compression)
+    small = [k for k in table if k.startswith("0.0|") and int(k.split("|")[2]) <= 300][:5]  # unpruned: m == n
+    monkeypatch.undo()
+    for key in small:
+        t, bits, m = key.split("|")
+        assert _values._codebook_entropy(float(t), int(bits), int(m)) == pytest.approx(table[key], abs=1e-12)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nas.errors import HardwareError
 from nas.hardware._base import HardwareProfile
-from nas.hardware._dirs import BUILTIN_DIR, USER_ENV, user_dir
+from nas.hardware._dirs import BUILTIN_DIR, USER_ENV, is_builtin, user_dir
 from nas.hardware.lut import LutProfile, Prediction
 from nas.hardware.roofline import RooflineProfile
 
@@ -28,8 +28,10 @@ __all__ = [
     "Prediction",
     "ProfileInfo",
     "RooflineProfile",
+    "USER_ENV",
     "available_profiles",
     "get_profile",
+    "is_builtin",
     "load_profile_file",
     "user_dir",
 ]

@@ -9,7 +9,8 @@ follows the search's seams:
 - :mod:`~nas.search.setup`: the space, dataset and profiles, prepared once per worker and injected;
 - :mod:`~nas.search.scoring`: cheap costs and constraint violations, no training;
 - :mod:`~nas.search.evaluator`: the :class:`Evaluator` seam (accuracy of one candidate), with
-  :mod:`~nas.search.proxy`'s ``train`` evaluator as the default;
+  :mod:`~nas.search.proxy`'s ``train`` evaluator as the default and :mod:`~nas.search.supernet`'s
+  ``supernet`` evaluator (a trained weight-sharing supernet);
 - :mod:`~nas.search.record`: one :class:`Outcome` type and one :func:`record` for both backends;
 - :mod:`~nas.search.workers`: worker identity, the dead-worker reaper, retries;
 - :mod:`~nas.search.budget`: budget accounting and progress;
@@ -30,6 +31,7 @@ from nas.search.evaluator import (
 )
 from nas.search.local import SearchResult, search
 from nas.search.proxy import TrainEvaluator, proxy_setup, proxy_train
+from nas.search.supernet import SupernetEvaluator
 from nas.search.record import Outcome, record
 from nas.search.scoring import cheap_costs, reference_point, short_label
 from nas.search.session import SearchRun, open_run
@@ -45,6 +47,7 @@ __all__ = [
     "SearchResult",
     "SearchRun",
     "Setup",
+    "SupernetEvaluator",
     "TrainEvaluator",
     "available_evaluators",
     "cheap_costs",
