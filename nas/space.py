@@ -13,7 +13,8 @@ Families:
 - ``lenet``: LeNet-300-100 (MLP) and LeNet-5 (conv) with lightly varied widths,
   for reproducing Deep Compression.
 
-Every space also has a ``compression`` section sampled with the architecture.
+Every space also has a ``compression`` section sampled with the architecture
+(:mod:`nas.space_compression`).
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from nas.errors import SpaceError, describe_validation_error
 from nas.graph import layer_ops
+from nas.space_compression import Chooser, CompressionConfig, _Strict
 from nas.spec import (
     ArchSpec,
     Candidate,
-    ChannelImportance,
-    CompressionSpec,
     Conv,
     ConvKind,
     Detector,
@@ -41,32 +41,15 @@ from nas.spec import (
     Layer,
     Linear,
     MaxPool,
-    Quantization,
 )
 
 #: Where the built-in spaces live (installed as package data).
 BUILTIN_DIR = Path(__file__).parent / "search_spaces"
 
-Chooser = Callable[[str, Sequence[Any]], Any]
-
-
-def _off_to_none(value: Any) -> Any:
-    """YAML reads a bare ``off`` as ``False``; in choice lists it means 'compression off'."""
-    if isinstance(value, list):
-        return [None if v is False or v == "off" else v for v in value]
-    return value
-
-
 PositiveInt = Annotated[int, Field(ge=1)]
 Choices = Annotated[list[PositiveInt], Field(min_length=1)]
 FloatChoices = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
 OddKernel = Annotated[int, Field(ge=1, le=11, multiple_of=1)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Act = Literal["relu", "relu6"]
 
 
@@ -136,55 +119,6 @@ class DetectorConfig(_Strict):
             raise ValueError(f"anchors needs one entry per feature map ({len(self.sources)} sources + "
                              f"{len(self.extras)} extras = {maps}), but has {len(self.anchors)}")
         return self
-
-
-class SparsityConfig(_Strict):
-    conv: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)]
-    linear: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)]
-
-
-class CompressionConfig(_Strict):
-    """Choices for the compression knobs; a single-element list fixes a knob."""
-
-    sparsity: Union[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)], SparsityConfig] = [0.0]
-    codebook_bits: Annotated[list[Annotated[int, Field(ge=1, le=16)] | None], Field(min_length=1),
-                             BeforeValidator(_off_to_none)] = [None]
-    quantization: Annotated[list[Quantization], Field(min_length=1)] = ["none"]
-    lowrank_ratio: Annotated[list[Annotated[float, Field(gt=0, le=1)] | None], Field(min_length=1),
-                             BeforeValidator(_off_to_none)] = [None]
-    channel_ratio: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1)] = [0.0]
-    channel_importance: Annotated[list[ChannelImportance], Field(min_length=1)] = ["l1"]
-    huffman: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_student_width(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "student_width" in data:
-            raise ValueError("student_width was removed: a narrower student is the same network at a smaller "
-                             "width multiplier, so list the widths in 'width_multiplier' instead")
-        return data
-
-    def sample(self, choose: Chooser) -> CompressionSpec:
-        if isinstance(self.sparsity, SparsityConfig):
-            conv = choose("compression.sparsity_conv", self.sparsity.conv)
-            linear = choose("compression.sparsity_linear", self.sparsity.linear)
-        else:
-            conv = linear = choose("compression.sparsity", self.sparsity)
-        quantization = choose("compression.quantization", self.quantization)
-        # Binary/ternary codes replace the codebook, so its size is only drawn for "none".
-        bits = choose("compression.codebook_bits", self.codebook_bits) if quantization == "none" else None
-        ratio = choose("compression.channel_ratio", self.channel_ratio)
-        return CompressionSpec(
-            sparsity_conv=conv,
-            sparsity_linear=linear,
-            codebook_bits=bits,
-            quantization=quantization,
-            lowrank_ratio=choose("compression.lowrank_ratio", self.lowrank_ratio),
-            channel_ratio=ratio,
-            # The importance only matters when channels are pruned, so it is only drawn then.
-            channel_importance=choose("compression.channel_importance", self.channel_importance) if ratio else "l1",
-            huffman=self.huffman,
-        )
 
 
 class _SpaceBase(_Strict):

@@ -25,12 +25,14 @@ ConvKind = Literal["depthwise", "grouped", "full"]
 Quantization = Literal["none", "binary", "ternary", "int8"]
 Precision = Literal["float32", "int8"]
 ChannelImportance = Literal["l1", "l2", "activation"]
+BinaryRounding = Literal["sign", "stochastic"]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "none")
 CONV_KINDS: tuple[str, ...] = ("depthwise", "grouped", "full")
 QUANTIZATIONS: tuple[str, ...] = ("none", "binary", "ternary", "int8")
 PRECISIONS: tuple[str, ...] = ("float32", "int8")
 CHANNEL_IMPORTANCES: tuple[str, ...] = ("l1", "l2", "activation")
+BINARY_ROUNDINGS: tuple[str, ...] = ("sign", "stochastic")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -330,6 +332,12 @@ class CompressionSpec:
       ``channel_importance`` ranks the channels: ``l1``/``l2`` filter norms or
       ``activation``.
     - ``huffman``: Huffman-code the stored indices (Deep Compression's last stage).
+    - ``binary_rounding``: how ``binary`` weights are drawn while training after
+      quantization: ``sign`` (deterministic BinaryConnect) or ``stochastic``
+      (BinaryConnect's hard-sigmoid rule, :mod:`nas.compress.binary`). The file is
+      the same either way (sign at test time), so no cost reads it. ``to_dict``
+      leaves it out at its default, so a candidate written before it existed reads
+      and digests the same.
 
     There is no student width: a narrower student of a sampled architecture is
     the same architecture sampled at a smaller width multiplier, which the
@@ -345,6 +353,7 @@ class CompressionSpec:
     channel_ratio: float = 0.0
     channel_importance: ChannelImportance = "l1"
     huffman: bool = True
+    binary_rounding: BinaryRounding = "sign"
 
     def __post_init__(self) -> None:
         for name in ("sparsity_conv", "sparsity_linear"):
@@ -361,9 +370,18 @@ class CompressionSpec:
         _check(self.channel_importance in CHANNEL_IMPORTANCES,
                f"CompressionSpec.channel_importance must be one of {list(CHANNEL_IMPORTANCES)}, "
                f"but got {self.channel_importance!r}.")
+        _check(self.binary_rounding in BINARY_ROUNDINGS,
+               f"CompressionSpec.binary_rounding must be one of {list(BINARY_ROUNDINGS)}, "
+               f"but got {self.binary_rounding!r}.")
+        _check(self.binary_rounding == "sign" or self.quantization == "binary",
+               f"CompressionSpec.binary_rounding 'stochastic' draws binary weights, but quantization is "
+               f"{self.quantization!r}; set quantization 'binary' or binary_rounding 'sign'.")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["binary_rounding"] == "sign":  # the default: candidates from before it existed stay the same
+            del data["binary_rounding"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSpec:

@@ -30,6 +30,8 @@ from nas.checkpoint import load_checkpoint, load_weights
 from nas.cli._args import read_json_arg
 from nas.compress import ContainerReport, apply_compression, encode
 from nas.compress.container import MAGIC
+from nas.compress.recovery import importance_data
+from nas.data import check_fits, load_dataset
 from nas.cost import size_bits
 from nas.errors import CompressError
 from nas.models import build_model
@@ -44,6 +46,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", help="write the compressed container here")
     p.add_argument("--no-huffman", action="store_true", help="fixed-width codes (P+Q only)")
     p.add_argument("--seed", type=int, default=0, help="seed for k-means (default: %(default)s)")
+    data = p.add_argument_group("data (for channel_importance: activation)")
+    data.add_argument("--dataset", default=None,
+                      help="dataset whose training split the activation importance counts over (see `nas datasets`); "
+                           "read only for channel_importance: activation")
+    data.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the train/val split, as the model was trained with (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -52,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     spec = CompressionSpec.from_dict(read_json_arg(args.spec, "--spec")) if args.spec else candidate.compression
     if args.no_huffman:
         spec = CompressionSpec(**{**spec.to_dict(), "huffman": False})
-    compressed = apply_compression(model, spec, seed=args.seed)
+    compressed = apply_compression(model, spec, seed=args.seed, data=_importance_data(args, candidate, spec))
     compressed.eval()
     data, report = encode(compressed, huffman_coding=spec.huffman)
     print(f"compression: {json.dumps(spec.to_dict(), sort_keys=True)}")
@@ -88,6 +97,20 @@ def _load_model(args: argparse.Namespace) -> tuple[nn.Module, Candidate]:
             raise CompressError(f"cannot read --weights {args.weights!r}: {exc}.") from None
         load_weights(model, tensors, repr(args.weights))
     return model, candidate
+
+
+def _importance_data(args: argparse.Namespace, candidate: Candidate, spec: CompressionSpec) -> torch.Tensor | None:
+    """The training inputs of ``--dataset`` where the spec ranks channels by activation, else None."""
+    if spec.channel_ratio == 0 or spec.channel_importance != "activation":
+        return None
+    if args.dataset is None:
+        raise CompressError("channel_importance 'activation' counts how often each channel fires on the training "
+                            f"data: give the dataset the model was trained on (`nas compress {args.model} --dataset "
+                            "NAME`), or use channel_importance 'l1' or 'l2'.")
+    splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
+    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"MODEL {args.model}",
+               "give the dataset it was trained on (`--dataset NAME`)")
+    return importance_data(splits)
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:

@@ -29,14 +29,14 @@ from nas.checkpoint import load_checkpoint
 from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
                                 finish, train_config)
 from nas.compress import apply_compression, compress_with_recovery, save
-from nas.compress.recovery import first_failure
+from nas.compress.recovery import first_failure, importance_data
 from nas.data import Splits, check_fits, load_dataset
-from nas.distill import DistillConfig, distill
+from nas.distill import MIN_ATTENTION_SIZE, DistillConfig, distill
 from nas.cli._distributed import add_arguments as add_distributed_arguments
 from nas.cli._distributed import finetune_distributed, wants_distributed
 from nas.errors import NasError
 from nas.models import build_model
-from nas.spec import Candidate
+from nas.spec import Candidate, CompressionSpec
 from nas.terngrad import DEFAULT_CLIP
 from nas.train import TrainConfig, epoch_lines, evaluate, train
 from nas.winners import Interrupted, NothingToFinetune, WinnerOptions, finetune_run, print_summary
@@ -59,16 +59,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="export every winner as int8 ONNX, not only those with quantization: int8 (run mode)")
     add_training_arguments(p, out_required=False)
     p.add_argument("--init", type=Path, default=None, help="checkpoint to start from (else a fresh candidate)")
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="teacher checkpoint to distil from (run mode: instead of training a teacher)")
+    p.add_argument("--teacher", type=Path, nargs="+", default=None, metavar="CKPT",
+                   help="teacher checkpoint to distil from (run mode: instead of training a teacher); several "
+                        "checkpoints distil from their ensemble, averaging their softened outputs (one model only)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label cross-entropy")
     p.add_argument("--beta", type=float, default=0.5, help="weight of the soft (teacher) term")
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T")
     p.add_argument("--no-t2", action="store_true", help="do not scale the soft term by T^2")
     p.add_argument("--attention", action="store_true",
-                   help="add attention transfer between the last layers of each common spatial size")
+                   help="add attention transfer between the last layers of each common spatial size of at "
+                        f"least {MIN_ATTENTION_SIZE}x{MIN_ATTENTION_SIZE}")
+    p.add_argument("--attention-weight", type=float, default=None, metavar="BETA",
+                   help="attention transfer's beta: each pair adds beta/2 times the mean squared difference of "
+                        "the normalised maps (default: 1000, Zagoruyko & Komodakis's; needs --attention)")
     p.add_argument("--compress", action="store_true",
                    help="then apply the candidate's compression settings, with recovery fine-tuning per stage")
+    p.add_argument("--binary-rounding", choices=["sign", "stochastic"], default=None,
+                   help="with --compress and a candidate with quantization: binary, how binary weights are drawn "
+                        "while recovering: sign, or BinaryConnect's stochastic hard-sigmoid rule (default: the "
+                        "candidate's compression.binary_rounding)")
     p.add_argument("--recovery-epochs", type=int, default=None,
                    help="fine-tuning epochs after each compression stage, 0 for none (default: 1; a run's "
                         "winners.recovery_epochs)")
@@ -100,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = build_model(candidate.arch)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, candidate_source(args))
+    spec = _compression(args, candidate)
+    dcfg = _distill_config(args)
+    if args.teacher is not None and len(args.teacher) > 1 and dcfg.attention:
+        raise NasError(f"--attention reads one teacher's stages, but --teacher gives {len(args.teacher)}: distil "
+                       f"from the ensemble without --attention, or give one teacher.")
     config = train_config(args)
     if wants_distributed(args):  # --nproc N or torchrun: data-parallel, rank 0 saves through finish
         return finetune_distributed(args, model, candidate, splits, config, finish=finish)
@@ -112,26 +126,35 @@ def run(args: argparse.Namespace) -> int:
         summary.update(val_before=before, val_accuracy=result.val_accuracy, history=result.history,
                        failed=result.failed)
     else:
-        teacher, t_candidate, _ = load_checkpoint(args.teacher)
-        check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes,
-                   f"the teacher checkpoint {args.teacher}", f"give a teacher trained on {splits.name!r} (`nas train "
-                   f"--space SPACE --dataset {splits.name} -o teacher.safetensors`)")
-        dcfg = _distill_config(args)
-        out = distill(model, teacher, splits, config, dcfg, on_epoch=lines)
-        summary.update(teacher=str(args.teacher), teacher_val_accuracy=out.teacher_val_accuracy,
+        teachers = []
+        for path in args.teacher:
+            teacher, t_candidate, _ = load_checkpoint(path)
+            check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes,
+                       f"the teacher checkpoint {path}", f"give a teacher trained on {splits.name!r} (`nas train "
+                       f"--space SPACE --dataset {splits.name} -o teacher.safetensors`)")
+            teachers.append(teacher)
+        out = distill(model, teachers, splits, config, dcfg, on_epoch=lines)
+        summary.update(teacher=str(args.teacher[0]) if len(args.teacher) == 1 else [str(t) for t in args.teacher],
+                       teacher_val_accuracy=out.teacher_val_accuracy,
                        val_before=out.student_val_before, val_accuracy=out.student_val_after,
                        history=out.run.history, failed=out.run.failed,
                        distill={"alpha": dcfg.alpha, "beta": dcfg.beta, "temperature": dcfg.temperature,
-                                "t2_scale": dcfg.t2_scale, "attention": bool(args.attention)})
+                                "t2_scale": dcfg.t2_scale, "attention": bool(args.attention),
+                                "attention_weight": dcfg.attention_weight, "attention_pairs": out.attention_pairs})
     code = finish(args, model, candidate, splits, summary)
     if args.compress:
-        code = max(code, _compress(args, model, candidate, splits, config))
+        code = max(code, _compress(args, model, spec, splits, config))
     return code
 
 
 def _distill_config(args: argparse.Namespace) -> DistillConfig:
+    if args.attention_weight is not None and not args.attention:
+        raise NasError("--attention-weight weights attention transfer, which is off: add --attention.")
+    if args.attention_weight is not None and not args.attention_weight >= 0:
+        raise NasError(f"--attention-weight must be >= 0, but got {args.attention_weight}.")
+    attention_weight = {} if args.attention_weight is None else {"attention_weight": args.attention_weight}
     return DistillConfig(alpha=args.alpha, beta=args.beta, temperature=args.temperature, t2_scale=not args.no_t2,
-                         attention="auto" if args.attention else ())
+                         attention="auto" if args.attention else (), **attention_weight)
 
 
 #: Options that concern one model and have no meaning for a run's winners: (flag, given?, why).
@@ -143,6 +166,8 @@ _ONE_MODEL_ONLY: list[tuple[str, Callable[[argparse.Namespace], bool], str]] = [
     ("--space", lambda a: a.space is not None, "the winners are picked from the run's Pareto front"),
     ("--dataset", lambda a: a.dataset is not None, "the winners train on the experiment's dataset"),
     ("--split-seed", lambda a: a.split_seed is not None, "the winners use the experiment's split"),
+    ("--binary-rounding", lambda a: a.binary_rounding is not None,
+     "each winner's rounding is its candidate's (a space's compression.binary_rounding)"),
     ("--compress", lambda a: bool(a.compress),
      "every winner is compressed with its own settings already (--recovery-epochs sets the recovery)"),
     ("--nproc", lambda a: a.nproc is not None,
@@ -157,13 +182,18 @@ def _run_winners(args: argparse.Namespace) -> int:
     for flag, given, why in _ONE_MODEL_ONLY:
         if given(args):
             raise NasError(f"{flag} does not apply to a run folder ({args.run_folder}): {why}.")
+    if args.teacher is not None and len(args.teacher) > 1:
+        raise NasError(f"--teacher gives {len(args.teacher)} checkpoints, but a run's winners distil from one "
+                       f"teacher: give one, or distil one winner from the ensemble (`nas finetune --init "
+                       f"RUN/winners/1-trialN/model.safetensors --teacher A B -o OUT`).")
     if args.teacher is not None and args.teacher_epochs is not None:
         raise NasError("--teacher-epochs trains the run's teacher, and --teacher gives one already: "
                        "give one of them.")
     options = WinnerOptions(top=args.top, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
                             recovery_epochs=args.recovery_epochs, max_samples=args.max_samples,
                             batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, threads=args.threads,
-                            seed=args.seed, data_root=args.data_root, teacher=args.teacher,
+                            seed=args.seed, data_root=args.data_root,
+                            teacher=args.teacher[0] if args.teacher else None,
                             distill=_distill_config(args), int8=args.int8)
     return finetune_winners(args.run_folder, options, progress=False if args.no_progress else None)
 
@@ -195,18 +225,33 @@ def finetune_winners(folder: Path, options: WinnerOptions | None = None, *, prog
     return 0
 
 
-def _compress(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
+def _compression(args: argparse.Namespace, candidate: Candidate) -> CompressionSpec:
+    """The candidate's compression settings with ``--binary-rounding`` applied."""
+    spec = candidate.compression
+    if args.binary_rounding is None:
+        return spec
+    if not args.compress:
+        raise NasError("--binary-rounding sets how binary weights are drawn after --compress quantizes them: add "
+                       "--compress.")
+    if spec.quantization != "binary":
+        raise NasError(f"--binary-rounding {args.binary_rounding} draws binary weights, but the candidate's "
+                       f"quantization is {spec.quantization!r}; give a candidate with quantization 'binary' "
+                       f"(`--candidate FILE`), or leave --binary-rounding out.")
+    return replace(spec, binary_rounding=args.binary_rounding)
+
+
+def _compress(args: argparse.Namespace, model: nn.Module, spec: CompressionSpec, splits: Splits,
               config: TrainConfig) -> int:
     steps: list[dict[str, Any]] = []
     if args.recovery_epochs > 0:
         recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
-        compressed, steps = compress_with_recovery(model, candidate.compression, splits, recovery)
+        compressed, steps = compress_with_recovery(model, spec, splits, recovery)
     else:
-        compressed = apply_compression(model, candidate.compression, data=splits.train.tensors[0][:256])
+        compressed = apply_compression(model, spec, data=importance_data(splits))
     path = args.compressed_out or args.out.with_suffix(".nasz")
     report = save(compressed, path)
     failed = first_failure(steps)
-    print(json.dumps({"command": "compress", "compression": candidate.compression.to_dict(), "steps": steps,
+    print(json.dumps({"command": "compress", "compression": spec.to_dict(), "steps": steps,
                       "val_accuracy": evaluate(compressed, splits.val), "test_accuracy": evaluate(compressed, splits.test),
                       "file": str(path), "file_bytes": report.file_bytes, "dense_bits": report.dense_bits,
                       "failed": failed}, sort_keys=True))

@@ -27,9 +27,11 @@ from nas.compress.lowrank import CPConv, LowRankLinear, TwoComponentConv, apply_
 from nas.compress.pruning import PruneSchedule, iterative_prune, magnitude_prune, make_permanent, masks, rewind
 from nas.compress.recovery import compress_with_recovery
 from nas.compress.sharing import SharedWeight, kmeans_codebook, share_weights
-from nas.compress.structured import ChannelPruning, channel_importance, prune_channels
+from nas.compress.structured import (ActivationTally, ChannelPruning, activation_tallies, channel_importance,
+                                    prune_channels)
 
 __all__ = [
+    "ActivationTally",
     "CPConv",
     "ChannelPruning",
     "CompressionMethod",
@@ -47,6 +49,7 @@ __all__ = [
     "SharedWeight",
     "TwoComponentConv",
     "WeightSharing",
+    "activation_tallies",
     "apply_compression",
     "apply_lowrank",
     "channel_importance",

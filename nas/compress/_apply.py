@@ -38,7 +38,8 @@ def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linea
     if spec.quantization == "int8":
         out.append(("quantize", Int8Quantization()))
     elif spec.quantization != "none":
-        out.append(("quantize", Quantization(spec.quantization, stochastic=stochastic)))
+        out.append(("quantize", Quantization(spec.quantization,
+                                             stochastic=stochastic or spec.binary_rounding == "stochastic")))
     elif spec.codebook_bits is not None:
         out.append(("quantize", WeightSharing(spec.codebook_bits, init, seed)))
     return out

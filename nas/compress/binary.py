@@ -5,15 +5,25 @@ The real-valued weight stays as the trainable latent variable; the layer's
 ``scale * b`` with ``b`` in ``{-1, +1}`` (binary) or ``{-1, 0, +1}`` (ternary).
 
 - Sign binarization: ``b = sign(w)`` (``sign(0) = +1``).
-- Stochastic binarization: ``b = +1`` with probability ``hard_sigmoid(w) =
-  clip((w + 1) / 2, 0, 1)``, else ``-1``; used while the module is in training
-  mode, sign in eval mode (BinaryConnect's test-time rule for a deterministic file).
+- Stochastic binarization (BinaryConnect, Courbariaux et al. 2015): the layer's
+  weights are ``+-H`` with a fixed per-layer scale ``H``, the mean ``|w|`` of the
+  kept weights when the layer is quantized (so right after quantizing, the eval-mode
+  network is the sign one's); the latent weights are clipped to ``[-H, H]`` before
+  every training forward pass (BinaryConnect clips after every update; the clipped
+  value is what the next step sees either way), and ``b = +1`` with probability
+  ``hard_sigmoid(w / H) = clip((w / H + 1) / 2, 0, 1)``, else ``-1``, so
+  ``E[H * b] = w``. Used in training mode; sign in eval mode (BinaryConnect's
+  test-time rule, for a deterministic file). Without the clip and the scale,
+  ``hard_sigmoid(w)`` of weights of size 0.01-0.05 is about 0.5 for all of them: every
+  sign is a coin flip, and a trained digits net fine-tuned that way fell to chance.
 - Ternary: ``b = sign(w)`` where ``|w| > threshold * mean|w|`` (0.7 in TWN), else 0.
 
 Gradients use the straight-through estimator through ``Htanh(x) = clip(x, -1, 1)``:
 the forward value is ``scale * b`` exactly, the backward is that of ``scale * Htanh(w)``,
 i.e. ``scale * 1[|w| <= 1]``. The scale is ``mean |w|`` over kept weights (binary,
-XNOR-Net) or over the weights kept non-zero (ternary), treated as a constant.
+XNOR-Net) or over the weights kept non-zero (ternary), treated as a constant. The
+stochastic rule's backward is that of ``H * Htanh(w / H)``, i.e. ``1[|w| <= H]``: the
+gradient of the expected weight, as BinaryConnect propagates ``dC/dw_b`` to ``w``.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ class QuantizedWeight(nn.Module):
     """Parametrization ``weight = scale * b * mask`` with an STE through Htanh (see the module docstring)."""
 
     def __init__(self, mode: Mode, mask: torch.Tensor | None, *, stochastic: bool = False,
-                 threshold: float = 0.7) -> None:
+                 threshold: float = 0.7, latent: torch.Tensor | None = None) -> None:
         super().__init__()
         if mode not in ("binary", "ternary"):
             raise CompressError(f"quantization mode must be 'binary' or 'ternary', but got {mode!r}.")
@@ -61,8 +71,17 @@ class QuantizedWeight(nn.Module):
             raise CompressError("stochastic rounding is defined for binary weights only (hard sigmoid).")
         if not threshold > 0:
             raise CompressError(f"ternary threshold must be > 0, but got {threshold}.")
+        if stochastic and latent is None:
+            raise CompressError("stochastic binarization takes its fixed per-layer scale from the layer's weights: "
+                                "pass latent= (quantize_weights does).")
         self.mode, self.stochastic, self.threshold = mode, stochastic, threshold
         self.register_buffer("mask", mask.bool().clone() if mask is not None else None)
+        #: BinaryConnect's fixed per-layer scale H (stochastic only): mean |w| of the kept weights.
+        self.register_buffer("bound", self._mean_abs(latent.detach()) if stochastic and latent is not None else None)
+
+    def _mean_abs(self, w: torch.Tensor) -> torch.Tensor:
+        mags = w.abs()[self.mask] if self.mask is not None else w.abs().flatten()
+        return mags.mean() if mags.numel() else torch.zeros((), dtype=w.dtype)
 
     def levels(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(``b`` in {-1, 0, +1}, scale), both without gradient."""
@@ -71,10 +90,13 @@ class QuantizedWeight(nn.Module):
         mags = w.abs()[keep]
         if self.mode == "binary":
             if self.stochastic and self.training:
-                b = torch.where(torch.rand_like(w) < hard_sigmoid(w), 1.0, -1.0)
+                b = torch.where(torch.rand_like(w) < hard_sigmoid(w / self._h()), 1.0, -1.0)
             else:
                 b = torch.where(w >= 0, 1.0, -1.0)
-            scale = mags.mean() if mags.numel() else torch.zeros(())
+            if self.stochastic:
+                scale = self.bound
+            else:
+                scale = mags.mean() if mags.numel() else torch.zeros(())
         else:
             delta = self.threshold * (mags.mean() if mags.numel() else torch.zeros(()))
             b = torch.where(w > delta, 1.0, torch.where(w < -delta, -1.0, 0.0))
@@ -83,9 +105,19 @@ class QuantizedWeight(nn.Module):
         b = torch.where(keep, b, torch.zeros((), dtype=b.dtype))
         return b.to(w.dtype), scale.to(w.dtype)
 
+    def _h(self) -> torch.Tensor:
+        return self.bound.clamp_min(torch.finfo(self.bound.dtype).tiny)  # an all-zero layer keeps +-0
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        b, scale = self.levels(latent)
-        out = straight_through(b, latent) * scale
+        if self.stochastic:
+            if self.training:
+                with torch.no_grad():
+                    latent.clamp_(-self.bound, self.bound)  # BinaryConnect's clip of the latent weights
+            b, scale = self.levels(latent)
+            out = straight_through(b, latent / self._h()) * scale
+        else:
+            b, scale = self.levels(latent)
+            out = straight_through(b, latent) * scale
         if self.mask is not None:
             out = out * self.mask
         return out
@@ -96,10 +128,11 @@ def quantize_weights(model: nn.Module, mode: Mode, *, stochastic: bool = False, 
     """Make every conv/linear weight (or those in ``layers``) binary or ternary, in place.
 
     Pruned layers keep their mask: pruned weights stay zero and do not count in the scale.
+    ``stochastic``: BinaryConnect's stochastic rule while training (see the module docstring).
     """
     out: dict[str, QuantizedWeight] = {}
     for name, module, mask in quantizable_layers(model, layers, f"{mode} weights"):
-        quant = QuantizedWeight(mode, mask, stochastic=stochastic, threshold=threshold)
+        quant = QuantizedWeight(mode, mask, stochastic=stochastic, threshold=threshold, latent=module.weight)
         parametrize.register_parametrization(module, "weight", quant)
         out[name] = quant
     return out

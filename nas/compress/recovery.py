@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from nas.compress._apply import apply_compression
 from nas.data import Splits
 from nas.spec import CompressionSpec
-from nas.train import TrainConfig, evaluate, train
+from nas.train import TrainConfig, as_tensors, evaluate, train
 
 
 def compress_with_recovery(model: nn.Module, compression: CompressionSpec, splits: Splits, config: TrainConfig
@@ -33,8 +34,13 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
         steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
                       "failed": run.failed or at_chance(run.val_accuracy, splits)})
 
-    data = splits.train.tensors[0][:256]  # what the activation channel importance scores
-    return apply_compression(model, compression, retrain=recover, data=data), steps
+    return apply_compression(model, compression, retrain=recover, data=importance_data(splits)), steps
+
+
+def importance_data(splits: Splits) -> torch.Tensor:
+    """The inputs the ``activation`` channel importance counts over: the whole training split
+    (streamed through the model in batches, so the count is exact over the dataset)."""
+    return as_tensors(splits.train)[0]
 
 
 def at_chance(accuracy: float, splits: Splits) -> str | None:

@@ -9,15 +9,16 @@ channels (the same number in every group of a grouped conv).
 Importance (the Torch-Pruning split: importance, then slicing), per channel of a group:
 ``l1``/``l2`` sum ``|w|`` / ``w**2`` over every weight that touches the channel in any
 member (output filters and input slices), i.e. the norm of the channel's coupled
-weights; ``activation`` needs a batch of inputs and scores the tensors of the group:
-the fraction of inputs on which a channel fires after an activation, or its mean
-absolute value where no activation follows (a linear bottleneck), each tensor's
-scores scaled to mean 1 before they are added.
+weights; ``activation`` needs inputs (the training set, streamed in batches) and scores
+the tensors of the group: the exact number of times a channel's output after an
+activation was not zero over all inputs and positions (Hu et al.'s neuron activity),
+or its summed absolute value where no activation follows (a linear bottleneck), each
+tensor's scores scaled to mean 1 before they are added (:func:`activation_tallies`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,11 +27,12 @@ from torch import nn
 
 from nas.channels import ChannelGroup, ChannelPlan, channel_groups, channel_plan, check_ratio, pruned_arch
 from nas.compress._base import CompressionMethod
+from nas.data import fit_input
 from nas.errors import CompressError
 from nas.models import Network, build_model
 
-__all__ = ["CRITERIA", "ChannelGroup", "ChannelPruning", "Criterion", "channel_groups", "channel_importance",
-           "prune_channels", "pruned_arch"]
+__all__ = ["CRITERIA", "ActivationTally", "ChannelGroup", "ChannelPruning", "Criterion", "activation_tallies",
+           "channel_groups", "channel_importance", "prune_channels", "pruned_arch"]
 
 Criterion = Literal["l1", "l2", "activation"]
 CRITERIA = ("l1", "l2", "activation")
@@ -53,29 +55,65 @@ def _weight_scores(model: nn.Module, plan: ChannelPlan, p: int) -> dict[int, tor
     return scores
 
 
-def _activation_scores(model: nn.Module, plan: ChannelPlan, data: torch.Tensor) -> dict[int, torch.Tensor]:
-    taps = [t for t in plan.taps if plan.groups[t.group].prunable]
-    sums = [torch.zeros(plan.groups[t.group].channels) for t in taps]
+@dataclass
+class ActivationTally:
+    """What one tapped module's outputs add up to over a dataset, per channel.
 
-    def hook_for(k: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
+    ``nonzero``: the exact number of (input, position) pairs on which the channel's
+    output was not zero (int64, counted batch by batch: no mean of means);
+    ``abs_sum``: the sum of its absolute outputs (float64); ``seen``: how many
+    (input, position) pairs each channel had (inputs times H*W for a feature map).
+    """
+
+    nonzero: torch.Tensor
+    abs_sum: torch.Tensor
+    seen: int = 0
+
+    def add(self, out: torch.Tensor) -> None:
+        per_channel = out.detach().transpose(0, 1).flatten(1)  # (C, N*H*W): channel first
+        self.nonzero += (per_channel != 0).sum(1)
+        self.abs_sum += per_channel.abs().sum(1, dtype=torch.float64)
+        self.seen += per_channel.shape[1]
+
+
+def activation_tallies(model: nn.Module, modules: Sequence[str], data: torch.Tensor | Iterable[torch.Tensor], *,
+                       batch_size: int = 256) -> dict[str, ActivationTally]:
+    """Stream ``data`` (a tensor of inputs, split into ``batch_size`` batches, or an iterable of
+    batches) through ``model`` in eval mode and tally the outputs of ``modules``
+    (:class:`ActivationTally`): Hu et al.'s neuron activity, "the number of times it was not zero"."""
+    tallies: dict[str, ActivationTally] = {}
+
+    def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_: nn.Module, __: object, out: torch.Tensor) -> None:
-            x = (out > 0).float() if taps[k].fires else out.abs()
-            sums[k] += x.transpose(0, 1).flatten(1).sum(1) / (x[0, 0].numel())
+            if name not in tallies:
+                c = out.shape[1]
+                tallies[name] = ActivationTally(torch.zeros(c, dtype=torch.int64), torch.zeros(c, dtype=torch.float64))
+            tallies[name].add(out)
         return hook
 
-    hooks = [model.get_submodule(t.module).register_forward_hook(hook_for(k)) for k, t in enumerate(taps)]
+    shape = getattr(getattr(model, "spec", None), "input_shape", None)  # images are flattened for an MLP
+    hooks = [model.get_submodule(m).register_forward_hook(hook_for(m)) for m in dict.fromkeys(modules)]
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for chunk in data.split(256):
-                model(chunk)
+            for batch in (data.split(batch_size) if isinstance(data, torch.Tensor) else data):
+                model(fit_input(batch, tuple(shape)) if shape is not None else batch)
     finally:
         for h in hooks:
             h.remove()
         model.train(was)
-    scores = {g: torch.zeros(group.channels) for g, group in enumerate(plan.groups) if group.prunable}
-    for t, total in zip(taps, sums):
+    return tallies
+
+
+def _activation_scores(model: nn.Module, plan: ChannelPlan, data: torch.Tensor) -> dict[int, torch.Tensor]:
+    taps = [t for t in plan.taps if plan.groups[t.group].prunable]
+    tallies = activation_tallies(model, [t.module for t in taps], data)
+    scores = {g: torch.zeros(group.channels, dtype=torch.float64) for g, group in enumerate(plan.groups)
+              if group.prunable}
+    for t in taps:
+        tally = tallies[t.module]
+        total = tally.nonzero.double() if t.fires else tally.abs_sum
         scores[t.group] += total / (total.mean() + 1e-12)  # each tensor on the same scale
     return scores
 
