@@ -44,7 +44,7 @@ from nas.plots import (
     tradeoff_picture,
     weight_picture_settings,
 )
-from nas.run import RunFolder, load_run, read_table
+from nas.run import RunFolder, load_run, read_table, rejected
 
 # --------------------------------------------------------------------------- a tiny document model
 
@@ -201,6 +201,9 @@ def _profiles(doc: Doc, run: RunFolder) -> None:
         doc.note("run.json lists no hardware profile.")
         return
     for name, prov in profiles.items():
+        if (prov or {}).get("measured_elsewhere"):  # the machine the search ran on is not the table's
+            doc.note(f"Warning: the search ran on another machine than `{name}` was measured on, so the latencies "
+                     f"below are that machine's. {prov['measured_elsewhere']}")
         doc.p(f"`{name}`: where its latency numbers come from")
         pairs = []
         for k, v in (prov or {}).items():
@@ -231,7 +234,7 @@ def _budget(doc: Doc, run: RunFolder) -> None:
         pairs.append(("time in trials", f"{pd.to_numeric(t['duration_s'], errors='coerce').sum() / 60:.1f} min "
                                         f"(summed over trials; parallel workers overlap)"))
     if "trained" in t.columns and len(t):
-        pairs.append(("rejected before training", f"{int((~t['trained'] & (t['state'] == 'COMPLETE')).sum())} "
+        pairs.append(("rejected before training", f"{int(rejected(t).sum())} "
                                                   f"(broke a cheap constraint)"))
     doc.kv(pairs)
     if int(states.get("RUNNING", 0)):

@@ -47,10 +47,12 @@ def test_ray_search_is_the_local_search_and_nas_plot_reads_it(tmp_path: Path) ->
     study = study_of(out, "tiny")
     trials = pd.read_csv(out / "trials.csv")
     assert sorted(trials["number"]) == [t.number for t in study.trials] == [0, 1, 2, 3, 4]
-    assert set(trials["state"]) == {"COMPLETE"} and result.trials == 5
-    # the constraint is set on the Optuna side as the local backend sets it: rejected ones are not trained
+    assert result.trials == 5
+    # the constraint is set on the Optuna side as the local backend sets it: rejected ones are not trained,
+    # and are PRUNED (issue 18)
     assert (trials["c:size_kb"] > 0).any() and (trials["c:size_kb"] <= 0).any()
     assert (trials["trained"] == (trials["c:size_kb"] <= 0)).all()
+    assert (trials["state"] == trials["trained"].map({True: "COMPLETE", False: "PRUNED"})).all()
     assert sorted(pd.read_csv(out / "front.csv")["number"]) == sorted(t.number for t in study.best_trials)
     assert all(t.user_attrs["backend"] == "ray" for t in study.trials)
     assert sessions(out) == [{**sessions(out)[0], "name": "session-1", "trials": 5, "finished": True}]

@@ -98,7 +98,8 @@ def test_infeasible_candidates_are_not_trained(tmp_path: Path) -> None:
     search(write(tmp_path, exp), folder=out, progress=False)
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 3 and not trials["trained"].any() and not trials["feasible"].any()
-    assert (trials["accuracy"] == 0).all() and (trials["c:madds"] > 0).all()
+    # refused before training: PRUNED, no accuracy (issue 18: no placeholder value for a front to pick up)
+    assert set(trials["state"]) == {"PRUNED"} and trials["accuracy"].isna().all() and (trials["c:madds"] > 0).all()
     assert len(pd.read_csv(out / "front.csv")) == 0  # best_trials keeps feasible trials only
     proxy = optuna.load_study(study_name="tiny:proxy", storage=f"sqlite:///{out / 'study.db'}")
     assert proxy.trials == []

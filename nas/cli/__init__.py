@@ -10,6 +10,7 @@ command that stops reading (``nas spaces | head -2``) ends quietly, as other too
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -52,9 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Warnings(logging.Handler):
+    """nas's own warnings (logger ``nas``, e.g. a latency table measured on another machine) as
+    ``nas: warning: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"nas: warning: {record.getMessage()}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logger = logging.getLogger("nas")
+    if not any(isinstance(h, _Warnings) for h in logger.handlers):
+        logger.addHandler(_Warnings(logging.WARNING))
     try:
         code: int = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

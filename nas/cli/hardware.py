@@ -12,6 +12,7 @@ from nas.errors import NasError
 from nas.hardware import USER_ENV, LutProfile, available_profiles, get_profile, is_builtin, user_dir
 from nas.hardware.lut import shape_key
 from nas.hardware.measure import build_table, calibrate, validate
+from nas.hardware.refit import MAX_NETWORKS, MAX_SECONDS, calibrate_here
 from nas.space import Space, load_space
 
 
@@ -44,7 +45,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p = hw_sub.add_parser(action, help=helptext)
         p.add_argument("profile", help="profile name or table file (.json)")
         p.add_argument("--space", required=True, help="search space the networks are drawn from")
-        p.add_argument("-n", type=int, default=n, help="networks (default: %(default)s)")
+        p.add_argument("-n", type=int, default=None,
+                       help=f"networks (default: {n}" + (f"; with --here {HERE_NETWORKS}, at most {MAX_NETWORKS})"
+                                                         if action == "calibrate" else ")"))
+        if action == "calibrate":
+            p.add_argument("--here", action="store_true",
+                           help="refit a table measured on another machine to this one (its entries rescaled, "
+                                f"fitted on whole networks timed here for at most {MAX_SECONDS:.0f} s), "
+                                f"written as NAME-here.json into ${USER_ENV} (default ~/.local/share/nas/hardware)")
         _input_options(p)
         p.add_argument("--precision", choices=["float32", "int8"], default="float32",
                        help="the table's entries of this precision, networks run with their runtime "
@@ -125,17 +133,42 @@ def _lut(name: str) -> LutProfile:
     return profile
 
 
+#: Networks ``calibrate --here`` times by default.
+HERE_NETWORKS = 16
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    for shape, cal in calibrate(profile, _space(args), args.n, precision=args.precision).items():
+    if args.here and not profile.elsewhere():
+        print(f"{profile.path} was measured on this machine: fitting its calibration as without --here.")
+    elif args.here:
+        return _calibrate_here(profile, args)
+    for shape, cal in calibrate(profile, _space(args), args.n or 30, precision=args.precision).items():
         print(f"{profile.path}, input {shape}: latency = {cal.intercept_ms:.4f} ms + {cal.slope:.4f} x sum of "
               f"layer times (fitted on {cal.networks} networks of {cal.space!r})")
     return 0
 
 
+def _calibrate_here(profile: LutProfile, args: argparse.Namespace) -> int:
+    if args.precision != "float32":
+        raise NasError("--here refits the float32 entries (torch); measure int8 entries on this machine with "
+                       "`nas hardware build ... --runtime onnxruntime --precision int8`.")
+    space = _space(args)
+    here, fit = calibrate_here(profile, space, user_dir(), n=args.n or HERE_NETWORKS)
+    terms = {"table_ms": "x table time", "madds": "ms per MAdd (millions)", "layers": "ms per layer"}
+    scales = ", ".join(f"{v:.4g} {terms[k]}" for k, v in fit.terms.items())
+    loo = ", ".join(f"{m} {100 * e:.1f}%" for m, e in fit.loo_error.items())
+    assert here.data.adapted is not None
+    print(f"{here.path}: {profile.name} refitted to {here.data.device} on {here.data.adapted.networks} networks of "
+          f"{space.name!r} in {here.data.adapted.seconds:.0f} s: {fit.model} ({scales}), intercept "
+          f"{fit.intercept_ms:.4f} ms; leave-one-out error: {loo}. Name it in an experiment as "
+          f"`profiles: [{here.name}]`; check it with `nas hardware validate {here.name} --space {args.space}`.")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     profile = _lut(args.profile)
-    result = validate(profile, _space(args), args.n, precision=args.precision)
+    result = validate(profile, _space(args), args.n or 50, precision=args.precision)
     for label, key in (("calibrated", "calibrated"), ("naive sum", "naive_sum")):
         s = result[key]
         if s is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from nas.errors import NasError
 from nas.experiment import ExperimentError, load_experiment
 from nas.search import redact, search
+from nas.search.study import load_hint
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     states = r.frame["state"].value_counts().to_dict() if len(r.frame) else {}
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
           f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder.path}/")
+    print(f"open the study with Optuna's tools: {load_hint(r.run.study_name, r.run.storage_url)}")
     if r.failure:
         raise NasError(f"{r.failure} (fail_reason in {r.run.folder.file('trials.csv')}).")
     if args.finetune or exp.config.winners.at_end:

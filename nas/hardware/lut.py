@@ -32,6 +32,7 @@ from nas.errors import HardwareError, describe_validation_error
 from nas.graph import Op, factorize_ops, layer_ops, ops
 from nas.hardware._base import HardwareProfile
 from nas.hardware._dirs import in_user_dir, is_builtin
+from nas.hardware.machine import Machine, differences, mismatch_message, this_machine, warn_once
 from nas.spec import ArchSpec, Layer
 
 FORMAT = "nas-lut/1"
@@ -102,6 +103,29 @@ class Method(BaseModel):
     context: str = "each layer as one torch module (conv + BN + activation units, residual add), eval mode, inference_mode"
 
 
+class Adaptation(BaseModel):
+    """How a table measured on another machine was refitted to this one (``nas hardware calibrate --here``,
+    :mod:`nas.hardware.refit`): every entry is ``terms["table_ms"] * ms + terms["madds"] * MAdds / 1e6 +
+    terms["layers"]`` (the terms the model kept), plus ``intercept_ms`` per network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_device: str
+    from_file: str
+    model: str
+    terms: dict[str, float]
+    intercept_ms: float
+    networks: Annotated[int, Field(ge=2)]
+    seeds: list[int]
+    space: str
+    input: str
+    loo_error: dict[str, float]  # leave-one-out mean |relative error| of each model tried
+    seconds: float
+    fit: str = ("least squares of relative error of whole networks measured here on the table's summed time "
+                "(and MAdds and layer count); the model with the smallest leave-one-out error is kept")
+    clock: str = "CPU time of the one torch thread (not inflated by a shared machine's neighbours), minimum over rounds"
+
+
 class Section(BaseModel):
     """The entries of one more precision, measured with their own runtime (int8: onnxruntime)."""
 
@@ -133,6 +157,9 @@ class LutFile(BaseModel):
     entries: dict[str, Entry] = {}
     #: Entries of other precisions than ``dtype`` (a table without them is float32 only), e.g. ``int8``.
     precisions: dict[Literal["int8"], Section] = {}
+    #: The machine the entries hold for (None: a table made before tables recorded it; ``device`` then).
+    machine: Machine | None = None
+    adapted: Adaptation | None = None
 
 
 class Prediction(NamedTuple):
@@ -166,9 +193,24 @@ class LutProfile(HardwareProfile):
         if isinstance(raw, dict) and raw.get("format") != FORMAT:
             raise HardwareError(f"{path}: format must be {FORMAT!r}, but got {raw.get('format')!r}.")
         try:
-            return cls(LutFile.model_validate(raw), str(path))
+            profile = cls(LutFile.model_validate(raw), str(path))
         except ValidationError as exc:
             raise HardwareError(f"{path}: {describe_validation_error(exc)}") from None
+        if profile.elsewhere():
+            warn_once(str(Path(path).resolve()), profile.elsewhere())
+        return profile
+
+    def elsewhere(self) -> str:
+        """Empty when the table was measured on this machine; else one line saying what differs and the
+        command that refits it here."""
+        d = self.data
+        diffs = differences(d.machine, d.device, d.framework_version if d.framework == "torch" else None,
+                            this_machine())
+        if not diffs:
+            return ""
+        by_name = is_builtin(self.path) or in_user_dir(self.path)
+        return mismatch_message(self.name if by_name else self.path, self.path, diffs,
+                                f"{Path(self.path).stem if not self.path.startswith('<') else self.name}-here")
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically (temp file + rename): an interrupted write never leaves a broken table."""
@@ -333,9 +375,16 @@ class LutProfile(HardwareProfile):
 
     def provenance(self) -> dict[str, Any]:
         d = self.data
+        # the machine the table was measured on; loaded on another, a run's report says so from run.json
+        extra: dict[str, Any] = {"machine": d.machine.describe() if d.machine else d.device}
+        if d.adapted is not None:
+            extra["adapted_from"] = f"{d.adapted.from_device} ({d.adapted.model}, {d.adapted.networks} networks)"
+        if self.elsewhere():
+            extra["measured_elsewhere"] = self.elsewhere()
         return {"kind": "measured (latency look-up table)", "file": self.path, "device": d.device,
                 "framework": f"{d.framework} {d.framework_version}", "threads": d.threads, "batch": d.batch,
                 "dtype": d.dtype, "date": d.date, "entries": len(d.entries), "spaces": sorted(d.spaces),
                 "calibrated_for": sorted(d.calibrations), "method": d.method.model_dump(),
                 "precisions": {p: {"framework": f"{sec.framework} {sec.framework_version}", "entries": len(sec.entries),
-                                   "calibrated_for": sorted(sec.calibrations)} for p, sec in d.precisions.items()}}
+                                   "calibrated_for": sorted(sec.calibrations)} for p, sec in d.precisions.items()},
+                **extra}

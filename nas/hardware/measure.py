@@ -13,7 +13,6 @@ a shared machine); median, mean, spread (std) and count go into the table too.
 from __future__ import annotations
 
 import itertools
-import platform
 import random
 import statistics
 import time
@@ -31,6 +30,7 @@ from nas.cost import count_ops
 from nas.errors import HardwareError
 from nas.graph import factorize_ops, layer_ops
 from nas.hardware import ort
+from nas.hardware.machine import this_machine
 from nas.hardware.lut import (Calibration, Entry, LutFile, LutProfile, Method, Section, layer_key, layer_structure,
                               shape_key)
 from nas.models import build_model
@@ -41,20 +41,20 @@ WARMUP = 10
 
 
 def device_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return this_machine().cpu
+
+
+#: What a sample is timed with: the wall clock, or the CPU time of the timing thread (``thread``), which a
+#: process descheduled by its neighbours on a shared machine does not accrue; for one torch thread it is the
+#: wall time the machine gives when the process has a core (``calibrate --here`` times with it).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 class Timer:
     """Times a module on a fixed input; calls per sample chosen so one sample lasts ~target_ms."""
 
-    def __init__(self, module: torch.nn.Module, x: torch.Tensor, target_ms: float) -> None:
-        self.module, self.x = module.eval(), x
+    def __init__(self, module: torch.nn.Module, x: torch.Tensor, target_ms: float, clock: str = "wall") -> None:
+        self.module, self.x, self.clock = module.eval(), x, CLOCKS[clock]
         with torch.inference_mode():
             for _ in range(WARMUP):
                 module(x)
@@ -65,21 +65,26 @@ class Timer:
 
     def sample(self) -> float:
         with torch.inference_mode():
-            start = time.perf_counter()
+            start = self.clock()
             for _ in range(self.calls):
                 self.module(self.x)
-            return (time.perf_counter() - start) * 1e3 / self.calls
+            return (self.clock() - start) * 1e3 / self.calls
 
 
 def measure(items: Sequence[tuple[torch.nn.Module, torch.Tensor]], *, rounds: int, target_ms: float,
-            seed: int = 0, progress: str | None = None) -> list[list[float]]:
-    """Interleaved timing of every (module, input); returns the per-round samples of each item (ms)."""
-    timers = [Timer(m, x, target_ms) for m, x in items]
+            seed: int = 0, progress: str | None = None, until: float | None = None, clock: str = "wall"
+            ) -> list[list[float]]:
+    """Interleaved timing of every (module, input); returns the per-round samples of each item (ms).
+    ``until``: a ``time.monotonic()`` after which no further round starts (two rounds at least);
+    ``clock``: one of :data:`CLOCKS`."""
+    timers = [Timer(m, x, target_ms, clock) for m, x in items]
     samples: list[list[float]] = [[] for _ in items]
     rng = random.Random(seed)
     order = list(range(len(items)))
     with tqdm(total=rounds * len(items), desc=progress, unit="run", disable=progress is None, leave=False) as bar:
-        for _ in range(rounds):
+        for r in range(rounds):
+            if until is not None and r >= 2 and time.monotonic() > until:
+                break
             rng.shuffle(order)
             for i in order:
                 samples[i].append(timers[i].sample())
@@ -130,6 +135,10 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
     if path.exists():
         profile = LutProfile.load(path)
         d = profile.data
+        if profile.elsewhere():
+            raise HardwareError(f"{path} was measured on another machine; measure this one's into a table of its "
+                                f"own (another --name).")
+        d.machine = d.machine or this_machine()
         if (d.threads, d.batch) != (threads, batch):
             raise HardwareError(f"{path} was measured with threads={d.threads}, batch={d.batch}; this run has "
                                 f"threads={threads}, batch={batch}. Use another --name, or the same settings.")
@@ -138,7 +147,7 @@ def build_table(space: Space, name: str, path: Path, *, threads: int = 1, batch:
             format="nas-lut/1", name=name, device=device_name(), framework=runtime,
             framework_version=version, threads=threads, batch=batch, dtype="float32",
             date=datetime.now(timezone.utc).date().isoformat(),
-            method=_method(runtime, rounds, target_ms)), str(path))
+            method=_method(runtime, rounds, target_ms), machine=this_machine()), str(path))
     if precision != "float32" and precision not in profile.data.precisions:
         profile.data.precisions[precision] = Section(  # type: ignore[index]
             framework=runtime, framework_version=version, date=datetime.now(timezone.utc).date().isoformat(),
@@ -221,7 +230,8 @@ def _duration(seconds: float) -> str:
 
 
 def measure_networks(archs: Iterable[ArchSpec], *, batch: int, rounds: int, target_ms: float, seed: int = 0,
-                     progress: str | None = None, runtime: str = "torch", threads: int = 1) -> list[float]:
+                     progress: str | None = None, runtime: str = "torch", threads: int = 1,
+                     until: float | None = None, clock: str = "wall") -> list[float]:
     """End-to-end times (ms, minimum over rounds) of whole networks, interleaved like the layer table;
     with ``runtime="onnxruntime"`` each network runs as an ONNX file at its ``precision`` (``threads``)."""
     archs = list(archs)
@@ -232,7 +242,8 @@ def measure_networks(archs: Iterable[ArchSpec], *, batch: int, rounds: int, targ
         for arch in archs if runtime == "torch" else ():
             torch.manual_seed(0)
             items.append((build_model(arch), torch.randn(batch, *arch.input_shape)))
-        return [min(s) for s in measure(items, rounds=rounds, target_ms=target_ms, seed=seed, progress=progress)]
+        return [min(s) for s in measure(items, rounds=rounds, target_ms=target_ms, seed=seed, progress=progress,
+                                        until=until, clock=clock)]
 
 
 def onnx_latency(paths: Sequence[str | Path], input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,

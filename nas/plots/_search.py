@@ -24,7 +24,7 @@ import numpy as np
 from nas.errors import NasError
 from nas.objectives import Objective
 from nas.plots._style import FRONT, GREY, LIGHT, SECOND, new_figure, optuna_axes, save, style
-from nas.run import RunFolder, non_dominated, normalised_losses
+from nas.run import RunFolder, non_dominated, normalised_losses, rejected
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -296,9 +296,9 @@ def plot_front(run: RunFolder, path: str | Path) -> Path:
             key_ax.text(0.0, top, "\n".join(key), transform=key_ax.transAxes, va="top", ha="left",
                         family="monospace", fontsize=7.5, linespacing=1.25)
         done, feasible = run.completed(), run.feasible()
-        untrained = int((~done["trained"]).sum()) if any(needs_training(o) for o in run.objectives) else 0
-        rejected = f" ({untrained} rejected before training)" if untrained else ""
-        fig.suptitle(f"{run.name}: {len(done)} completed trials{rejected}, {len(feasible)} feasible, "
+        untrained = int(rejected(run.trials).sum()) if any(needs_training(o) for o in run.objectives) else 0
+        refused = f", {untrained} rejected before training" if untrained else ""
+        fig.suptitle(f"{run.name}: {len(done)} completed trials{refused}, {len(feasible)} feasible, "
                      f"{int(front_members(run, feasible).sum())} on the Pareto front", fontsize=10)
         return save(fig, path)
 

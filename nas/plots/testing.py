@@ -37,8 +37,9 @@ REFERENCES = {"accuracy": 0.0, "latency_ms": 1.6, "size_kb": 200.0, "madds": 4e6
 @dataclass(frozen=True)
 class SyntheticRun:
     """What to write: ``trials`` trials, of which the first ``pruned`` are pruned during proxy
-    training, the next ``failed`` fail, the last ``running`` are still running. As in ``nas search``,
-    a candidate over the latency limit is complete, infeasible and untrained (accuracy 0)."""
+    training, the next ``failed`` fail, the last ``running`` are still running. A candidate over the
+    latency limit is complete, infeasible and untrained (accuracy 0), as ``nas search`` recorded it before
+    such candidates were told PRUNED: a run folder of that time."""
 
     name: str = "synthetic"
     space: str = "mobilenetv2-tiny"

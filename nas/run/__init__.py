@@ -8,7 +8,7 @@ from __future__ import annotations
 from nas.run._folder import WINNER_FILES, RunFolder, Winner, load_run
 from nas.run._info import RunInfo
 from nas.run._pareto import hypervolume, hypervolume_history, hypervolume_of_losses, non_dominated, normalised_losses
-from nas.run._table import SILENT_WORKER, feasible, read_table, read_trials, trials_frame, typed
+from nas.run._table import SILENT_WORKER, feasible, read_table, read_trials, rejected, trials_frame, typed
 
 __all__ = [
     "SILENT_WORKER",
@@ -25,6 +25,7 @@ __all__ = [
     "normalised_losses",
     "read_table",
     "read_trials",
+    "rejected",
     "trials_frame",
     "typed",
 ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
 from nas.objectives import CHEAP, Objective
-from nas.optuna_compat import pareto_front
+from nas.optuna_compat import named_constraints, pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -36,6 +36,12 @@ def feasible(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 
 
+def rejected(frame: pd.DataFrame) -> pd.Series:
+    """The rows of candidates refused before training (a cheap constraint broken): PRUNED and never trained,
+    or, in a run folder made before they were told PRUNED, COMPLETE and never trained."""
+    return ~frame["trained"] & frame["state"].isin(["COMPLETE", "PRUNED"])
+
+
 def _row(t: FrozenTrial, names: list[str], front: set[int], retried: set[int]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
@@ -46,7 +52,7 @@ def _row(t: FrozenTrial, names: list[str], front: set[int], retried: set[int]) -
     for k in CHEAP:
         row.setdefault(k, ua.get(k, math.nan))
     row.update(feasible=feasible(t), pareto=t.number in front, trained=bool(ua.get("trained", False)))
-    row.update({f"c:{k}": v for k, v in t.constraints.items()})
+    row.update({f"c:{k}": v for k, v in named_constraints(t).items()})
     row.update({k: v for k, v in ua.items() if k.startswith("latency_ms:") and k not in row})
     reason = ua.get("fail_reason", "")
     if t.state == TrialState.FAIL and not reason and t.number in retried:

@@ -102,11 +102,14 @@ class Interrupt:
 class ProxyProgress(Progress):
     """Per-epoch reports of one trial into the companion study, whose Optuna pruner decides."""
 
-    def __init__(self, proxy_study: optuna.Study, number: int, interrupt: Interrupt) -> None:
+    def __init__(self, proxy_study: optuna.Study, trial: optuna.Trial, interrupt: Interrupt) -> None:
         self.study = proxy_study
         self.interrupt = interrupt
         # Asked with its owner in one transaction: a worker killed in between leaves no unowned proxy trial.
-        self.fidelity = ask_labelled(proxy_study, {"trial": number, "node": NODE, "worker": worker_id()})
+        # ``trial`` is the main study's trial number (the numbers differ); the parameters are the main trial's.
+        self.fidelity = ask_labelled(proxy_study, {"trial": trial.number, "node": NODE, "worker": worker_id()},
+                                     trial.params, trial.distributions)
+        trial.set_user_attr("proxy_trial", self.fidelity.number)
 
     def report(self, epoch: int, accuracy: float, model: Any, last: bool) -> bool:
         self.interrupt.check()
@@ -163,7 +166,7 @@ class TrialObjective:
 
     def _evaluate(self, trial: optuna.Trial, candidate: Candidate) -> Outcome:
         assert self.proxy_study is not None
-        progress = ProxyProgress(self.proxy_study, trial.number, self.interrupt)
+        progress = ProxyProgress(self.proxy_study, trial, self.interrupt)
         outcome = None
         try:
             outcome = self.evaluator.evaluate(candidate, trial.number, progress)

@@ -3,6 +3,11 @@
 Both backends send every finished trial through :func:`record` (as Optuna sends every result
 through ``optuna/study/_tell.py``): the local backend inside its objective, the Ray driver when
 Tune reports a trial finished. So trials.csv has the same columns and states whichever backend ran.
+
+A candidate refused before training (it broke a cheap constraint) is told PRUNED, with its costs,
+its constraints and the ``rejected`` user attribute, and no values: it has no accuracy, and a
+COMPLETE trial with a placeholder accuracy would sit on the front of any tool that reads the study
+without its constraints (optuna-dashboard 0.21's "Best Trials").
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.experiment import Experiment
+from nas.optuna_compat import set_dashboard_constraints
 from nas.search.scoring import cheap_violations, late_violations, objective_values, short_label
 from nas.spec import Candidate
 
@@ -82,16 +88,25 @@ def record(trial: optuna.Trial, outcome: Outcome, experiment: Experiment
         trial.set_user_attr("train_seconds", round(outcome.seconds, 3))
     for k, v in outcome.attrs.items():
         trial.set_user_attr(k, v)
+    violations: dict[str, float] = {}
     if outcome.costs and all(c.name in outcome.costs for c in experiment.constraints if c.cheap):
-        for name, v in cheap_violations(experiment, outcome.costs).items():
-            trial.set_constraint(name, v)
+        violations = cheap_violations(experiment, outcome.costs)
+    rejected = outcome.state == "COMPLETE" and not outcome.trained and experiment.needs_training \
+        and any(v > 0 for v in violations.values())
+    if outcome.state == "COMPLETE" and not rejected:
+        violations.update(late_violations(experiment, outcome.accuracy))
+    for name, v in violations.items():
+        trial.set_constraint(name, v)
+    if violations:
+        set_dashboard_constraints(trial, list(violations.values()))
     if outcome.state == "FAIL":
         trial.set_user_attr("fail_reason", outcome.reason[:REASON_CHARS])
         return TrialState.FAIL, None
+    if rejected:
+        trial.set_user_attr("rejected", "broke " + ", ".join(k for k, v in violations.items() if v > 0))
+        return TrialState.PRUNED, None
     if outcome.state == "PRUNED":
         trial.set_user_attr("fail_reason", outcome.reason[:REASON_CHARS])
         trial.set_user_attr("accuracy", outcome.accuracy)
         return TrialState.PRUNED, None
-    for name, v in late_violations(experiment, outcome.accuracy).items():
-        trial.set_constraint(name, v)
     return TrialState.COMPLETE, list(objective_values(experiment, outcome.costs, outcome.accuracy))

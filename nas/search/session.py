@@ -16,7 +16,7 @@ from nas.run import RunFolder, RunInfo
 from nas.search.evaluator import evaluator_class
 from nas.search.scoring import reference_point
 from nas.search.setup import Setup, prepare
-from nas.search.study import absolute_url, make_storage, redact, sqlite_file
+from nas.search.study import absolute_url, make_storage, name_metrics, redact, sqlite_file
 
 if TYPE_CHECKING:
     from nas.space import Space
@@ -68,13 +68,16 @@ def open_run(experiment: Experiment, folder: str | Path | None = None, storage: 
                 f"started, so its trials' choices no longer fit it; restore the space file, or start a new run "
                 f"with another name or --out folder.")
         run.update_experiment(experiment.text)  # this session's budget and winners: section
+        name_metrics(optuna.load_study(study_name=info.study_name, storage=make_storage(url, heartbeat=False)),
+                     [o.name for o in info.objectives])  # a run made before studies had metric names
         return SearchRun(run, experiment, url, setup)
     url = given or run.default_storage
     setup = prepare(experiment, data=data)
     info = _info(setup, redact(url), command)
     run.path.mkdir(parents=True, exist_ok=True)
-    optuna.create_study(study_name=experiment.name, storage=make_storage(url), load_if_exists=True,
-                        directions=[o.direction for o in info.objectives])
+    study = optuna.create_study(study_name=experiment.name, storage=make_storage(url), load_if_exists=True,
+                                directions=[o.direction for o in info.objectives])
+    name_metrics(study, [o.name for o in info.objectives])
     run.create(info, experiment.text)  # after the study: a folder with run.json always has its study
     return SearchRun(run, experiment, url, setup)
 

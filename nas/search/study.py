@@ -136,6 +136,21 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened while creating the tables reconnect with the pragmas
 
 
+def name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """The objectives' names on the study (``study.metric_names``), which Optuna's plots and optuna-dashboard
+    label their axes with; set once (a resumed run made before they were set gets them too)."""
+    if study.metric_names != names:
+        with quiet_experimental():
+            study.set_metric_names(names)
+
+
+def load_hint(study_name: str, url: str) -> str:
+    """How to open a run's study with Optuna's own tools: its storage also holds the ``<name>:proxy``
+    study, so ``optuna.load_study`` needs the name."""
+    return (f"optuna.load_study(study_name={study_name!r}, storage={redact(url)!r}); "
+            f"optuna-dashboard {redact(url)}")
+
+
 def make_sampler(name: str, seed: int | None, population: int | None) -> optuna.samplers.BaseSampler:
     """NSGA-II (default), NSGA-III, multi-objective TPE or random; all seeded."""
     if name == "nsga2":
