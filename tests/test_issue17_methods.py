@@ -22,7 +22,7 @@ from nas.data import load_dataset
 from nas.distill import TeacherEnsemble, stages
 from nas.spec import ArchSpec, Conv, Flatten, Linear, MaxPool
 from nas.train import forward
-from tests._runs import nas_cmd
+from tests._runs import nas_cmd, without_warnings
 
 DIGITS = ["--dataset", "digits", "--threads", "1", "--no-progress"]
 
@@ -40,7 +40,7 @@ def ok(*args: str) -> dict:
 
 def one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("nas: error: "), done.stderr
+    assert without_warnings(done.stderr).count("\n") == 1 and without_warnings(done.stderr).startswith("nas: error: "), done.stderr
     for word in words:
         assert word in done.stderr, (word, done.stderr)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import nas
-from tests._runs import nas_cmd, write
+from tests._runs import nas_cmd, without_warnings, write
 
 #: A search whose front has two members (accuracy, size and MAdds on 6 trials), in about 20 s.
 EXP = {"name": "f19", "space": "mobilenetv2-tiny", "dataset": "synthetic",
@@ -34,7 +34,7 @@ def nas_run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 
 def one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("nas: error: "), done.stderr
+    assert without_warnings(done.stderr).count("\n") == 1 and without_warnings(done.stderr).startswith("nas: error: "), done.stderr
     assert "Traceback" not in done.stderr
     for word in words:
         assert word in done.stderr, (word, done.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _runs import nas_cmd, write
+from _runs import nas_cmd, without_warnings, write
 
 import nas
 from nas.checkpoint import save_checkpoint
@@ -30,7 +30,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The single `nas: error:` line of a failed command (exit 2, no traceback)."""
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = without_warnings(result.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nas: error: "), result.stderr
     return lines[0]
 
@@ -204,7 +204,7 @@ def test_a_closed_pipe_ends_quietly(args: tuple[str, ...], tmp_path: Path) -> No
     finally:
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
-    assert proc.stderr == ""
+    assert without_warnings(proc.stderr) == ""
     assert proc.returncode == 141  # 128 + SIGPIPE, as a shell reports a writer whose reader left
 
 

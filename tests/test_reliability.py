@@ -40,6 +40,8 @@ from nas.errors import NasError
 from nas.experiment import parse_experiment
 from nas.search import search
 
+from _runs import without_warnings
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"name": "tiny", "space": "mobilenetv2-tiny", "dataset": "synthetic", "objectives": ["accuracy", "madds"],
         "budget": {"trials": 3}, "proxy": {"epochs": 1, "pruner": "none", "batch_size": 128}, "seed": 0}
@@ -62,11 +64,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     capsys.readouterr()
     code = main(argv)
     return code, without_warnings(capsys.readouterr().err)
-
-
-def without_warnings(err: str) -> str:
-    """stderr less ``nas: warning:`` lines (a latency table measured on another CPU warns on every run there)."""
-    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("nas: warning: "))
 
 
 # ----------------------------------------------------------------------------- 1. bad input: exit 2, one line
