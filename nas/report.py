@@ -28,9 +28,11 @@ from nas.files import write_atomic
 from nas.plots import (
     LAYER_FORMATS,
     chosen_trial,
+    fidelity,
     html_table,
     layer_table,
     markdown_table,
+    plot_fidelity,
     plot_front,
     plot_hypervolume,
     plot_importance,
@@ -357,16 +359,18 @@ def percent_columns(df: Any) -> tuple[Any, dict[str, str]]:
     return df.rename(columns={c: f"{c} %" for c in df.columns if "accuracy" in str(c)}), formats
 
 
-def _winners(doc: Doc, run: RunFolder) -> None:
+def _winners(doc: Doc, run: RunFolder, plots: Path) -> None:
     doc.h(2, "Winners")
     winners = run.winners()
     if not winners:
         doc.note(f"no fine-tuned winners yet: `{finetune_command(run)}` trains, distils and compresses the best "
-                 f"trials into winners/.")
+                 f"trials into winners/. Until then, how far to trust the front is unknown: its accuracies are "
+                 f"the search's {run.info.evaluator!r} evaluator's estimates, not what a delivered model reaches.")
         return
     summary = run.summary_file
     if summary.is_file():
         df = read_table(summary)
+        _trust(doc, run, df, plots)
         df = df[[c for c in df.columns if c not in ("candidate", "history")]]
         df, formats = percent_columns(df)
         doc.p("From ", doc.link("winners/summary.csv", summary), " (accuracies in %, as in the Pareto table):")
@@ -385,6 +389,20 @@ def _winners(doc: Doc, run: RunFolder) -> None:
         rows.append(segments)
     doc.p("Files, with their real sizes on disk:")
     doc.items(rows)
+
+
+def _trust(doc: Doc, run: RunFolder, summary: Any, plots: Path) -> None:
+    """How far to trust the front: the winners' search-time accuracy against what they delivered."""
+    doc.h(3, "How far to trust the front")
+    try:
+        agreement = fidelity(summary)
+    except NasError as exc:
+        doc.note(str(exc))
+        return
+    doc.p(f"Search-time accuracy ({run.info.evaluator!r} evaluator, validation split) against the delivered "
+          f"accuracy (fine-tuned, distilled and compressed, test split): {agreement.sentence()}.")
+    path, why = _attempt(lambda: plot_fidelity(run, plots / "fidelity.png"))
+    doc.image(path, "search-time against delivered accuracy of the winners", why)
 
 
 def _winners_top(run: RunFolder) -> int | None:
@@ -441,7 +459,7 @@ def write_report(run_folder: str | Path, options: ReportOptions | None = None) -
     _progress(doc, run, plots)
     _latency(doc, run, plots, options)
     _compression(doc, run, plots, options)
-    _winners(doc, run)
+    _winners(doc, run, plots)
     _reproduce(doc, run)
     md, page = run.path / "report.md", run.path / "report.html"
     for path, text in ((md, render_markdown(doc)), (page, render_html(doc, f"Run report: {run.name}"))):

@@ -3,6 +3,7 @@
 ::
 
     nas plot RUN                          # RUN/plots/{front,hypervolume,importance,parallel,latency}.png
+                                          # and fidelity.png once `nas finetune RUN` made winners
     nas plot RUN_A RUN_B --what hypervolume   # samplers compared: RUN_A/plots/hypervolume-compare.png
     nas plot --compression model.safetensors  # Deep Compression pictures and the per-layer table
     nas plot --validation validate.json       # predicted vs measured latency (nas hardware validate --json)
@@ -25,6 +26,7 @@ from nas.errors import NasError
 from nas.hardware import get_profile
 from nas.plots import (
     distinct_names,
+    plot_fidelity,
     plot_front,
     plot_hypervolume,
     plot_importance,
@@ -41,7 +43,7 @@ from nas.plots import (
 from nas.run import RunFolder, load_run
 from nas.spec import CompressionSpec
 
-RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency")
+RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency", "fidelity")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,8 +149,11 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
             "importance": lambda one, path: plot_importance(one, path, ranked()),
             "parallel": lambda one, path: plot_parallel(one, path, ranked()),
             "latency": lambda one, path: run_latency_breakdown(one, path, args.trial, args.profile),
+            "fidelity": plot_fidelity,
         }
         for name in pictures:
+            if name == "fidelity" and not explicit and not r.summary_file.is_file():
+                continue  # before `nas finetune RUN` there is nothing to compare: not worth a warning
             _attempt(f"{tag}{name}", partial(draws[name], r, out / f"{prefix}{name}.png"), written, errors,
                      explicit and not several)
     if several and "hypervolume" in pictures:

@@ -1,4 +1,4 @@
-"""Pictures of runs: Pareto fronts, hypervolume, importance, compression and latency figures.
+"""Pictures of runs: Pareto fronts, hypervolume, importance, fidelity, compression and latency figures.
 
 Every function reads what it draws (a run folder, a model, a validation result) and
 writes one PNG at a fixed size; none touches matplotlib's global state. ``nas plot``
@@ -9,6 +9,7 @@ run's trial and profile through the same helpers (:func:`chosen_trial`, :func:`r
 from __future__ import annotations
 
 from nas.plots._compression import compression_tradeoff, layer_table, plot_compression_tradeoff, plot_weight_distribution
+from nas.plots._fidelity import Fidelity, fidelity, plot_fidelity
 from nas.plots._figures import (
     LAYER_FORMATS,
     chosen_trial,
@@ -34,17 +35,20 @@ from nas.plots._tables import html_table, markdown_table
 
 __all__ = [
     "DPI",
+    "Fidelity",
     "LAYER_FORMATS",
     "ParamRanking",
     "chosen_trial",
     "compression_tradeoff",
     "distinct_names",
+    "fidelity",
     "front_figsize",
     "html_table",
     "layer_table",
     "markdown_table",
     "pixel_size",
     "plot_compression_tradeoff",
+    "plot_fidelity",
     "plot_front",
     "plot_hypervolume",
     "plot_importance",
