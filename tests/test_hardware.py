@@ -15,7 +15,7 @@ import yaml
 import nas
 from nas.errors import HardwareError
 from nas.hardware import LutProfile, RooflineProfile, get_profile
-from nas.hardware.lut import layer_groups, layer_key
+from nas.hardware.lut import _Measured, layer_groups, layer_key
 from nas.hardware.measure import build_table
 from nas.hardware.testing import check_profile
 
@@ -260,3 +260,18 @@ def test_memoized_latency_is_the_prediction() -> None:
             assert profile.latency_ms(running) == profile.predict(running, interpolate=True).ms
     assert pruned > 0
     assert {space.random(seed).compression.channel_ratio for seed in range(40)} == {0.0, 0.25, 0.5}
+
+
+def test_interpolation_finds_the_entry_a_linear_scan_finds() -> None:
+    """The bisection over a structure's measured layers picks what ``min`` over all of them picks: the
+    nearest in log-work, the first in table order among equally near ones (repeated works included)."""
+    import math
+    import random
+
+    rng = random.Random(0)
+    entries = [(rng.choice([0, 5, 96, 96, 1000, 4096, 10**5, 3 * 10**6]) + rng.randint(0, 3), rng.random())
+               for _ in range(40)]
+    measured = _Measured(entries)
+    for work in [0, 1, 6, 95, 97, 1001, 2048, 4099, 10**5 + 1, 10**7, *(rng.randint(0, 10**7) for _ in range(300))]:
+        expected = min(entries, key=lambda e: abs(math.log((e[0] + 1) / (work + 1))))
+        assert measured.nearest(work) == expected, work

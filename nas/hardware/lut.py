@@ -19,6 +19,7 @@ File format: ``hardware/README.md``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -68,6 +69,26 @@ def layer_structure(group: list[Op]) -> str:
     """The signature with channel counts blanked: layers that interpolation may compare."""
     return "|".join(f"{o.kind}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:{'dw' if o.groups == o.cin > 1 else o.groups}"
                     for o in group)
+
+
+class _Measured:
+    """The measured layers of one structure, sorted by work, for :meth:`LutProfile._interpolate`: the
+    nearest in log-work is found by bisection, as a search prices thousands of fresh layers (the same
+    layer a linear scan with ``min`` finds: the first in table order among equally near ones)."""
+
+    def __init__(self, entries: list[tuple[int, float]]) -> None:
+        first: dict[int, tuple[int, float]] = {}  # work -> (table order, ms) of its first entry
+        for order, (work, ms) in enumerate(entries):
+            first.setdefault(work, (order, ms))
+        self.works = sorted(first)
+        self.logs = [math.log(w + 1) for w in self.works]
+        self.first = first
+
+    def nearest(self, work: int) -> tuple[int, float]:
+        i = bisect.bisect_left(self.logs, math.log(work + 1))
+        near = self.works[max(0, i - 1):i + 1]
+        best = min(near, key=lambda w: (abs(math.log((w + 1) / (work + 1))), self.first[w][0]))
+        return best, self.first[best][1]
 
 
 class Entry(BaseModel):
@@ -180,7 +201,7 @@ class LutProfile(HardwareProfile):
         self.path = path
         self.precision = precision  # what the entries of ``data`` measure; other precisions: :meth:`view`
         self._views: dict[str, LutProfile] = {}
-        self._by_structure: dict[str, list[tuple[int, float]]] | None = None
+        self._by_structure: dict[str, _Measured] | None = None
         self._layer_ms: dict[tuple[Any, ...], tuple[float | None, tuple[int, ...]]] = {}
         self._layer_ms_of: tuple[int, int] = (0, 0)  # (id, size) of the entries the memo was filled from
 
@@ -309,15 +330,16 @@ class LutProfile(HardwareProfile):
         """The time of the measured layer of the same structure nearest in work, scaled by work: MAdds,
         or for layers without (pooling over a pruned channel count) the input channels."""
         if self._by_structure is None:
-            self._by_structure = {}
+            by: dict[str, list[tuple[int, float]]] = {}
             for key, e in self.data.entries.items():
                 work = e.madds or int(key.split(":", 2)[1])  # a layer without MAdds: its input channels
-                self._by_structure.setdefault(e.structure, []).append((work, e.min_ms))
-        candidates = self._by_structure.get(layer_structure(group), [])
+                by.setdefault(e.structure, []).append((work, e.min_ms))
+            self._by_structure = {structure: _Measured(entries) for structure, entries in by.items()}
+        measured = self._by_structure.get(layer_structure(group))
         work = sum(o.madds for o in group) or group[0].cin
-        if not candidates:
+        if measured is None:
             return None
-        ref_work, ref_ms = min(candidates, key=lambda c: abs(math.log((c[0] + 1) / (work + 1))))
+        ref_work, ref_ms = measured.nearest(work)
         return ref_ms * (work + 1) / (ref_work + 1)
 
     def _from_dense(self, group: list[Op], dense: list[Op]) -> float | None:
