@@ -17,6 +17,7 @@ from a CUDA run loads on a machine without one.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -57,7 +58,7 @@ def resolve_device(name: str | torch.device | None = None, option: str = "device
     if not torch.cuda.is_available():
         why = "torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
         raise DeviceError(f"{option} {name}: this machine has no CUDA GPU ({why}; torch {torch.__version__}); "
-                          f"use {option} cpu, or auto to take a GPU only where there is one.")
+                          f"use cpu instead, or auto to train on a GPU only where there is one.")
     index = int(name.partition(":")[2] or 0)
     count = torch.cuda.device_count()
     if index >= count:
@@ -125,6 +126,12 @@ class Precision:
     def name(self) -> str:
         """``"float16 (amp)"`` or ``"float32"``, as summaries record it."""
         return "float16 (amp)" if self.enabled else "float32"
+
+
+def on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is on the CPU, else a CPU copy (what files are written from: containers,
+    ONNX exports)."""
+    return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
 
 
 @contextmanager
