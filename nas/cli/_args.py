@@ -54,12 +54,15 @@ def read_json_arg(text_or_path: str, what: str) -> Any:
         raise CompressError(f"{what} file {text_or_path!r} is not valid JSON: {exc}.") from None
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """``--device`` and ``--no-amp`` (:mod:`nas.device`); ``default`` says in the help what applies without them."""
+def add_device_arguments(parser: argparse.ArgumentParser, default: str, amp: bool = True) -> None:
+    """``--device`` and (unless not ``amp``: nothing trains) ``--no-amp`` (:mod:`nas.device`); ``default`` says in
+    the help what applies without them."""
     g = parser.add_argument_group("device")
     g.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
-                   help=f"where to train: cpu, auto (a CUDA GPU when there is one, else the CPU) or cuda[:N] "
+                   help=f"where to run: cpu, auto (a CUDA GPU when there is one, else the CPU) or cuda[:N] "
                         f"(default: {default})")
+    if not amp:
+        return
     g.add_argument("--no-amp", action="store_true",
                    help="on CUDA, train in float32 (default: mixed precision, float16 autocast with gradient "
                         "scaling); the CPU always trains in float32")

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     x.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     x.add_argument("--no-recalibrate", action="store_true",
                    help="keep the supernet's shared batch-norm statistics (the supernet's own forward of the child)")
-    add_device_arguments(x, "the experiment's device, else cpu")
+    add_device_arguments(x, "the experiment's device, else cpu", amp=False)
     sn.set_defaults(run=run)
 
 
