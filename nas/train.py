@@ -292,7 +292,7 @@ def train(model: nn.Module,
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if isinstance(loss_fn, nn.Module):
-        loss_fn.to(device)  # adapters, and a distillation teacher it holds
+        loss_fn.to(device)  # its own parameters (a distillation loss's adapters)
         params += [p for p in loss_fn.parameters() if p.requires_grad]
     precision = Precision(device, config.amp)
     result = TrainResult(device=str(device))

@@ -58,7 +58,7 @@ def compressing_candidate(tmp: Path) -> Path:
     """A digits candidate whose compression has a calibration pass (activation channel importance) and codebooks."""
     cand = load_space("mobilenetv2-tiny").random(4)
     cand = Candidate(cand.arch, replace(cand.compression, channel_ratio=0.25, channel_importance="activation",
-                                        sparsity_conv=0.5, codebook_bits=4, quantization="none"))
+                                        sparsity_conv=0.5, codebook_bits=4, quantization="none", lowrank_ratio=None))
     path = tmp / "candidate.json"
     path.write_text(cand.to_json())
     return path
@@ -199,7 +199,7 @@ def test_search_records_where_it_trained_and_resumes_on_another_device(tmp_path:
 def test_finetune_compress_runs_its_calibration_and_recovery_on_the_device(tmp_path: Path) -> None:
     proc = run("finetune", "--candidate", str(compressing_candidate(tmp_path)), "--epochs", "1", "--max-samples",
                "128", "--compress", "--recovery-epochs", "1", "--device", "auto", "--no-progress", "-o",
-               str(tmp_path / "c.safetensors"), cwd=tmp_path)
+               str(tmp_path / "c.safetensors"), cwd=tmp_path, timeout=900)
     # So short a training may leave a stage at chance (exit 1, said in "failed"); every stage still ran.
     assert proc.returncode in (0, 1), proc.stderr
     trained, compressed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         raise NasError(f"{r.failure} (fail_reason in {r.run.folder.file('trials.csv')}).")
     if args.finetune or exp.config.winners.at_end:
         from nas.cli.finetune import finetune_winners
+        from nas.winners import WinnerOptions
 
-        return finetune_winners(r.run.folder.path, progress=False if args.no_progress else None, at_end=True)
+        options = WinnerOptions(device=args.device, amp=False if args.no_amp else None)  # as the search trained
+        return finetune_winners(r.run.folder.path, options, progress=False if args.no_progress else None,
+                                at_end=True)
     return 0
