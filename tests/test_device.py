@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 
@@ -193,6 +194,12 @@ def test_search_records_where_it_trained_and_resumes_on_another_device(tmp_path:
     assert json.loads((out / "run.json").read_text())["device"] == "cpu"
     study = optuna.load_study(study_name="dev", storage=f"sqlite:///{out / 'study.db'}")
     assert study.trials[-1].user_attrs.get("device") in ("cpu", None)  # None: rejected before training
+    # The winners: the file's device (auto) unless --device says otherwise; the summary keeps it.
+    proc = run("finetune", str(out), "--top", "1", "--epochs", "1", "--teacher-epochs", "1", "--recovery-epochs",
+               "0", "--max-samples", "128", "--no-progress", cwd=tmp_path, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a winner left at chance by so short a training
+    assert f"thread (the experiment's proxy.threads; --threads N to change) on {info['device']}" in proc.stdout
+    assert pd.read_csv(out / "winners" / "summary.csv")["device"].tolist() == [AUTO]
 
 
 @pytest.mark.slow
