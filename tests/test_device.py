@@ -112,6 +112,7 @@ def test_distributed_backend_follows_the_device() -> None:
 # ------------------------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_train_with_auto_records_the_device_and_the_checkpoint_loads_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "a.safetensors"
     first = summary(run("train", "--space", "mobilenetv2-tiny", "--seed", "1", "--epochs", "1", "--max-samples",
@@ -128,11 +129,16 @@ def test_train_with_auto_records_the_device_and_the_checkpoint_loads_on_the_cpu(
 
 
 @no_cuda
-def test_cuda_without_a_gpu_is_one_line_naming_the_option(tmp_path: Path) -> None:
+def test_train_on_cuda_without_a_gpu_is_one_line_naming_the_option(tmp_path: Path) -> None:
     line = one_error_line(run("train", "--space", "mobilenetv2-tiny", "--device", "cuda", "-o",
                               str(tmp_path / "a.safetensors"), cwd=tmp_path))
     assert "--device cuda: this machine has no CUDA GPU" in line and "use cpu instead, or auto" in line
     assert not (tmp_path / "a.safetensors").exists()
+
+
+@no_cuda
+@pytest.mark.slow
+def test_every_command_refuses_cuda_without_a_gpu_before_it_starts(tmp_path: Path) -> None:
     exp = write(tmp_path, {**TINY, "device": "cuda"})
     line = one_error_line(run("search", str(exp), "--no-progress", cwd=tmp_path))
     assert f"{exp}: device cuda: this machine has no CUDA GPU" in line
@@ -147,6 +153,7 @@ def test_cuda_without_a_gpu_is_one_line_naming_the_option(tmp_path: Path) -> Non
     assert "--device cuda: this machine has no CUDA GPU" in line  # before any process starts
 
 
+@pytest.mark.slow
 def test_compress_runs_its_activation_pass_where_asked(tmp_path: Path) -> None:
     cand = compressing_candidate(tmp_path)
     proc = run("compress", str(cand), "--dataset", "digits", "--device", "auto", "--out", str(tmp_path / "c.nasz"),
