@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from nas.data import Splits
+from nas.device import model_device, resolve_device, stage
 from nas.errors import TrainError
 from nas.train import (
     EpochCallback,
@@ -335,7 +336,7 @@ def stages_of(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[int, ..
         was = model.training
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(2, *shape))
+            model(torch.zeros(2, *shape, device=model_device(model)))
         model.train(was)
         return {n: tuple(tap.outputs[n].shape[1:]) for n in names}
 
@@ -378,6 +379,9 @@ def distill(student: nn.Module, teacher: Teacher | Sequence[Teacher], splits: Sp
     modes = [m.training for m in members]
     teacher.requires_grad_(False)
     teacher.eval()
+    device = resolve_device(config.device, "TrainConfig.device")
+    teacher.to(device)  # not a submodule of the loss: train() does not move it
+    student.to(device)
     loss = DistillationLoss(student, teacher, dc)
     try:
         with _Threads(config.threads):
@@ -445,7 +449,10 @@ def codistill(models: Sequence[nn.Module], splits: Splits, config: TrainConfig,
     cc = codistill_config or CodistillConfig()
     if len(models) < 2:
         raise TrainError(f"codistillation needs at least 2 models, but got {len(models)}.")
-    columns = as_tensors(splits.train)
+    device = resolve_device(config.device, "TrainConfig.device")  # float32 there: no amp with several optimizers
+    columns = stage(as_tensors(splits.train), device)
+    for m in models:
+        m.to(device)
     plan = Plan(len(columns[0]), config)
     n = len(models)
     runs = [TrainResult() for _ in models]

@@ -3,9 +3,13 @@
 ``nas finetune ... --nproc N`` starts N processes on this machine (or runs as one
 of the processes ``torchrun`` starts, reading ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``). Each process builds the same
-model, wraps it in :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on
-CPU; NCCL when every local process has a GPU of its own) and trains on its shard
-of the training set; rank 0 evaluates and writes the checkpoint.
+model, wraps it in :class:`~torch.nn.parallel.DistributedDataParallel` and trains
+on its shard of the training set; rank 0 evaluates and writes the checkpoint.
+Where the ranks train is the ``device`` setting (:func:`backend_for`): ``cpu``
+(the command's default) is gloo on the CPU; ``auto`` is NCCL with one GPU per
+process (``cuda:LOCAL_RANK``) when every local process has one, else gloo;
+``cuda`` insists on NCCL and refuses a machine with fewer GPUs than processes.
+On CUDA the steps run in mixed precision unless ``TrainConfig.amp`` is off.
 
 How the shards and budget work (like ``DistributedSampler``): every epoch a
 seeded permutation shared by all ranks is dealt round-robin, ``len(train) //
@@ -60,6 +64,7 @@ from torch.multiprocessing.spawn import ProcessException, spawn
 from torch.nn.parallel import DistributedDataParallel
 
 from nas.data import Splits, fit_input
+from nas.device import DeviceError, Precision, check_device_name, resolve_device
 from nas.errors import NasError, TrainError
 from nas.terngrad import DEFAULT_CLIP, Granularity, TernGradState, ddp_hook, terngrad_hook
 from nas.train import (
@@ -197,12 +202,34 @@ def env_int(name: str, default: int | None = None) -> int:
         raise TrainError(f"${name} must be an integer, but got {value!r}.") from None
 
 
+def backend_for(setting: str, local_world: int, option: str = "--device") -> str:
+    """``"nccl"`` when the ``local_world`` processes on this machine train on GPUs, one each, else ``"gloo"``.
+
+    ``cpu``: gloo. ``auto``: NCCL when there is a GPU for every local process, else gloo. ``cuda``: NCCL,
+    or a one-line DeviceError naming ``option`` when there are fewer GPUs than processes; ``cuda:N`` names
+    one GPU, so it takes one process."""
+    name = check_device_name(setting, option)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name == "cpu" or (name == "auto" and gpus < local_world):
+        return "gloo"
+    if name.startswith("cuda:") and local_world > 1:
+        raise DeviceError(f"{option} {name} names one GPU, but {local_world} processes train here, each on a GPU "
+                          f"of its own (cuda:LOCAL_RANK): use {option} cuda.")
+    if name.startswith("cuda") and local_world == 1:
+        resolve_device(name, option)  # no GPU, or no GPU N: its own message
+    elif gpus < local_world:
+        raise DeviceError(f"{option} {name}: {local_world} processes need a CUDA GPU each, but this machine has "
+                          f"{gpus}; use {option} auto (NCCL where every process has a GPU, else gloo on the CPU) "
+                          f"or cpu.")
+    return "nccl"
+
+
 @contextmanager
-def process_group() -> Iterator[torch.device]:
+def process_group(device: str = "auto", option: str = "--device") -> Iterator[torch.device]:
     """Join the process group described by the environment (``env://``) and yield this rank's device.
 
-    NCCL on ``cuda:LOCAL_RANK`` when this machine has a GPU for every local
-    process, else gloo on the CPU. The group is destroyed on exit, unless it was
+    The backend is :func:`backend_for` the ``device`` setting: NCCL on ``cuda:LOCAL_RANK`` (``cuda:N`` for
+    one process given ``cuda:N``), else gloo on the CPU. The group is destroyed on exit, unless it was
     already initialized by the caller.
     """
     if dist.is_initialized():
@@ -210,10 +237,11 @@ def process_group() -> Iterator[torch.device]:
         return
     world = env_int("WORLD_SIZE")
     local_world = env_int("LOCAL_WORLD_SIZE", world)
-    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= local_world
-    if use_cuda:
-        torch.cuda.set_device(env_int("LOCAL_RANK", 0))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    backend = backend_for(device, local_world, option)
+    if backend == "nccl":
+        index = int(device.partition(":")[2]) if device.startswith("cuda:") else env_int("LOCAL_RANK", 0)
+        torch.cuda.set_device(index)
+    dist.init_process_group(backend)
     try:
         yield _device()
     finally:
@@ -346,7 +374,8 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
     sent = register_hook(ddp, dc, plan.total_steps, config.seed)
     comm = CommStats(dc.comm_hook, world, "all_gather" if dc.comm_hook == "terngrad" else "all_reduce",
                      sum(p.numel() for p in model.parameters() if p.requires_grad) * 4)
-    result = TrainResult()
+    result = TrainResult(device=str(device))
+    precision = Precision(device, config.amp)
     start = time.perf_counter()
     with _Threads(config.threads):
         torch.manual_seed(config.seed + rank)
@@ -360,14 +389,15 @@ def train_ddp(model: nn.Module, splits: Splits, config: TrainConfig, dist_config
             mine = tuple(c[shard].to(device) for c in columns)
             total, count = 0.0, 0
             for batch in batches(mine, plan, shared, min(plan.steps_per_epoch, plan.total_steps - step)):
-                loss = cross_entropy(ddp(fit_input(batch[0], shape) if shape else batch[0]), batch)
+                with precision.autocast():
+                    loss = cross_entropy(ddp(fit_input(batch[0], shape) if shape else batch[0]), batch)
                 result.failed = vote.outcome()
                 if result.failed:
                     break
                 vote.cast(loss_problem(loss, config, epoch, step), f"epoch {epoch}, step {step}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                precision.backward(loss)
+                precision.step(opt)
                 sched.step()
                 step += 1
                 if sent is None:

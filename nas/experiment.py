@@ -19,6 +19,8 @@ one line naming the file, the field and what is allowed::
     proxy: {epochs: 3, pruner: median}
     winners: {top: 3, epochs: 10}
     resources: {cpus: 1, gpus: 0} # per trial, for --backend ray (default: proxy.threads CPUs, no GPU)
+    device: cpu                   # where every stage trains: cpu (default) | auto (a GPU if there is one) | cuda[:N]
+    amp: true                     # mixed precision (float16 autocast, gradient scaling) on CUDA; ignored on the CPU
     evaluator: train              # what scores accuracy: train (short proxy training, the default) or supernet
     supernet: {epochs: 10}        # `nas supernet train` and evaluator: supernet (the checkpoint path, training)
     seed: 0
@@ -42,6 +44,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nas.device import DEFAULT_DEVICE, check_device_name
 from nas.errors import NasError, describe_validation_error
 from nas.objectives import KINDS, Constraint, Objective
 
@@ -51,7 +54,7 @@ class ExperimentError(NasError):
 
 
 #: Settings a resumed run may change.
-RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources")
+RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources", "device", "amp")
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -175,11 +178,23 @@ class ExperimentConfig(_Strict):
     storage: str | None = None
     workers: int = Field(default=1, ge=1)
     description: str = ""
+    #: Where the proxy, the supernet, the winners and their compression train (nas.device); the commands'
+    #: --device overrides it. Not part of the study's identity: a run may resume on another machine.
+    device: str = DEFAULT_DEVICE
+    amp: bool = True
 
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        try:
+            return check_device_name(value)
+        except NasError as exc:
+            raise ValueError(str(exc).removeprefix("device ").rstrip(".")) from None
 
 
 class Experiment:

@@ -1,15 +1,19 @@
-"""A plain, fast CPU training loop: SGD with momentum, cosine or step schedule.
+"""A plain, fast training loop on the CPU or a CUDA GPU: SGD with momentum, cosine or step schedule.
 
 The search trains many small candidates for a few epochs each, so the loop is
-kept minimal: batches are sliced from in-memory tensors (no worker processes),
+kept minimal: batches are sliced from in-memory tensors (no worker processes;
+on a GPU the tensors are copied there once per run), ``TrainConfig.device``
+says where (:mod:`nas.device`: ``cpu``, the default, ``auto`` or ``cuda[:N]``;
+float16 autocast with a gradient scaler on CUDA unless ``amp`` is off),
 the learning-rate schedule is per step, and validation accuracy is reported
 after every epoch through ``on_epoch`` so that Optuna pruners or Ray schedulers
 can stop weak trials early. A non-finite or exploding loss ends the run with a
 reason in :attr:`TrainResult.failed`; it never raises into the search.
 
-Runs are deterministic for a given ``seed`` on one thread (the data order comes
-from a seeded generator; the model's initial weights are the caller's, so seed
-before :func:`nas.build_model`).
+Runs are deterministic for a given ``seed`` on one CPU thread (the data order comes
+from a seeded generator, the same on every device; the model's initial weights are
+the caller's, so seed before :func:`nas.build_model`). On a GPU they are close to,
+not bitwise equal to, the CPU's. The model is left on the device it trained on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from nas.data import Splits, fit_input
+from nas.device import DEFAULT_DEVICE, Precision, check_device_name, model_device, resolve_device, stage, to_device
 from nas.errors import TrainError
 
 Schedule = Literal["cosine", "step"]
@@ -47,7 +52,9 @@ class TrainConfig:
     step, ``"step"`` multiplies it by ``step_gamma`` at 50% and 75% of the run.
     ``diverge_above`` treats a finite training loss above it as divergence.
     ``progress``: a tqdm bar on stderr; ``None`` shows it only when stderr is a
-    terminal and the run has more than 200 steps.
+    terminal and the run has more than 200 steps. ``device``: ``cpu``, ``auto``
+    or ``cuda[:N]`` (:func:`nas.device.resolve_device`); ``amp``: float16 autocast
+    and gradient scaling there when it is a GPU (ignored on the CPU).
     """
 
     epochs: int = 10
@@ -63,6 +70,8 @@ class TrainConfig:
     threads: int = 1
     diverge_above: float = 1e4
     progress: bool | None = None
+    device: str = DEFAULT_DEVICE
+    amp: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -81,6 +90,7 @@ class TrainConfig:
         need(0 < self.step_gamma <= 1, f"step_gamma must be in (0, 1], but got {self.step_gamma}.")
         need(isinstance(self.threads, int) and self.threads >= 1, f"threads must be an int >= 1, but got {self.threads!r}.")
         need(self.diverge_above > 0, f"diverge_above must be > 0, but got {self.diverge_above}.")
+        check_device_name(self.device, "TrainConfig.device")
 
 
 @dataclass
@@ -95,6 +105,7 @@ class TrainResult:
     epochs: int = 0  # epochs run (the last may be partial when max_samples cuts it)
     samples: int = 0  # training samples seen
     seconds: float = 0.0  # wall time
+    device: str = ""  # where it trained (``cpu``, ``cuda:0``)
 
 
 class Plan:
@@ -126,7 +137,7 @@ def as_tensors(dataset: Dataset[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor
 def batches(columns: Sequence[torch.Tensor], plan: Plan, generator: torch.Generator, epoch_steps: int
             ) -> Iterator[tuple[torch.Tensor, ...]]:
     """``epoch_steps`` batches of one epoch in a fresh seeded order."""
-    order = torch.randperm(len(columns[0]), generator=generator)
+    order = torch.randperm(len(columns[0]), generator=generator).to(columns[0].device)  # the same order everywhere
     for step in range(epoch_steps):
         idx = order[step * plan.batch_size:(step + 1) * plan.batch_size]
         yield tuple(col[idx] for col in columns)
@@ -166,16 +177,19 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1] (eval mode; the mode is restored)."""
+    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1] (eval mode; the mode is restored),
+    computed on the device the model is on."""
     x, y = as_tensors(dataset)[:2]
     if len(y) == 0:
         raise TrainError("cannot evaluate on an empty dataset.")
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
         correct = 0
         for i in range(0, len(y), batch_size):
-            correct += int((forward(model, x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+            xb, yb = to_device((x[i:i + batch_size], y[i:i + batch_size]), device)
+            correct += int((forward(model, xb).argmax(1) == yb).sum())
     finally:
         model.train(was_training)
     return correct / len(y)
@@ -183,11 +197,14 @@ def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on every row of ``x`` in eval mode (used to cache a teacher's outputs)."""
+    """Logits of ``model`` on every row of ``x`` in eval mode (used to cache a teacher's outputs), computed where
+    the model is and returned on ``x``'s device."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([forward(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([forward(model, x[i:i + batch_size].to(device)).to(x.device)
+                          for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 
@@ -268,13 +285,17 @@ def train(model: nn.Module,
     :attr:`TrainResult.failed` set instead of raising.
     """
     train_set, val_set = _split(splits_or_train_val)
-    columns = as_tensors(train_set)
+    device = resolve_device(config.device, "TrainConfig.device")
+    columns = stage(as_tensors(train_set), device)
     plan = Plan(len(columns[0]), config)
     loss_fn = loss_fn or cross_entropy
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)  # its own parameters (a distillation loss's adapters)
         params += [p for p in loss_fn.parameters() if p.requires_grad]
-    result = TrainResult()
+    precision = Precision(device, config.amp)
+    result = TrainResult(device=str(device))
     start = time.perf_counter()
     with _Threads(config.threads):
         torch.manual_seed(config.seed)
@@ -288,14 +309,16 @@ def train(model: nn.Module,
                 epoch_steps = min(plan.steps_per_epoch, plan.total_steps - step)
                 total, count = 0.0, 0
                 for batch in batches(columns, plan, generator, epoch_steps):
-                    loss = loss_fn(forward(model, batch[0]), batch)
+                    batch = to_device(batch, device)
+                    with precision.autocast():
+                        loss = loss_fn(forward(model, batch[0]), batch)
                     problem = loss_problem(loss, config, epoch, step)
                     if problem:
                         result.failed = problem
                         break
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    precision.backward(loss)
+                    precision.step(opt)
                     sched.step()
                     step += 1
                     total += float(loss.detach()) * len(batch[0])

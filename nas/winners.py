@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.compressed import running
+from nas.device import describe
 from nas.errors import NasError
 from nas.files import write_atomic
 from nas.run import load_run
@@ -92,7 +93,8 @@ class WinnerOptions:
 
     ``threads`` defaults to ``proxy.threads``, as the search trains; ``teacher`` is a
     checkpoint to distil from instead of training a teacher; ``distill`` the distillation
-    objective (Hinton's defaults when None)."""
+    objective (Hinton's defaults when None); ``device`` and ``amp`` replace the experiment's
+    ``device:`` and ``amp:`` (:mod:`nas.device`)."""
 
     top: int | None = None
     epochs: int | None = None
@@ -108,6 +110,8 @@ class WinnerOptions:
     teacher: Path | None = None
     distill: DistillConfig | None = None
     int8: bool = False
+    device: str | None = None
+    amp: bool | None = None
 
 
 class NothingToFinetune(NasError):
@@ -171,16 +175,19 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     out_dir.mkdir(exist_ok=True)
     profiles = {name: get_profile(experiment.resolve(name)) for name in run.info.profiles}
     threads = _pick(opt.threads, proxy.threads)
+    device, amp = winners_device(opt, experiment)
     lines = progress is None and not sys.stderr.isatty()  # no bar shows: a line per epoch instead
     base = TrainConfig(epochs=_pick(opt.epochs, cfg.epochs), max_samples=opt.max_samples,
                        batch_size=_pick(opt.batch_size, proxy.batch_size), lr=_pick(opt.lr, proxy.lr),
-                       schedule=_pick(opt.schedule, "cosine"), seed=seed, threads=threads, progress=False)
+                       schedule=_pick(opt.schedule, "cosine"), seed=seed, threads=threads, progress=False,
+                       device=str(device), amp=amp)
     teacher_config = replace(base, epochs=_pick(opt.teacher_epochs, cfg.teacher_epochs))
     recovery_epochs = _pick(opt.recovery_epochs, cfg.recovery_epochs)
     say(f"winners: {len(winners)} of the front's {len(front)} trials"
         + (f" (--top {top} asks for more; the front has only {len(front)})" if len(front) < top else "")
         + f"; training with {threads} thread{'s' if threads != 1 else ''}"
-        + (" (--threads)" if opt.threads is not None else " (the experiment's proxy.threads; --threads N to change)"))
+        + (" (--threads)" if opt.threads is not None else " (the experiment's proxy.threads; --threads N to change)")
+        + f" on {describe(device)}" + (" with mixed precision" if amp and device.type == "cuda" else ""))
 
     def log(desc: str, config: TrainConfig) -> Any:
         return epoch_lines(replace(config, progress=None), len(splits.train), desc) if lines else None
@@ -244,7 +251,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                 "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
                 "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]),
                 "madds": int(w["madds"]), "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
-                "failed": failed or "",
+                "failed": failed or "", "device": str(device),
             }
             if opt.int8 or cand.compression.quantization == "int8":
                 row.update(int8_onnx(d, rank, cand.arch, splits))
@@ -274,7 +281,19 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
 
 def _settings(config: Any) -> dict[str, Any]:
     """What a checkpoint records of how it was trained."""
-    return {k: getattr(config, k) for k in ("epochs", "max_samples", "batch_size", "lr", "schedule", "seed", "threads")}
+    return {k: getattr(config, k) for k in ("epochs", "max_samples", "batch_size", "lr", "schedule", "seed", "threads",
+                                            "device", "amp")}
+
+
+def winners_device(options: WinnerOptions, experiment: Any) -> tuple[Any, bool]:
+    """Where the winners train (``--device``, else the experiment's ``device:``) and whether with mixed precision;
+    a GPU this machine lacks is a one-line error naming the option."""
+    from nas.device import resolve_device
+
+    amp = experiment.config.amp if options.amp is None else options.amp
+    if options.device is not None:
+        return resolve_device(options.device, "--device"), amp
+    return resolve_device(experiment.config.device, f"{experiment.source}: device"), amp
 
 
 def _train_teacher(run: Any, winners: Any, splits: Any, config: Any, bar: Any,

@@ -16,7 +16,8 @@ import torch.distributed as dist
 from torch import nn
 
 from nas.data import Splits
-from nas.distributed import COMM_HOOKS, DistConfig, env_int, launch, launched, process_group, train_ddp
+from nas.device import describe
+from nas.distributed import COMM_HOOKS, DistConfig, backend_for, env_int, launch, launched, process_group, train_ddp
 from nas.errors import TrainError
 from nas.terngrad import DEFAULT_CLIP
 from nas.train import TrainConfig, evaluate
@@ -26,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``nas finetune`` options for data-parallel training."""
     g = parser.add_argument_group("distributed (torch.distributed data parallel)")
     g.add_argument("--nproc", type=int, default=None,
-                   help="data-parallel processes on this machine (gloo on CPU, NCCL on GPUs); --batch-size is the "
-                        "global batch and --threads the total; under torchrun leave it out")
+                   help="data-parallel processes on this machine (gloo on the CPU; NCCL with --device cuda, or "
+                        "auto where every process has a GPU); --batch-size is the global batch and --threads the "
+                        "total; under torchrun leave it out")
     g.add_argument("--comm-hook", choices=COMM_HOOKS, default="allreduce",
                    help="how processes exchange gradients: DDP's fp32 all-reduce, PyTorch's fp16 or PowerSGD hooks, "
                         "or TernGrad (2 bits per element) (default: %(default)s)")
@@ -78,10 +80,11 @@ def finetune_distributed(args: argparse.Namespace, model: nn.Module, candidate: 
         if config.batch_size // args.nproc < 2:
             raise TrainError(f"--batch-size {config.batch_size} is the global batch; split over {args.nproc} "
                              f"processes it leaves under 2 per process: use --batch-size >= {2 * args.nproc}.")
+        backend_for(args.device, args.nproc)  # a GPU per process when --device asks for them: said here, once
         child = copy.copy(args)
         child.threads = max(1, args.threads // args.nproc)  # --threads is the total over the local processes
         return launch(_rerun, args.nproc, child)
-    with process_group() as device:
+    with process_group(args.device) as device:
         rank = dist.get_rank()
         before = evaluate(model, splits.val) if rank == 0 else None
         out = train_ddp(model, splits, config, dc, device)
@@ -89,6 +92,7 @@ def finetune_distributed(args: argparse.Namespace, model: nn.Module, candidate: 
             return 0
         model.cpu()
         summary = {"command": "finetune", "init": str(args.init) if args.init else None, "val_before": before,
+                   "device": describe(device), "amp": config.amp and device.type == "cuda",
                    "val_accuracy": out.run.val_accuracy, "history": out.run.history, "failed": out.run.failed,
                    "distributed": {"backend": out.backend, **out.comm.summary(),
                                    **({"terngrad": {k: v for k, v in asdict(dc).items() if k.startswith("terngrad")}}

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from nas.checkpoint import save_checkpoint
-from nas.cli._args import read_candidate
+from nas.cli._args import add_device_arguments, read_candidate
 from nas.cost import count
 from nas.data import Splits
+from nas.device import describe, model_device, resolve_device
 from nas.errors import NasError
 from nas.space import load_space
 from nas.spec import Candidate
@@ -24,7 +25,8 @@ from nas.train import TrainConfig, evaluate
 #: The training options' values when not given. They are None on the command line, so that
 #: ``nas finetune RUN`` can tell a given option (applied, or refused) from a default.
 DEFAULTS: dict[str, Any] = {"dataset": "digits", "split_seed": 0, "seed": 0, "epochs": 10, "batch_size": 64,
-                            "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads())}
+                            "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads()),
+                            "device": "cpu"}
 
 
 def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -51,6 +53,7 @@ def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True
                    help=f"torch threads (default: {DEFAULTS['threads']}, this machine's; a run's proxy.threads)")
     t.add_argument("--no-progress", action="store_true",
                    help="never show a progress bar (nor, when output is not a terminal, a line per epoch)")
+    add_device_arguments(p, "cpu; a run's device")
     p.add_argument("-o", "--out", type=Path, required=out_required, help="checkpoint file to write (.safetensors)")
 
 
@@ -94,15 +97,19 @@ def candidate_source(args: argparse.Namespace) -> str:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The training options as a TrainConfig; ``--device`` is checked here (a GPU this machine lacks is refused)."""
+    resolve_device(args.device, "--device")
     return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,
-                       progress=False if args.no_progress else None)
+                       progress=False if args.no_progress else None, device=args.device, amp=not args.no_amp)
 
 
 def finish(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
            summary: dict[str, Any]) -> int:
-    """Add test accuracy and size to ``summary``, save the checkpoint to ``--out``, print the summary
-    as one JSON line; 1 when training failed."""
+    """Add test accuracy, size and the device it trained on to ``summary``, save the checkpoint to ``--out``,
+    print the summary as one JSON line; 1 when training failed."""
+    summary.setdefault("device", describe(model_device(model)))
+    summary.setdefault("amp", not args.no_amp and model_device(model).type == "cuda")
     summary.update(dataset=splits.name, params=count(candidate.arch).params,
                    test_accuracy=evaluate(model, splits.test), checkpoint=str(args.out))
     save_checkpoint(args.out, model, candidate, summary)

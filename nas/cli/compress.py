@@ -27,11 +27,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nas.checkpoint import load_checkpoint, load_weights
-from nas.cli._args import read_json_arg
+from nas.cli._args import add_device_arguments, read_json_arg
 from nas.compress import ContainerReport, apply_compression, encode
 from nas.compress.container import MAGIC
 from nas.compress.recovery import importance_data
 from nas.data import check_fits, load_dataset
+from nas.device import resolve_device
 from nas.cost import size_bits
 from nas.errors import CompressError
 from nas.models import build_model
@@ -53,11 +54,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     data.add_argument("--data-root", default=None, help="folder holding the dataset files")
     data.add_argument("--split-seed", type=int, default=0,
                       help="seed of the train/val split, as the model was trained with (default: %(default)s)")
+    add_device_arguments(p, "cpu; only the activation importance's pass over --dataset runs there", amp=False)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device, "--device")
     model, candidate = _load_model(args)
+    model.to(device)  # the weight stages run on the CPU, the activation pass here (nas.compress.apply_compression)
     spec = CompressionSpec.from_dict(read_json_arg(args.spec, "--spec")) if args.spec else candidate.compression
     if args.no_huffman:
         spec = CompressionSpec(**{**spec.to_dict(), "huffman": False})

@@ -194,7 +194,8 @@ def _run_winners(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, threads=args.threads,
                             seed=args.seed, data_root=args.data_root,
                             teacher=args.teacher[0] if args.teacher else None,
-                            distill=_distill_config(args), int8=args.int8)
+                            distill=_distill_config(args), int8=args.int8, device=args.device,
+                            amp=False if args.no_amp else None)
     return finetune_winners(args.run_folder, options, progress=False if args.no_progress else None)
 
 

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from nas.cli._args import add_device_arguments, device_of
+from nas.device import check_device_name
 from nas.errors import NasError
 from nas.experiment import ExperimentError, load_experiment
 from nas.search import redact, search
@@ -30,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="with --backend ray: a running Ray cluster, HOST:PORT or auto (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--finetune", action="store_true", help="fine-tune the winners at the end (winners.at_end)")
+    add_device_arguments(p, "the experiment's device, else cpu; with --backend ray each trial uses the GPU it "
+                            "reserves (resources.gpus)")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
@@ -39,12 +43,14 @@ def _command(args: argparse.Namespace) -> str:
     every option given, the storage URL without its password."""
     words = ["nas", "search", str(args.experiment)]
     for flag, value in (("--out", args.out), ("--storage", redact(args.storage) if args.storage else None),
-                        ("--workers", args.workers), ("--trials", args.trials), ("--address", args.address)):
+                        ("--workers", args.workers), ("--trials", args.trials), ("--address", args.address),
+                        ("--device", args.device)):
         if value is not None:
             words += [flag, str(value)]
     if args.backend != "local":
         words += ["--backend", args.backend]
-    words += [flag for flag, on in (("--no-progress", args.no_progress), ("--finetune", args.finetune)) if on]
+    words += [flag for flag, on in (("--no-progress", args.no_progress), ("--finetune", args.finetune),
+                                    ("--no-amp", args.no_amp)) if on]
     return shlex.join(words)
 
 
@@ -62,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
                               "CPUs allow (resources.cpus each).")
     if args.address is not None and args.backend != "ray":
         raise ExperimentError(f"--address {args.address} needs --backend ray.")
+    if args.device is not None or args.no_amp:
+        if args.backend == "local":
+            device_of(args, exp.config.device, f"{exp.source}: device")  # said here, naming --device
+        elif args.device is not None:
+            check_device_name(args.device, "--device")  # a Ray trial resolves it where it runs
+        exp = exp.with_config(exp.config.model_copy(update={"device": args.device or exp.config.device,
+                                                            "amp": exp.config.amp and not args.no_amp}))
     command = _command(args)
     try:
         if args.backend == "ray":
@@ -81,12 +94,17 @@ def run(args: argparse.Namespace) -> int:
     r = result
     states = r.frame["state"].value_counts().to_dict() if len(r.frame) else {}
     print(f"{r.run.study_name}: {r.trials} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}), "
-          f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s; results in {r.run.folder.path}/")
+          f"Pareto front {r.front}, hypervolume {r.hypervolume:.4f}, {r.seconds:.0f} s"
+          + (f" on {r.run.folder.info.device}" if r.run.folder.info.device else "")
+          + f"; results in {r.run.folder.path}/")
     print(f"open the study with Optuna's tools: {load_hint(r.run.study_name, r.run.storage_url)}")
     if r.failure:
         raise NasError(f"{r.failure} (fail_reason in {r.run.folder.file('trials.csv')}).")
     if args.finetune or exp.config.winners.at_end:
         from nas.cli.finetune import finetune_winners
+        from nas.winners import WinnerOptions
 
-        return finetune_winners(r.run.folder.path, progress=False if args.no_progress else None, at_end=True)
+        options = WinnerOptions(device=args.device, amp=False if args.no_amp else None)  # as the search trained
+        return finetune_winners(r.run.folder.path, options, progress=False if args.no_progress else None,
+                                at_end=True)
     return 0

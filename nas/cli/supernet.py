@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from nas.checkpoint import save_checkpoint
-from nas.cli._args import read_candidate
+from nas.cli._args import add_device_arguments, device_of, read_candidate
+from nas.device import describe
 from nas.experiment import Experiment, ExperimentError, load_experiment
 from nas.search.setup import Setup, prepare
 from nas.supernet import (SupernetTraining, calibration_images, load_supernet, read_supernet, recalibrate,
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--epochs", type=int, default=None, help="override supernet.epochs (the total, resumed or not; a longer run than the checkpoint's "
                         "goes on with the longer schedule)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
+    add_device_arguments(p, "the experiment's device, else cpu")
     x = sn_sub.add_parser("extract", help="a candidate as a plain network with the supernet's weights (a checkpoint)",
                           description="Write the candidate, extracted from the experiment's trained supernet, as a "
                                       "checkpoint that nas train/finetune/compress read (batch norm recalibrated on "
@@ -42,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     x.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     x.add_argument("--no-recalibrate", action="store_true",
                    help="keep the supernet's shared batch-norm statistics (the supernet's own forward of the child)")
+    add_device_arguments(x, "the experiment's device, else cpu", amp=False)
     sn.set_defaults(run=run)
 
 
@@ -63,8 +66,9 @@ def extract(args: argparse.Namespace) -> int:
     assert setup.splits is not None  # _setup checked
     candidate = read_candidate(args.candidate)
     config = SupernetTraining.of(exp)
+    device = device_of(args, config.device, f"{exp.source}: device")
     net, state = load_supernet(exp.supernet_checkpoint, setup.space)
-    model = net.extract(candidate.arch)
+    model = net.to(device).extract(candidate.arch)  # recalibrated and scored there; saved from the CPU
     if not args.no_recalibrate:
         calibration = calibration_images(setup.splits, config.recalibration_batches, config.batch_size, config.seed)
         recalibrate(model, calibration, config.recalibration_batches, config.batch_size)
@@ -73,7 +77,7 @@ def extract(args: argparse.Namespace) -> int:
         "source": "supernet", "supernet": exp.supernet_checkpoint, "supernet_epochs": state.epoch,
         "recalibrated": not args.no_recalibrate, "val_accuracy": accuracy, "dataset": setup.splits.name})
     print(f"wrote {args.out}: the candidate from {exp.supernet_checkpoint} (epoch {state.epoch}), validation "
-          f"{accuracy:.1%}")
+          f"{accuracy:.1%} (on {describe(device)})")
     return 0
 
 
@@ -84,6 +88,8 @@ def train(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise ExperimentError(f"--epochs must be >= 1, but got {args.epochs}.")
         config = replace(config, epochs=args.epochs)
+    device = device_of(args, config.device, f"{exp.source}: device")
+    config = replace(config, device=str(device), amp=config.amp and not args.no_amp)
     setup = _setup(exp)
     assert setup.splits is not None  # _setup checked
     path = Path(exp.supernet_checkpoint)
@@ -102,5 +108,6 @@ def train(args: argparse.Namespace) -> int:
     last = state.history[-1] if state.history else {}
     print(f"supernet of space {setup.space.name!r} on {setup.splits.name}: {state.epoch} epochs, largest child "
           f"{last.get('largest', float('nan')):.1%}, smallest {last.get('smallest', float('nan')):.1%} "
-          f"(validation, batch norm recalibrated); checkpoint {path}")
+          f"(validation, batch norm recalibrated); on {describe(device)}"
+          + (" with mixed precision" if config.amp and device.type == "cuda" else "") + f"; checkpoint {path}")
     return 0

@@ -14,6 +14,7 @@ from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.pruning import Scope
 from nas.compress.sharing import Init
 from nas.compress.structured import ChannelPruning
+from nas.device import model_device
 from nas.errors import CompressError
 from nas.spec import CompressionSpec
 
@@ -24,13 +25,14 @@ Retrain = Callable[[nn.Module, str], object]
 
 def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linear",
            lowrank_method: LowRankMethod = "two_component", stochastic: bool = False,
-           seed: int = 0, data: torch.Tensor | None = None) -> list[tuple[str, CompressionMethod]]:
+           seed: int = 0, data: torch.Tensor | None = None, device: torch.device | None = None
+           ) -> list[tuple[str, CompressionMethod]]:
     """The methods a spec asks for: structured pruning (it sets the widths the rest sees), then
     Deep Compression's order: factorize, prune, quantize. ``data``: training inputs for the
-    ``activation`` channel importance."""
+    ``activation`` channel importance, streamed through the model on ``device``."""
     out: list[tuple[str, CompressionMethod]] = []
     if spec.channel_ratio > 0:
-        out.append(("channels", ChannelPruning(spec.channel_ratio, spec.channel_importance, data)))
+        out.append(("channels", ChannelPruning(spec.channel_ratio, spec.channel_importance, data, device)))
     if spec.lowrank_ratio is not None:
         out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
     if spec.sparsity_conv > 0 or spec.sparsity_linear > 0:
@@ -59,14 +61,19 @@ def apply_compression(model: nn.Module, compression: CompressionSpec, *, retrain
     trains). The model is copied first unless ``inplace``. Save the result with
     :func:`nas.compress.save`; its file size is what :func:`nas.size_bits` estimates
     for the same arch and spec (see :mod:`nas.compress.container` for the tolerance).
+
+    On a GPU model the stages' weight work (SVD, k-means, masks) runs on the CPU, the activation
+    importance's pass over ``data`` and ``retrain`` on the model's device, and the result comes back
+    on that device.
     """
     if not isinstance(compression, CompressionSpec):
         raise CompressError(f"apply_compression needs a CompressionSpec, but got {type(compression).__name__}.")
     if not inplace:
         model = copy.deepcopy(model)
+    device = model_device(model)
     for name, method in stages(compression, scope=scope, init=init, lowrank_method=lowrank_method,
-                               stochastic=stochastic, seed=seed, data=data):
-        model = method.apply(model)
+                               stochastic=stochastic, seed=seed, data=data, device=device):
+        model = method.apply(model.cpu()).to(device)
         if retrain is not None:
             retrain(model, name)
-    return model
+    return model.to(device)

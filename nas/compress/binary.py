@@ -81,7 +81,7 @@ class QuantizedWeight(nn.Module):
 
     def _mean_abs(self, w: torch.Tensor) -> torch.Tensor:
         mags = w.abs()[self.mask] if self.mask is not None else w.abs().flatten()
-        return mags.mean() if mags.numel() else torch.zeros((), dtype=w.dtype)
+        return mags.mean() if mags.numel() else w.new_zeros(())
 
     def levels(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(``b`` in {-1, 0, +1}, scale), both without gradient."""
@@ -96,13 +96,13 @@ class QuantizedWeight(nn.Module):
             if self.stochastic:
                 scale = self.bound
             else:
-                scale = mags.mean() if mags.numel() else torch.zeros(())
+                scale = mags.mean() if mags.numel() else w.new_zeros(())
         else:
-            delta = self.threshold * (mags.mean() if mags.numel() else torch.zeros(()))
+            delta = self.threshold * (mags.mean() if mags.numel() else w.new_zeros(()))
             b = torch.where(w > delta, 1.0, torch.where(w < -delta, -1.0, 0.0))
             big = mags[mags > delta]
-            scale = big.mean() if big.numel() else torch.zeros(())
-        b = torch.where(keep, b, torch.zeros((), dtype=b.dtype))
+            scale = big.mean() if big.numel() else w.new_zeros(())
+        b = torch.where(keep, b, b.new_zeros(()))
         return b.to(w.dtype), scale.to(w.dtype)
 
     def _h(self) -> torch.Tensor:

@@ -69,6 +69,7 @@ from nas.compress.binary import QuantizedWeight
 from nas.compress.int8 import QMAX, Int8Weight
 from nas.compress.lowrank import FACTORED, shaped_like
 from nas.compress.sharing import SharedWeight
+from nas.device import on_cpu
 from nas.errors import CompressError, SpecError
 from nas.graph import ops
 from nas.models import Network, build_model
@@ -251,7 +252,9 @@ def _owner(owners: dict[str, str], key: str) -> str:
 
 
 def encode(model: nn.Module, *, huffman_coding: bool = True) -> tuple[bytes, ContainerReport]:
-    """The container bytes of ``model`` (a :class:`nas.models.Network`, possibly compressed) and its report."""
+    """The container bytes of ``model`` (a :class:`nas.models.Network`, possibly compressed, on any device)
+    and its report."""
+    model = on_cpu(model)
     arch = getattr(model, "spec", None)
     if not isinstance(arch, ArchSpec):
         raise CompressError("container: the model must be a nas Network (built by nas.build_model), "

@@ -40,6 +40,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from nas.compress.sharing import quantizable_layers
+from nas.device import on_cpu
 from nas.errors import CompressError
 
 QMAX = 127
@@ -148,7 +149,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     ``torch.export`` exporter (the TorchScript one is deprecated), at its default opset.
     """
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    model = bake(model.eval())
+    model = bake(on_cpu(model).eval())  # onnxruntime checks it on the CPU
     with torch.no_grad():
         ref = model(x)
     ref = ref[0] if isinstance(ref, tuple) else ref

@@ -45,7 +45,7 @@ class SharedWeight(nn.Module):
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         codes: torch.Tensor = self.codes
         shared = self.centroids[codes.clamp(min=0)]
-        return torch.where(codes >= 0, shared, torch.zeros((), dtype=shared.dtype))
+        return torch.where(codes >= 0, shared, shared.new_zeros(()))
 
 
 def _take_mask(module: nn.Module) -> torch.Tensor | None:

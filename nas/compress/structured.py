@@ -28,6 +28,7 @@ from torch import nn
 from nas.channels import ChannelGroup, ChannelPlan, channel_groups, channel_plan, check_ratio, pruned_arch
 from nas.compress._base import CompressionMethod
 from nas.data import fit_input
+from nas.device import model_device, moved
 from nas.errors import CompressError
 from nas.models import Network, build_model
 
@@ -77,17 +78,19 @@ class ActivationTally:
 
 
 def activation_tallies(model: nn.Module, modules: Sequence[str], data: torch.Tensor | Iterable[torch.Tensor], *,
-                       batch_size: int = 256) -> dict[str, ActivationTally]:
+                       batch_size: int = 256, device: torch.device | None = None) -> dict[str, ActivationTally]:
     """Stream ``data`` (a tensor of inputs, split into ``batch_size`` batches, or an iterable of
-    batches) through ``model`` in eval mode and tally the outputs of ``modules``
-    (:class:`ActivationTally`): Hu et al.'s neuron activity, "the number of times it was not zero"."""
+    batches) through ``model`` in eval mode on ``device`` (default: the model's; the model is back where
+    it was afterwards) and tally the outputs of ``modules`` (:class:`ActivationTally`, on the CPU): Hu et
+    al.'s neuron activity, "the number of times it was not zero"."""
     tallies: dict[str, ActivationTally] = {}
 
     def hook_for(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_: nn.Module, __: object, out: torch.Tensor) -> None:
             if name not in tallies:
                 c = out.shape[1]
-                tallies[name] = ActivationTally(torch.zeros(c, dtype=torch.int64), torch.zeros(c, dtype=torch.float64))
+                tallies[name] = ActivationTally(torch.zeros(c, dtype=torch.int64, device=out.device),
+                                                torch.zeros(c, dtype=torch.float64, device=out.device))
             tallies[name].add(out)
         return hook
 
@@ -96,19 +99,22 @@ def activation_tallies(model: nn.Module, modules: Sequence[str], data: torch.Ten
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), moved(model, device or model_device(model)) as on:
+            where = model_device(on)
             for batch in (data.split(batch_size) if isinstance(data, torch.Tensor) else data):
+                batch = batch.to(where, non_blocking=True)
                 model(fit_input(batch, tuple(shape)) if shape is not None else batch)
     finally:
         for h in hooks:
             h.remove()
         model.train(was)
-    return tallies
+    return {name: ActivationTally(t.nonzero.cpu(), t.abs_sum.cpu(), t.seen) for name, t in tallies.items()}
 
 
-def _activation_scores(model: nn.Module, plan: ChannelPlan, data: torch.Tensor) -> dict[int, torch.Tensor]:
+def _activation_scores(model: nn.Module, plan: ChannelPlan, data: torch.Tensor, device: torch.device | None
+                       ) -> dict[int, torch.Tensor]:
     taps = [t for t in plan.taps if plan.groups[t.group].prunable]
-    tallies = activation_tallies(model, [t.module for t in taps], data)
+    tallies = activation_tallies(model, [t.module for t in taps], data, device=device)
     scores = {g: torch.zeros(group.channels, dtype=torch.float64) for g, group in enumerate(plan.groups)
               if group.prunable}
     for t in taps:
@@ -126,7 +132,8 @@ def channel_importance(model: Network, criterion: Criterion = "l1", data: torch.
     return _importance(model, channel_plan(model.spec), criterion, data)
 
 
-def _importance(model: nn.Module, plan: ChannelPlan, criterion: str, data: torch.Tensor | None) -> dict[int, torch.Tensor]:
+def _importance(model: nn.Module, plan: ChannelPlan, criterion: str, data: torch.Tensor | None,
+                device: torch.device | None = None) -> dict[int, torch.Tensor]:
     if criterion not in CRITERIA:
         raise CompressError(f"structured pruning: criterion must be one of {list(CRITERIA)}, but got {criterion!r}.")
     if criterion != "activation":
@@ -134,7 +141,7 @@ def _importance(model: nn.Module, plan: ChannelPlan, criterion: str, data: torch
     if data is None:
         raise CompressError("structured pruning: criterion 'activation' needs data (a batch of training inputs), "
                             "and none was given here; pass data=, or use channel importance 'l1' or 'l2'.")
-    return _activation_scores(model, plan, data)
+    return _activation_scores(model, plan, data, device)
 
 
 # --------------------------------------------------------------------------- slicing (torch)
@@ -174,12 +181,13 @@ def _copy(big: nn.Module, small: nn.Module, plan: ChannelPlan, keep: dict[int, t
 
 
 def prune_channels(model: Network, ratio: float, *, criterion: Criterion = "l1",
-                   data: torch.Tensor | None = None) -> Network:
+                   data: torch.Tensor | None = None, device: torch.device | None = None) -> Network:
     """A new, narrower network: ``nas.build_model(pruned_arch(model.spec, ratio))`` with the kept weights.
 
     Every prunable group keeps its most important channels (the same number in each
     group of a grouped conv); kept channels keep their weights, so at ``ratio == 0`` the output is the
-    original's. ``data`` is a batch of inputs, needed by ``criterion="activation"``.
+    original's. ``data`` is a batch of inputs, needed by ``criterion="activation"``, streamed through the
+    model on ``device`` (default: the model's).
     """
     if not isinstance(model, Network):
         raise CompressError(f"structured pruning needs a nas Network, but got {type(model).__name__}.")
@@ -188,7 +196,7 @@ def prune_channels(model: Network, ratio: float, *, criterion: Criterion = "l1",
         raise CompressError("structured pruning runs before low-rank factorization (it sets the widths the "
                             "factors see), but this network is already factorized.")
     plan = channel_plan(model.spec)
-    scores = _importance(model, plan, criterion, data)
+    scores = _importance(model, plan, criterion, data, device)
     keep: dict[int, torch.Tensor] = {}
     for g, score in scores.items():
         kept = plan.groups[g].kept(ratio)
@@ -204,14 +212,16 @@ def prune_channels(model: Network, ratio: float, *, criterion: Criterion = "l1",
 class ChannelPruning(CompressionMethod):
     """Structured pruning (:func:`prune_channels`); ``apply`` returns a *new*, smaller network.
 
-    ``data`` (a batch of training inputs) is what the ``activation`` criterion scores.
+    ``data`` (a batch of training inputs) is what the ``activation`` criterion scores, on ``device``
+    (default: the model's).
     """
 
     ratio: float = 0.5
     criterion: Criterion = "l1"
     data: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    device: torch.device | None = field(default=None, compare=False, repr=False)
 
     def apply(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, Network):
             raise CompressError(f"structured pruning needs a nas Network, but got {type(model).__name__}.")
-        return prune_channels(model, self.ratio, criterion=self.criterion, data=self.data)
+        return prune_channels(model, self.ratio, criterion=self.criterion, data=self.data, device=self.device)

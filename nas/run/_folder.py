@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,13 @@ class RunFolder:
         from the first start's; what defines the trials may not, :attr:`nas.experiment.Experiment.digest`)."""
         if experiment_text:
             write_atomic(self.path / EXPERIMENT, experiment_text)
+
+    def record_device(self, device: str) -> None:
+        """Keep in ``run.json`` where this session trains (``device``; see :attr:`RunInfo.device`)."""
+        if device != self.info.device:
+            info = replace(self.info, device=device)
+            write_atomic(self.path / RUN_JSON, info.to_json())
+            self.__dict__["info"] = info
 
     def write_results(self, trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
                       ) -> tuple[pd.DataFrame, float]:

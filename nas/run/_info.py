@@ -37,6 +37,9 @@ class RunInfo:
     command: str = ""
     cwd: str = ""  # the folder the command was run in: its relative paths start there
     created: str = ""
+    #: Where the last session trained: the device the local backend resolved (``cpu``, ``cuda:0 (NVIDIA ...)``),
+    #: or the experiment's setting for Ray (each trial resolves it on its node: its ``device`` attribute).
+    device: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,7 +72,8 @@ class RunInfo:
                 "evaluator": self.evaluator, "digest": self.digest, "space_digest": self.space_digest,
                 "experiment_dir": self.experiment_dir, "nas_version": self.nas_version,
                 "command": self.command, "created": self.created,
-                **({"cwd": self.cwd} if self.cwd else {}), **self.extra}
+                **({"cwd": self.cwd} if self.cwd else {}), **({"device": self.device} if self.device else {}),
+                **self.extra}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -84,7 +88,7 @@ class RunInfo:
         try:
             known = {k: d[k] for k in ("study_name", "storage", "space", "dataset", "sampler", "seed", "budget",
                                        "profiles", "evaluator", "digest", "space_digest", "experiment_dir",
-                                       "nas_version", "command", "created", "cwd")
+                                       "nas_version", "command", "created", "cwd", "device")
                      if d.get(k) is not None}
             return cls(name=str(d.get("name") or ""),
                        objectives=tuple(Objective.from_dict(o) for o in d["objectives"]),

@@ -27,6 +27,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.device import describe, resolve_device
 from nas.errors import NasError
 from nas.experiment import Experiment, ExperimentConfig, load_experiment
 from nas.optuna_compat import ask_labelled
@@ -185,7 +186,11 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
     when interrupted (every finished trial is saved; the same call resumes).
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    # A GPU this machine lacks is said once here, not by every trial.
+    device = resolve_device(exp.config.device, f"{exp.source}: device") if exp.needs_training else None
     run = open_run(exp, folder, storage, command)
+    if device is not None and worker_index == 0:
+        run.folder.record_device(describe(device))
     first = len(run.study().get_trials(deepcopy=False))  # the number of this session's first trial
     n_workers = workers or exp.config.workers
     started = time.perf_counter()

@@ -36,7 +36,8 @@ def proxy_setup(experiment: Experiment, candidate: Candidate, number: int, threa
     proxy = experiment.config.proxy
     seed = experiment.config.seed * 100_003 + number
     config = TrainConfig(epochs=proxy.epochs, max_samples=proxy.max_samples, batch_size=proxy.batch_size,
-                         lr=proxy.lr, seed=seed, threads=threads, progress=False)
+                         lr=proxy.lr, seed=seed, threads=threads, progress=False,
+                         device=experiment.config.device, amp=experiment.config.amp)
     torch.manual_seed(seed)
     return build_model(candidate.arch), config
 
@@ -109,7 +110,8 @@ def _rest_of_run(config: TrainConfig, n_train: int, done: int) -> TrainConfig:
 @register_evaluator
 class TrainEvaluator(Evaluator):
     """``evaluator: train``: each candidate trained from scratch for ``proxy.epochs`` (``proxy.max_samples``,
-    ``proxy.lr``, ``proxy.threads`` threads), its compression applied in the last epoch; stopped when
+    ``proxy.lr``, ``proxy.threads`` threads, on the experiment's ``device``: the trial's ``device`` attribute),
+    its compression applied in the last epoch; stopped when
     ``progress`` prunes it, failed when it diverges or runs over ``proxy.max_seconds``."""
 
     name = "train"
@@ -141,7 +143,7 @@ class TrainEvaluator(Evaluator):
 
         epochs, result = resume_train(model, candidate, splits, config, restored.epoch, on_epoch, proxy.compressed)
         trained: dict[str, Any] = {"trained": True, "epochs": epochs, "history": tuple(history),
-                                   "seconds": time.perf_counter() - start}
+                                   "seconds": time.perf_counter() - start, "attrs": {"device": result.device}}
         if result.failed or stop[:1] and stop[0].startswith("time"):
             return Outcome.failed(result.failed or stop[0], **trained)
         if stop:

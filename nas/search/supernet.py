@@ -18,6 +18,7 @@ from nas.search.evaluator import Evaluator, Progress, register_evaluator
 from nas.search.record import Outcome
 from nas.search.setup import Setup
 from nas.spec import Candidate
+from nas.device import resolve_device
 from nas.supernet import SupernetTraining, calibration_images, load_supernet, recalibrate
 from nas.train import evaluate
 
@@ -35,6 +36,8 @@ class SupernetEvaluator(Evaluator):
             raise ValueError("the supernet evaluator needs the dataset's splits (prepare(experiment, data=True))")
         self.config = SupernetTraining.of(self.experiment)
         self.net, self.state = load_supernet(self.experiment.supernet_checkpoint, setup.space)
+        self.device = resolve_device(self.config.device, f"{self.experiment.source}: device")
+        self.net.to(self.device)  # children are extracted, recalibrated and scored there
         self.calibration = calibration_images(setup.splits, self.config.recalibration_batches,
                                               self.config.batch_size, self.config.seed)
 
@@ -55,4 +58,4 @@ class SupernetEvaluator(Evaluator):
             torch.set_num_threads(saved)
         progress.report(1, accuracy, model, last=True)
         return Outcome("COMPLETE", accuracy=float(accuracy), trained=True, epochs=0, history=(float(accuracy),),
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, attrs={"device": str(self.device)})

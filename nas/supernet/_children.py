@@ -39,7 +39,7 @@ def _keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor | None:
     k = round(sparsity * weight.numel())
     if k == 0:
         return None
-    keep = torch.ones(weight.numel(), dtype=torch.bool)
+    keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
     keep[torch.topk(weight.detach().abs().flatten(), k, largest=False).indices] = False
     return keep.view_as(weight)
 
@@ -53,7 +53,7 @@ def _codebook(weight: torch.Tensor, bits: int, keep: torch.Tensor | None) -> tor
     kept = w[keep] if keep is not None else w.flatten()
     lo, hi = kept.min(), kept.max()
     levels = 2**bits - 1
-    step = torch.where(hi > lo, (hi - lo) / levels, torch.ones(()))
+    step = torch.where(hi > lo, (hi - lo) / levels, w.new_ones(()))
     q = lo + torch.round((w - lo) / step).clamp(0, levels) * step
     out = q + (weight - w)  # exactly q forward (x - x is 0), the identity backward
     return out * keep if keep is not None else out

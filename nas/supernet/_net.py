@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from nas.device import model_device
 from nas.models import Network, build_model, init_weights
 from nas.space import Space
 from nas.spec import ArchSpec, Conv, InvertedResidual, Linear
@@ -203,8 +204,9 @@ class Supernet(nn.Module):
 
     @torch.no_grad()
     def extract(self, arch: ArchSpec) -> Network:
-        """``nas.build_model(arch)`` carrying a copy of the supernet's weights for it (in eval mode)."""
-        model = build_model(arch)
+        """``nas.build_model(arch)`` carrying a copy of the supernet's weights for it (in eval mode), on the
+        supernet's device."""
+        model = build_model(arch).to(model_device(self))
         model.load_state_dict({k: v.detach().clone() for k, v in self.tensors(arch).items()}, strict=True)
         return model.eval()
 

@@ -36,6 +36,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from nas.data import Splits
+from nas.device import DEFAULT_DEVICE, Precision, model_device, resolve_device, stage
 from nas.distill import hinton_loss
 from nas.experiment import Experiment
 from nas.files import write_atomic
@@ -65,6 +66,8 @@ class SupernetTraining:
     recalibration_batches: int = 4
     seed: int = 0
     threads: int = 1
+    device: str = DEFAULT_DEVICE  # where it trains and children are scored (nas.device)
+    amp: bool = True
 
     @classmethod
     def of(cls, experiment: Experiment) -> SupernetTraining:
@@ -73,7 +76,8 @@ class SupernetTraining:
         return cls(epochs=c.epochs, warmup_epochs=c.warmup_epochs, max_samples=c.max_samples,
                    batch_size=c.batch_size, lr=c.lr, random_children=c.random_children,
                    compressed_share=c.compressed_share, recalibration_batches=c.recalibration_batches,
-                   seed=experiment.config.seed, threads=c.threads)
+                   seed=experiment.config.seed, threads=c.threads, device=experiment.config.device,
+                   amp=experiment.config.amp)
 
 
 @dataclass
@@ -88,19 +92,21 @@ class TrainState:
 @torch.no_grad()
 def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_size: int = 64) -> nn.Module:
     """Reset every batch norm's running statistics and re-estimate them (a plain average, not a moving one)
-    from ``batches`` batches of ``images`` in training mode; returns ``model`` in eval mode."""
+    from ``batches`` batches of ``images`` in training mode, on the model's device; returns ``model`` in eval
+    mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
+    device = model_device(model)
     model.train()
     try:
         for b in range(batches):
             x = images[b * batch_size:(b + 1) * batch_size]
             if len(x) < 2:
                 break
-            forward(model, x)
+            forward(model, x.to(device, non_blocking=True))
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
@@ -131,14 +137,14 @@ def _space_key(space: Space) -> str:
 def save_supernet(path: Path, net: Supernet, state: TrainState, optimizer: torch.optim.Optimizer | None = None,
                     config: SupernetTraining | None = None) -> None:
     """The supernet's weights (``net.*``), SGD momentum (``momentum.*``) and its metadata, atomically."""
-    tensors = {f"net.{k}": v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     if optimizer is not None:
         names = {id(p): n for n, p in net.named_parameters()}
         for group in optimizer.param_groups:
             for p in group["params"]:
                 buf = optimizer.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
-                    tensors[f"momentum.{names[id(p)]}"] = buf.detach().contiguous().clone()
+                    tensors[f"momentum.{names[id(p)]}"] = buf.detach().cpu().contiguous().clone()
     meta = {"format": FORMAT, "space": _space_key(net.space), "space_name": net.space.name,
             "state": json.dumps(asdict(state)), "config": json.dumps(asdict(config) if config else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +205,7 @@ def _restore_momentum(net: Supernet, optimizer: torch.optim.SGD, tensors: dict[s
     for name, p in net.named_parameters():
         buf = tensors.get(f"momentum.{name}")
         if buf is not None:
-            optimizer.state[p]["momentum_buffer"] = buf.clone()
+            optimizer.state[p]["momentum_buffer"] = buf.to(p.device, copy=True)
 
 
 def _logits(net: Supernet, x: torch.Tensor, arch: ArchSpec, compression: CompressionSpec | None) -> torch.Tensor:
@@ -228,12 +234,16 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
     torch.manual_seed(config.seed)  # the initial weights
     net, state = Supernet(space), TrainState()
     optimizer = _optimizer(net, config)
+    device = resolve_device(config.device)
     if path.exists():
         tensors, state = read_supernet(path, space)
         net, _ = load_supernet(path, space)
         optimizer = _optimizer(net, config)
+        net.to(device)  # the optimizer's parameters are the same objects there
         _restore_momentum(net, optimizer, tensors)
-    x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
+    net.to(device)
+    precision = Precision(device, config.amp)
+    x_all, y_all = stage(splits.train.tensors[:2], device)
     n = min(len(x_all), config.max_samples or len(x_all))
     batch = min(config.batch_size, n)
     steps = n // batch
@@ -246,7 +256,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
         for epoch in range(state.epoch, config.epochs):
             start = time.perf_counter()
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(x_all), generator=generator)[:n]
+            order = torch.randperm(len(x_all), generator=generator)[:n].to(device)
             rng = random.Random(config.seed * 1_000_003 + epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)
             warm = epoch < config.warmup_epochs
@@ -260,20 +270,23 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
                 idx = order[step * batch:(step + 1) * batch]
                 x, y = x_all[idx], y_all[idx]
                 optimizer.zero_grad(set_to_none=True)
-                teacher = _logits(net, x, largest, None)
-                loss = F.cross_entropy(teacher, y)
+                with precision.autocast():
+                    teacher = _logits(net, x, largest, None)
+                    loss = F.cross_entropy(teacher, y)
                 _check(loss, epoch, step)
-                loss.backward()
+                precision.backward(loss)
                 if not warm:  # the sandwich: the smallest and random children, distilled from the largest
                     squeeze = rng.random() < config.compressed_share
                     compressed += squeeze
                     for k in range(1 + config.random_children):
                         drawn = space.random(rng.randrange(2**31))
-                        logits = _logits(net, x, drawn.arch if k else smallest, drawn.compression if squeeze else None)
-                        loss = hinton_loss(logits, teacher.detach(), y)
+                        with precision.autocast():
+                            logits = _logits(net, x, drawn.arch if k else smallest,
+                                             drawn.compression if squeeze else None)
+                            loss = hinton_loss(logits, teacher.detach(), y)
                         _check(loss, epoch, step)
-                        loss.backward()
-                optimizer.step()
+                        precision.backward(loss)
+                precision.step(optimizer)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from nas.experiment import Experiment, load_experiment
 from nas.search.budget import counted, session_failure
 from nas.search.local import SearchResult
-from nas.search.ray.driver import Driver
+from nas.search.ray.driver import Driver, check_gpus
 from nas.search.ray.session import ray_session
 from nas.search.session import open_run
 
@@ -30,7 +30,11 @@ def search(experiment: Experiment | str | Path, *, folder: str | Path | None = N
     call resumes it).
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if exp.needs_training:
+        check_gpus(exp)
     run = open_run(exp, folder, storage, command, data=False)
+    if exp.needs_training:  # each trial resolves the setting on its node (its device attribute)
+        run.folder.record_device(exp.config.device)
     first = len(run.study().get_trials(deepcopy=False))  # the number of this session's first trial
     started = time.perf_counter()
     interrupted = False

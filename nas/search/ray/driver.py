@@ -11,6 +11,10 @@
   accuracy takes the place of the local backend's Optuna pruner; ``proxy.pruner: none`` runs every trial
   to the end. A trial ASHA stops is PRUNED with its last accuracy.
 - **Resources.** ``resources: {cpus, gpus}`` is what each trial reserves (default ``proxy.threads`` CPUs).
+  A trial that reserves a GPU trains on it: Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU it chose, so the
+  experiment's ``device: cuda`` (or ``auto``) is that GPU in the trial
+  (:func:`nas.search.ray.trial.trial_device`); a GPU reserved for ``device: cpu``, or ``device: cuda``
+  without one, is refused before any trial starts (:func:`check_gpus`).
 - **Resume.** Each session is a Tune experiment in ``RUN/ray/session-N`` (listed in
   ``RUN/ray/sessions.json``). An interrupted session is picked up with ``Tuner.restore`` and its unfinished
   trials continue from their last checkpoint; budget left after that runs as a new session on the same
@@ -227,6 +231,19 @@ def resources(experiment: Experiment) -> dict[str, float]:
     """What one trial reserves: ``resources.cpus`` (default ``proxy.threads``) and ``resources.gpus``."""
     res = experiment.config.resources
     return {"cpu": float(res.cpus or experiment.config.proxy.threads), "gpu": float(res.gpus)}
+
+
+def check_gpus(experiment: Experiment) -> None:
+    """Refuse a ``device`` that cannot use what ``resources.gpus`` reserves (or lacks what it needs)."""
+    gpus, device = experiment.config.resources.gpus, experiment.config.device
+    if gpus > 0 and device == "cpu":
+        raise NasError(f"{experiment.source}: resources.gpus {gpus:g} reserves a GPU for every trial, but device is "
+                       f"cpu (the default), so it would sit idle: set device: auto or cuda in the experiment file "
+                       f"(or give --device cuda), or resources.gpus: 0.")
+    if gpus == 0 and device.startswith("cuda"):
+        raise NasError(f"{experiment.source}: device {device}, but resources.gpus is 0: Ray hides the GPUs from a "
+                       f"trial that reserves none; set resources.gpus (1, or a fraction to share a GPU), or "
+                       f"device: auto.")
 
 
 def _at_once(experiment: Experiment) -> int:

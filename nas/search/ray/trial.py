@@ -32,7 +32,14 @@ def experiment_of(config: dict[str, Any], source: str) -> Experiment:
     return Experiment(ExperimentConfig.model_validate(config), source)
 
 
+def trial_device(device: str) -> str:
+    """The device setting inside a Ray trial: ``cuda:N`` is ``cuda``, the GPU Ray reserved for the trial
+    (its ``CUDA_VISIBLE_DEVICES`` holds only that one, so it is index 0 there); others as they are."""
+    return "cuda" if device.startswith("cuda") else device
+
+
 def _prepared(config: dict[str, Any], source: str) -> tuple[Setup, Evaluator]:
+    config = {**config, "device": trial_device(config.get("device", "cpu"))}  # the GPU Ray reserved, if any
     key = json.dumps([config, source], sort_keys=True)
     if key not in _PREPARED:
         for _, old in _PREPARED.values():
@@ -95,7 +102,8 @@ def run_trial(config: dict[str, Any], *, experiment: dict[str, Any], source: str
         raise exc.__cause__ or exc from None
     except Exception as exc:  # a candidate that does not even parse fails its trial, not the search
         outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
-    final: dict[str, Any] = {"final": True, "outcome": json.dumps({**outcome.to_dict(), "attrs": attrs})}
+    final: dict[str, Any] = {"final": True, "outcome": json.dumps({**outcome.to_dict(),
+                                                                   "attrs": {**outcome.attrs, **attrs}})}
     if outcome.state == "COMPLETE" and outcome.trained:
         final.update(val_accuracy=outcome.accuracy, epoch=outcome.epochs)
     tune.report(final)
