@@ -6,11 +6,16 @@ here rather than in a library floor.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from nas.errors import CompressError, NasError
+from pydantic import ValidationError
+
+from nas.checkpoint import read_checkpoint
+from nas.errors import CompressError, NasError, describe_validation_error
+from nas.experiment import DatasetConfig
 from nas.spec import Candidate
 
 
@@ -48,3 +53,46 @@ def read_json_arg(text_or_path: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CompressError(f"{what} file {text_or_path!r} is not valid JSON: {exc}.") from None
+
+
+def add_data_arguments(group: argparse._ArgumentGroup, split_seed_default: int | None = None) -> None:
+    """``--dataset``, ``--data-root``, ``--split-seed`` and, for image folders, ``--data-workers``."""
+    group.add_argument("--dataset", default=None,
+                       help="dataset name (default: digits; see `nas datasets`), or imagefolder: a folder of class "
+                            "sub-folders given by --data-root, resized to the network's input")
+    group.add_argument("--data-root", default=None, help="folder holding the dataset files (the image folder)")
+    group.add_argument("--split-seed", type=int, default=split_seed_default,
+                       help="seed of the train/val split; keep it equal for teacher and student (default: 0)")
+    group.add_argument("--data-workers", type=int, default=None,
+                       help="DataLoader processes that decode an image folder (default: 0, in this process)")
+
+
+def dataset_of(args: argparse.Namespace, augment: Any = None) -> DatasetConfig:
+    """The dataset settings ``--dataset``, ``--data-root``, ``--split-seed``, ``--data-workers`` (and
+    ``augment``, a JSON object) give, checked as an experiment file's ``dataset:`` is."""
+    settings: dict[str, Any] = {"name": args.dataset or "digits", "root": args.data_root,
+                                "split_seed": args.split_seed or 0}
+    if args.data_workers is not None:
+        settings["workers"] = args.data_workers
+    if augment is not None:
+        settings["augment"] = augment
+    try:
+        return DatasetConfig.model_validate(settings)
+    except ValidationError as exc:
+        flags = {"workers": "--data-workers", "augment": "--augment"}
+        text = describe_validation_error(exc)
+        for key, flag in flags.items():
+            text = text.replace(f"{key} is a setting", f"{flag} is a setting").replace(f"{key}.", f"{flag} ")
+        raise NasError(f"{text}.") from None
+
+
+def recorded_normalization(checkpoint: str | Path | None, dataset: str | None) -> dict[str, list[float]] | None:
+    """The standardisation a checkpoint was trained with, when it was trained on ``dataset`` (None: not
+    recorded, another dataset, or no checkpoint): a fine-tuned or compressed model sees its inputs as before."""
+    if checkpoint is None or not str(checkpoint).endswith(".safetensors"):
+        return None
+    extra = read_checkpoint(checkpoint)[1].get("extra") or {}
+    recorded = extra.get("normalization")
+    if extra.get("dataset") != (dataset or "digits") or not isinstance(recorded, dict):
+        return None
+    return {"mean": list(recorded.get("mean", [])), "std": list(recorded.get("std", []))}

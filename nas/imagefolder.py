@@ -1,0 +1,254 @@
+"""Image folders: a user's own images, one sub-folder per class, decoded with Pillow.
+
+::
+
+    ROOT/cat/0001.png            ROOT/train/cat/0001.jpg
+    ROOT/cat/0002.png      or    ROOT/train/dog/...
+    ROOT/dog/0003.jpg            ROOT/val/cat/...    (or valid/, validation/; optional)
+                                 ROOT/test/cat/...   (optional)
+
+Class names are the sub-folders' names in sorted order (label 0 is the first). Images are found in each
+class folder and below it, by suffix (:data:`SUFFIXES`); other files are skipped. Every image is converted
+to ``L`` (one channel) or ``RGB`` (three) and resized (bilinear) to the network's input; with resizing off
+they must all have one size. This module reads folders and decodes images; :mod:`nas.data` splits them
+and builds the :class:`~nas.data.Splits`. Each problem a user can fix (a folder with no classes, an empty
+class, an image Pillow cannot decode, mixed sizes) is one :class:`~nas.errors.DataError` naming the file.
+
+Small folders are decoded once into memory (then they train as fast as the built-in datasets); large
+ones are an :class:`ImageFiles` dataset streamed from disk by a DataLoader with ``workers`` processes
+(:func:`stream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from nas.errors import DataError
+
+#: The file suffixes read as images (case-insensitive).
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+#: The folder names of a pre-split image folder, by split.
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+#: Decoded float32 bytes up to which ``in_memory: auto`` holds a folder in memory.
+MEMORY_BYTES = 1 << 30
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P")
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """How to read an image folder: ``size`` ``(H, W)`` to resize to (None: keep, all images alike),
+    ``channels`` 1 or 3 (None: 3 when the first image of any class has colour, else 1), ``in_memory``
+    (None: when the decoded folder fits :data:`MEMORY_BYTES`), ``workers`` DataLoader processes for
+    decoding and streaming (0: in this process)."""
+
+    size: tuple[int, int] | None = None
+    channels: int | None = None
+    in_memory: bool | None = None
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Part:
+    """The images of one split as found on disk: files and their labels."""
+
+    files: tuple[Path, ...]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """A scanned folder: its classes, and either one ``pool`` part or ``train`` (with ``val``/``test`` when
+    the folder has them)."""
+
+    root: Path
+    classes: tuple[str, ...]
+    parts: dict[str, Part]
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                  and not p.name.startswith("."))
+
+
+def _scan_part(folder: Path, classes: Sequence[str] | None) -> tuple[tuple[str, ...], Part]:
+    """The class folders of ``folder`` and their images; ``classes``: the training split's, which a
+    validation or test folder may not go beyond."""
+    dirs = _class_dirs(folder)
+    if not dirs:
+        loose = "; its images must go in one sub-folder per class" if _images(folder) else ""
+        raise DataError(f"image folder {str(folder)!r} has no class sub-folders{loose} (ROOT/cat/1.png, "
+                        f"ROOT/dog/2.png, ...).")
+    names = tuple(d.name for d in dirs)
+    if classes is not None:
+        extra = [n for n in names if n not in classes]
+        if extra:
+            raise DataError(f"class folder {str(folder / extra[0])!r} has no counterpart in the training split "
+                            f"(classes {list(classes)}); rename or remove it.")
+    elif len(dirs) < 2:
+        raise DataError(f"image folder {str(folder)!r} has one class folder ({names[0]!r}); a classifier needs "
+                        f"two or more.")
+    files, labels = [], []
+    for d in dirs:
+        found = _images(d)
+        if not found:
+            raise DataError(f"class folder {str(d)!r} holds no images ({', '.join(SUFFIXES[:4])}, ...); add some "
+                            f"or remove the folder.")
+        label = (classes or names).index(d.name)
+        files += found
+        labels += [label] * len(found)
+    return names, Part(tuple(files), np.asarray(labels, dtype=np.int64))
+
+
+def scan(root: Path) -> FolderIndex:
+    """The classes and image files under ``root`` (see the module docstring for the two layouts)."""
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"image folder {str(root)!r} {what}; give a folder of class sub-folders "
+                        f"(dataset: {{name: imagefolder, root: DIR}} or --dataset imagefolder --data-root DIR).")
+    if not (root / "train").is_dir():
+        classes, pool = _scan_part(root, None)
+        return FolderIndex(root, classes, {"pool": pool})
+    classes, train = _scan_part(root / "train", None)
+    parts = {"train": train}
+    for split in ("val", "test"):
+        for name in SPLIT_FOLDERS[split]:
+            if (root / name).is_dir():
+                parts[split] = _scan_part(root / name, classes)[1]
+                break
+    return FolderIndex(root, classes, parts)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}; replace or remove the file.") from None
+
+
+def guess_channels(files: Iterable[Path]) -> int:
+    """3 when any of ``files`` (the first image of each class) has colour, else 1."""
+    for path in files:
+        with _open(path) as im:
+            if im.mode not in _GREY_MODES:
+                return 3
+    return 1
+
+
+def first_size(files: Sequence[Path]) -> tuple[int, int]:
+    """``(H, W)`` shared by every file (headers only), or a DataError naming the first that differs."""
+    with _open(files[0]) as im:
+        w, h = im.size
+    for path in files[1:]:
+        with _open(path) as im:
+            if im.size != (w, h):
+                raise DataError(f"image {str(path)!r} is {im.size[0]}x{im.size[1]} but {str(files[0])!r} is "
+                                f"{w}x{h}: with resizing off (resize: false) every image must have one size; "
+                                f"turn resizing on or give image_size.")
+    return h, w
+
+
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """One image as uint8 ``(C, H, W)``: converted to L or RGB, resized (bilinear) to ``size`` ``(H, W)``."""
+    try:
+        with _open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            if im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.array(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged data, found while decoding
+        raise DataError(f"cannot decode image {str(path)!r}: {exc}; replace or remove the file.") from None
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+class ImageFiles(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Images decoded from disk at each access: ``(standardised float32 (C, H, W), label)``; with ``raw``,
+    ``(uint8 (C, H, W), label)``. ``workers``: the DataLoader processes :func:`stream` reads it with."""
+
+    def __init__(self, part: Part, channels: int, size: tuple[int, int], mean: Sequence[float] = (),
+                 std: Sequence[float] = (), workers: int = 0, raw: bool = False) -> None:
+        self.files, self.labels = part.files, torch.from_numpy(part.labels)
+        self.channels, self.size, self.workers, self.raw = channels, size, workers, raw
+        self.mean = torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(-1, 1, 1))
+        self.shape = (channels, *size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(read_image(self.files[i], self.channels, self.size))
+        if self.raw:
+            return x, self.labels[i]
+        return x.float().mul_(self.scale).sub_(self.mean * 255.0 * self.scale), self.labels[i]
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def stream(dataset: Dataset[tuple[torch.Tensor, ...]], batches: Iterable[Sequence[int]], workers: int = 0
+           ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The batches of ``dataset`` at the index lists ``batches``, read by a DataLoader with ``workers``
+    processes (one torch thread each). A DataError raised in a worker comes back as one line."""
+    loader = DataLoader(dataset, batch_sampler=list(batches), num_workers=workers, worker_init_fn=_one_thread,
+                        persistent_workers=False)
+    try:
+        yield from (tuple(batch) for batch in loader)
+    except DataError as exc:
+        lines = str(exc).strip().splitlines()
+        raise DataError(lines[-1].removeprefix("nas.errors.DataError: ")) from None
+
+
+def sequential(n: int, batch_size: int) -> list[list[int]]:
+    """Index lists of ``batch_size`` covering ``range(n)`` in order (evaluation, statistics)."""
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def in_order(dataset: Dataset[tuple[torch.Tensor, ...]], batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The whole of any dataset in order, in batches of ``batch_size``: sliced from a TensorDataset's
+    tensors, else streamed with the dataset's ``workers`` (evaluation)."""
+    if isinstance(dataset, TensorDataset):
+        n = len(dataset.tensors[0])
+        yield from (tuple(t[i:i + batch_size] for t in dataset.tensors) for i in range(0, n, batch_size))
+        return
+    yield from stream(dataset, sequential(len(dataset), batch_size),  # type: ignore[arg-type]
+                      getattr(dataset, "workers", 0))
+
+
+def decode(part: Part, channels: int, size: tuple[int, int], workers: int = 0) -> np.ndarray:
+    """Every image of ``part`` decoded into uint8 ``(N, C, H, W)``, by ``workers`` processes."""
+    out = np.empty((len(part.files), channels, *size), dtype=np.uint8)
+    data = ImageFiles(part, channels, size, workers=workers, raw=True)
+    start = 0
+    for x, _ in stream(data, sequential(len(data), 256), workers):
+        out[start:start + len(x)] = x.numpy()
+        start += len(x)
+    return out
+
+
+def channel_stats(part: Part, channels: int, size: tuple[int, int], workers: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``part``'s [0, 1]-scaled pixels, in one streamed pass."""
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    data = ImageFiles(part, channels, size, workers=workers, raw=True)
+    for x, _ in stream(data, sequential(len(data), 256), workers):
+        v = x.double().div_(255.0)
+        total += v.sum(dim=(0, 2, 3)).numpy()
+        squares += v.pow(2).sum(dim=(0, 2, 3)).numpy()
+    n = len(part.files) * size[0] * size[1]
+    mean = total / n
+    return mean, np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
