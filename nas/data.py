@@ -49,7 +49,7 @@ from torch.utils.data import Dataset, TensorDataset
 from nas.augment import Augment
 from nas.errors import DataError
 from nas.imagefolder import MEMORY_BYTES, FolderIndex, FolderOptions, ImageFiles, Part, channel_stats, decode
-from nas.imagefolder import first_size, guess_channels, scan
+from nas.imagefolder import check_headers, first_size, guess_channels, scan
 
 #: Fraction of the training pool held out for validation (stratified, seeded).
 VAL_FRACTION = 0.1
@@ -427,9 +427,12 @@ def _image_folder(root: Path, seed: int, options: FolderOptions, augment: Augmen
         arrays = {k: (decode(p, channels, size, options.workers).astype(np.float32) / np.float32(255), p.labels)
                   for k, p in parts.items()}
         return _in_memory(name, arrays, len(classes), source, normalization, augment, classes)
-    if normalization is None:
+    if normalization is None:  # decodes every training image once: a bad one is found now
         mean, std = channel_stats(parts["train"], channels, size, options.workers)
         normalization = {"mean": list(mean), "std": list(np.maximum(std, 1e-6))}
+        check_headers([*parts["val"].files, *parts["test"].files])
+    else:
+        check_headers(every)
     mean, std = _stats(np.zeros((1, channels, 1, 1)), normalization)
     files = {k: ImageFiles(p, channels, size, tuple(mean), tuple(std), options.workers) for k, p in parts.items()}
     return Splits(name=name, train=files["train"], val=files["val"], test=files["test"], input_shape=(channels, *size),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nas.errors import DataError
@@ -132,6 +132,9 @@ def scan(root: Path) -> FolderIndex:
 def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path)
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {str(path)!r}: not an image Pillow can decode (damaged, or another "
+                        f"kind of file named {path.suffix}); replace or remove the file.") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {str(path)!r}: {exc}; replace or remove the file.") from None
 
@@ -145,6 +148,15 @@ def guess_channels(files: Iterable[Path]) -> int:
     return 1
 
 
+def check_headers(files: Iterable[Path]) -> None:
+    """Each file opens as an image (its header only: fast), or a DataError names the first that does not;
+    a streamed folder checks the images it does not decode at the start, so a bad file stops the search
+    before the first trial."""
+    for path in files:
+        with _open(path):
+            pass
+
+
 def first_size(files: Sequence[Path]) -> tuple[int, int]:
     """``(H, W)`` shared by every file (headers only), or a DataError naming the first that differs."""
     with _open(files[0]) as im:
@@ -154,7 +166,7 @@ def first_size(files: Sequence[Path]) -> tuple[int, int]:
             if im.size != (w, h):
                 raise DataError(f"image {str(path)!r} is {im.size[0]}x{im.size[1]} but {str(files[0])!r} is "
                                 f"{w}x{h}: with resizing off (resize: false) every image must have one size; "
-                                f"turn resizing on or give image_size.")
+                                f"drop resize: false to have them resized to the network's input.")
     return h, w
 
 
@@ -182,7 +194,7 @@ class ImageFiles(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.files, self.labels = part.files, torch.from_numpy(part.labels)
         self.channels, self.size, self.workers, self.raw = channels, size, workers, raw
         self.mean = torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(-1, 1, 1)
-        self.scale = 1.0 / (255.0 * torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(-1, 1, 1))
+        self.std = torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(-1, 1, 1)
         self.shape = (channels, *size)
 
     def __len__(self) -> int:
@@ -192,7 +204,8 @@ class ImageFiles(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x = torch.from_numpy(read_image(self.files[i], self.channels, self.size))
         if self.raw:
             return x, self.labels[i]
-        return x.float().mul_(self.scale).sub_(self.mean * 255.0 * self.scale), self.labels[i]
+        # The in-memory datasets' arithmetic, in float32: both give the same tensors.
+        return x.float().div_(255.0).sub_(self.mean).div_(self.std), self.labels[i]
 
 
 def _one_thread(_: int) -> None:
@@ -203,8 +216,9 @@ def stream(dataset: Dataset[tuple[torch.Tensor, ...]], batches: Iterable[Sequenc
            ) -> Iterator[tuple[torch.Tensor, ...]]:
     """The batches of ``dataset`` at the index lists ``batches``, read by a DataLoader with ``workers``
     processes (one torch thread each). A DataError raised in a worker comes back as one line."""
+    # Its own generator: the workers' seeds are not drawn from torch's global one, which stays the caller's.
     loader = DataLoader(dataset, batch_sampler=list(batches), num_workers=workers, worker_init_fn=_one_thread,
-                        persistent_workers=False)
+                        generator=torch.Generator().manual_seed(0))
     try:
         yield from (tuple(batch) for batch in loader)
     except DataError as exc:
