@@ -174,7 +174,8 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 ``(C, H, W)``: converted to L or RGB, resized (bilinear) to ``size`` ``(H, W)``."""
     try:
         with _open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
+            mode = "RGB" if channels == 3 else "L"
+            im = im if im.mode == mode else im.convert(mode)
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.array(im, dtype=np.uint8)
