@@ -269,3 +269,28 @@ def test_experiment_dataset_settings_are_checked(tmp_path: Path, dataset: dict, 
     assert result.returncode == 2
     err = without_warnings(result.stderr)
     assert err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.slow
+def test_winners_of_a_folder_search_carry_the_runs_normalisation(tmp_path: Path) -> None:
+    """`nas finetune RUN` on an image-folder run: the teacher, the winner's checkpoint and its ONNX file record
+    the run's normalization.json, and the ONNX file's class names are the folder's."""
+    import onnx
+
+    make_folder(tmp_path / "imgs")
+    exp = write(tmp_path, {"name": "win", "space": "mobilenetv2-tiny", "objectives": ["accuracy", "madds"],
+                           "dataset": {"name": "imagefolder", "root": "imgs", "augment": {"flip": True}},
+                           "budget": {"trials": 2}, "proxy": {"epochs": 1, "pruner": "none", "batch_size": 16}})
+    out = tmp_path / "run"
+    result = run("search", str(exp), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    result = run("finetune", str(out), "--top", "1", "--epochs", "1", "--teacher-epochs", "1", "--recovery-epochs",
+                 "0", "--no-progress")
+    assert result.returncode in (0, 1), result.stderr  # 1: a winner at chance accuracy on this tiny folder
+    recorded = json.loads((out / "normalization.json").read_text())
+    winner = next((out / "winners").glob("1-trial*"))
+    assert read_checkpoint(winner / "model.safetensors")[1]["extra"]["normalization"] == recorded
+    assert read_checkpoint(out / "winners" / "teacher.safetensors")[1]["extra"]["normalization"] == recorded
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(winner / "model.onnx")).metadata_props}
+    assert props["mean"] == recorded["mean"] and props["std"] == recorded["std"]
+    assert props["classes"] == sorted(CLASSES) and props["dataset"] == "imagefolder"

@@ -94,12 +94,13 @@ def tradeoff_picture(model: nn.Module, arch: ArchSpec, dataset: str, path: Path,
     import torch
     from torch.utils.data import TensorDataset
 
-    from nas.data import check_fits, load_dataset
+    from nas.data import check_fits, load_configured
+    from nas.experiment import DatasetConfig
     from nas.train import TrainConfig, as_tensors, evaluate, train
 
     if samples < 1 or retrain_epochs < 0:
         raise NasError(f"--eval-samples must be >= 1 and --retrain-epochs >= 0, but got {samples}, {retrain_epochs}.")
-    splits = load_dataset(dataset, root=root)
+    splits = load_configured(DatasetConfig(name=dataset, root=root), arch.input_shape)  # an image folder: at its input
     check_fits(splits, arch.input_shape, arch.num_classes)
     x, y = as_tensors(splits.val)[:2]
     val = TensorDataset(x[:samples], y[:samples])
