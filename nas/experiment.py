@@ -85,7 +85,7 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _folder_keys(self) -> DatasetConfig:
-        given = [k for k in FOLDER_KEYS if k in self.model_fields_set]
+        given = [k for k in FOLDER_KEYS if getattr(self, k) != type(self).model_fields[k].default]
         if self.name != "imagefolder" and given:
             raise ValueError(f"{given[0]} is a setting of image folders (name: imagefolder), not of {self.name!r}")
         if not self.resize and self.image_size is not None:
@@ -266,10 +266,10 @@ class Experiment:
         """A hash of the settings that define the study's trials: resuming with other values would mix
         incomparable trials. Budget, workers, storage, winners and description may change between sessions."""
         kept = self.config.model_dump(mode="json", exclude=set(RESUMABLE))
-        if kept["dataset"] is not None:  # settings added later: their defaults keep old runs' digests
-            given = self.config.dataset.model_fields_set  # type: ignore[union-attr]
+        if kept["dataset"] is not None:  # settings added later: at their defaults, old runs' digests stay
+            defaults = DatasetConfig().model_dump(mode="json")
             for key in (*FOLDER_KEYS, "augment"):
-                if key not in given or key in ("in_memory", "workers"):  # these two change no trial
+                if kept["dataset"][key] == defaults[key] or key in ("in_memory", "workers"):  # these change no trial
                     del kept["dataset"][key]
         if kept["evaluator"] != "supernet":  # the supernet section came later and only its evaluator reads it
             del kept["supernet"]

@@ -294,3 +294,23 @@ def test_winners_of_a_folder_search_carry_the_runs_normalisation(tmp_path: Path)
     props = {p.key: json.loads(p.value) for p in onnx.load(str(winner / "model.onnx")).metadata_props}
     assert props["mean"] == recorded["mean"] and props["std"] == recorded["std"]
     assert props["classes"] == sorted(CLASSES) and props["dataset"] == "imagefolder"
+
+
+def test_dataset_settings_keep_old_digests_and_survive_a_round_trip() -> None:
+    """Runs started before the image-folder settings existed still resume (their digest, taken with the code
+    of 6ea5711, is unchanged), and a config dumped and read back (as the Ray driver hands it to each trial)
+    is accepted with the same digest."""
+    from nas.experiment import Experiment, ExperimentConfig, parse_experiment
+
+    old = parse_experiment("name: a\nspace: mobilenetv2-tiny\ndataset: {name: fashion-mnist, split_seed: 3}\n")
+    assert old.digest == "7af5da8251ff5511"
+    for text in ("name: a\nspace: mobilenetv2-tiny\ndataset: digits\n",
+                 "name: a\nspace: s.yaml\ndataset: {name: imagefolder, root: d, workers: 2, augment: {crop: 2}}\n"):
+        exp = parse_experiment(text)
+        again = Experiment(ExperimentConfig.model_validate(exp.config.model_dump(mode="json")))
+        assert again.digest == exp.digest
+    augmented = parse_experiment("name: a\nspace: mobilenetv2-tiny\ndataset: {name: digits, augment: {flip: true}}\n")
+    streamed = parse_experiment("name: a\nspace: mobilenetv2-tiny\ndataset: {name: imagefolder, root: d, workers: 2}\n")
+    assert augmented.digest != parse_experiment("name: a\nspace: mobilenetv2-tiny\ndataset: digits\n").digest
+    assert streamed.digest == parse_experiment("name: a\nspace: mobilenetv2-tiny\ndataset: {name: imagefolder, "
+                                               "root: d}\n").digest  # workers change no trial: a resume may set them
