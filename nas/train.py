@@ -4,10 +4,11 @@ The search trains many small candidates for a few epochs each, so the loop is
 kept minimal: batches are sliced from in-memory tensors (no worker processes)
 or, for an image folder streamed from disk, read by a DataLoader with the
 folder's workers in the same seeded order; the training split's augmentation
-(:mod:`nas.augment`) is applied to each batch; the learning-rate schedule is per step, and validation accuracy is reported
-after every epoch through ``on_epoch`` so that Optuna pruners or Ray schedulers
-can stop weak trials early. A non-finite or exploding loss ends the run with a
-reason in :attr:`TrainResult.failed`; it never raises into the search.
+(:mod:`nas.augment`) is applied to each batch; the learning-rate schedule is
+per step, and validation accuracy is reported after every epoch through
+``on_epoch`` so that Optuna pruners or Ray schedulers can stop weak trials early.
+A non-finite or exploding loss ends the run with a reason in
+:attr:`TrainResult.failed`; it never raises into the search.
 
 Runs are deterministic for a given ``seed`` on one thread (the data order comes
 from a seeded generator; the model's initial weights are the caller's, so seed

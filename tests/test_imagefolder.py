@@ -111,7 +111,8 @@ def test_train_finetune_and_compress_reuse_the_checkpoints_normalisation(tmp_pat
         im = Image.open(f)
         Image.eval(im, lambda v: min(255, v + 60)).save(f)
     result = run("finetune", "--init", str(tmp_path / "m.safetensors"), "--dataset", "imagefolder", "--data-root",
-                 str(brighter), "--epochs", "1", "--threads", "1", "--no-progress", "-o", str(tmp_path / "f.safetensors"))
+                 str(brighter), "--epochs", "1", "--threads", "1", "--no-progress", "-o",
+                 str(tmp_path / "f.safetensors"))
     assert result.returncode == 0, result.stderr
     tuned = json.loads(result.stdout.strip().splitlines()[-1])
     assert tuned["normalization"] == summary["normalization"]
@@ -128,7 +129,8 @@ def test_in_memory_and_streamed_folders_give_the_same_splits(tmp_path: Path) -> 
     opts = dict(size=(8, 8), channels=3)
     memory = load_dataset("imagefolder", root=folder, folder=FolderOptions(**opts, in_memory=True))
     streamed = load_dataset("imagefolder", root=folder, folder=FolderOptions(**opts, in_memory=False, workers=1))
-    assert memory.classes == streamed.classes == tuple(sorted(CLASSES)) and memory.input_shape == streamed.input_shape == (3, 8, 8)
+    assert memory.classes == streamed.classes == tuple(sorted(CLASSES))
+    assert memory.input_shape == streamed.input_shape == (3, 8, 8)
     assert memory.mean == pytest.approx(streamed.mean, abs=1e-6) and memory.std == pytest.approx(streamed.std, abs=1e-5)
     for a, b in ((memory.train, streamed.train), (memory.val, streamed.val), (memory.test, streamed.test)):
         assert len(a) == len(b)

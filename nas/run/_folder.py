@@ -175,7 +175,8 @@ class RunFolder:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NasError(f"cannot read {path}: {exc}; delete it to have it computed again.") from None
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("mean", "std")):
-            raise NasError(f"{path} must hold {{\"mean\": [...], \"std\": [...]}}; delete it to have it computed again.")
+            raise NasError(f"{path} must hold {{\"mean\": [...], \"std\": [...]}}; delete it to have it computed "
+                           f"again.")
         return {"mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
 
     @property
