@@ -21,6 +21,7 @@ ones are an :class:`ImageFiles` dataset streamed from disk by a DataLoader with 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,10 +204,18 @@ class ImageFiles(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(read_image(self.files[i], self.channels, self.size))
-        if self.raw:
-            return x, self.labels[i]
-        # The in-memory datasets' arithmetic, in float32: both give the same tensors.
-        return x.float().div_(255.0).sub_(self.mean).div_(self.std), self.labels[i]
+        return (x if self.raw else self.standardise(x)), self.labels[i]
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (one or a batch) as the network sees them: the in-memory datasets' arithmetic in
+        float32, so both give the same tensors."""
+        return x.float().div_(255.0).sub_(self.mean).div_(self.std)
+
+    def as_raw(self) -> ImageFiles:
+        """The same files read as uint8 (a DataLoader then moves a quarter of the bytes)."""
+        raw = copy.copy(self)
+        raw.raw = True
+        return raw
 
 
 def _one_thread(_: int) -> None:
@@ -218,10 +227,13 @@ def stream(dataset: Dataset[tuple[torch.Tensor, ...]], batches: Iterable[Sequenc
     """The batches of ``dataset`` at the index lists ``batches``, read by a DataLoader with ``workers``
     processes (one torch thread each). A DataError raised in a worker comes back as one line."""
     # Its own generator: the workers' seeds are not drawn from torch's global one, which stays the caller's.
-    loader = DataLoader(dataset, batch_sampler=list(batches), num_workers=workers, worker_init_fn=_one_thread,
+    standardise = isinstance(dataset, ImageFiles) and not dataset.raw
+    source = dataset.as_raw() if isinstance(dataset, ImageFiles) and standardise else dataset  # per batch, not image
+    loader = DataLoader(source, batch_sampler=list(batches), num_workers=workers, worker_init_fn=_one_thread,
                         generator=torch.Generator().manual_seed(0))
     try:
-        yield from (tuple(batch) for batch in loader)
+        for batch in loader:
+            yield (dataset.standardise(batch[0]), *batch[1:]) if standardise else tuple(batch)  # type: ignore[union-attr]
     except DataError as exc:
         lines = str(exc).strip().splitlines()
         raise DataError(lines[-1].removeprefix("nas.errors.DataError: ")) from None
