@@ -48,8 +48,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from nas.augment import Augment
 from nas.errors import DataError
-from nas.imagefolder import MEMORY_BYTES, FolderIndex, FolderOptions, ImageFiles, Part, channel_stats, decode
-from nas.imagefolder import check_headers, first_size, guess_channels, scan
+from nas.imagefolder import MEMORY_BYTES, STATS_BATCH, FolderIndex, FolderOptions, ImageFiles, Part, channel_stats
+from nas.imagefolder import check_headers, decode, first_size, guess_channels, moments, scan
 
 #: Fraction of the training pool held out for validation (stratified, seeded).
 VAL_FRACTION = 0.1
@@ -424,12 +424,15 @@ def _image_folder(root: Path, seed: int, options: FolderOptions, augment: Augmen
         in_memory = len(every) * channels * size[0] * size[1] * 4 <= MEMORY_BYTES
     source, name, classes = str(root), IMAGEFOLDER, index.classes
     if in_memory:
-        arrays = {k: (decode(p, channels, size, options.workers).astype(np.float32) / np.float32(255), p.labels)
-                  for k, p in parts.items()}
+        pixels = {k: decode(p, channels, size, options.workers) for k, p in parts.items()}
+        if normalization is None:  # summed as a streamed folder's are: both standardise alike, to the bit
+            mean, std = moments(torch.from_numpy(pixels["train"]).split(STATS_BATCH), channels)
+            normalization = {"mean": list(mean), "std": list(std)}
+        arrays = {k: (x.astype(np.float32) / np.float32(255), parts[k].labels) for k, x in pixels.items()}
         return _in_memory(name, arrays, len(classes), source, normalization, augment, classes)
     if normalization is None:  # decodes every training image once: a bad one is found now
         mean, std = channel_stats(parts["train"], channels, size, options.workers)
-        normalization = {"mean": list(mean), "std": list(np.maximum(std, 1e-6))}
+        normalization = {"mean": list(mean), "std": list(std)}
         check_headers([*parts["val"].files, *parts["test"].files])
     else:
         check_headers(every)

@@ -39,6 +39,8 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", "
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 #: Decoded float32 bytes up to which ``in_memory: auto`` holds a folder in memory.
 MEMORY_BYTES = 1 << 30
+#: The batches the per-channel statistics are summed over (in memory and streamed alike).
+STATS_BATCH = 256
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P")
 
 
@@ -226,14 +228,15 @@ def stream(dataset: Dataset[tuple[torch.Tensor, ...]], batches: Iterable[Sequenc
            ) -> Iterator[tuple[torch.Tensor, ...]]:
     """The batches of ``dataset`` at the index lists ``batches``, read by a DataLoader with ``workers``
     processes (one torch thread each). A DataError raised in a worker comes back as one line."""
+    # Images travel as uint8 and are standardised a batch at a time: a quarter of the bytes between
+    # processes, and one tensor operation a batch instead of one an image.
+    images = dataset if isinstance(dataset, ImageFiles) and not dataset.raw else None
     # Its own generator: the workers' seeds are not drawn from torch's global one, which stays the caller's.
-    standardise = isinstance(dataset, ImageFiles) and not dataset.raw
-    source = dataset.as_raw() if isinstance(dataset, ImageFiles) and standardise else dataset  # per batch, not image
-    loader = DataLoader(source, batch_sampler=list(batches), num_workers=workers, worker_init_fn=_one_thread,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(images.as_raw() if images is not None else dataset, batch_sampler=list(batches),
+                        num_workers=workers, worker_init_fn=_one_thread, generator=torch.Generator().manual_seed(0))
     try:
         for batch in loader:
-            yield (dataset.standardise(batch[0]), *batch[1:]) if standardise else tuple(batch)  # type: ignore[union-attr]
+            yield (images.standardise(batch[0]), *batch[1:]) if images is not None else tuple(batch)
     except DataError as exc:
         lines = str(exc).strip().splitlines()
         raise DataError(lines[-1].removeprefix("nas.errors.DataError: ")) from None
@@ -266,16 +269,21 @@ def decode(part: Part, channels: int, size: tuple[int, int], workers: int = 0) -
     return out
 
 
-def channel_stats(part: Part, channels: int, size: tuple[int, int], workers: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of ``part``'s [0, 1]-scaled pixels, in one streamed pass."""
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    data = ImageFiles(part, channels, size, workers=workers, raw=True)
-    for x, _ in stream(data, sequential(len(data), 256), workers):
+def moments(batches: Iterable[torch.Tensor], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of uint8 image batches scaled to [0, 1], summed in float64
+    batch by batch: the same batches give the same figures to the last bit, however they were read."""
+    total, squares, n = np.zeros(channels), np.zeros(channels), 0
+    for x in batches:
         v = x.double().div_(255.0)
         total += v.sum(dim=(0, 2, 3)).numpy()
         squares += v.pow(2).sum(dim=(0, 2, 3)).numpy()
-    n = len(part.files) * size[0] * size[1]
-    mean = total / n
-    return mean, np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+        n += v.numel() // channels
+    mean = total / max(n, 1)
+    return mean, np.maximum(np.sqrt(np.maximum(squares / max(n, 1) - mean ** 2, 0.0)), 1e-6)
+
+
+def channel_stats(part: Part, channels: int, size: tuple[int, int], workers: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`moments` of ``part``'s images in one streamed pass (batches of :data:`STATS_BATCH`)."""
+    data = ImageFiles(part, channels, size, workers=workers, raw=True)
+    return moments((x for x, _ in stream(data, sequential(len(data), STATS_BATCH), workers)), channels)
