@@ -177,11 +177,15 @@ def test_augmentation_moves_flips_and_masks_only_in_training() -> None:
     assert ((cut == 0).sum(dim=(1, 2, 3)) > 0).all()  # the square is the mean: 0 once standardised
 
 
-def test_a_bad_augment_option_is_one_line(tmp_path: Path) -> None:
-    result = run("train", "--space", "mobilenetv2-tiny", "--augment", '{"rotate": 10}', "-o", str(tmp_path / "m.st"))
+@pytest.mark.parametrize("args, words", [
+    (("--augment", '{"rotate": 10}'), "--augment rotate: Extra inputs are not permitted"),
+    (("--data-workers", "2"), "--data-workers is a setting of image folders"),
+])
+def test_bad_data_options_are_one_line(tmp_path: Path, args: tuple[str, ...], words: str) -> None:
+    result = run("train", "--space", "mobilenetv2-tiny", *args, "-o", str(tmp_path / "m.safetensors"))
     assert result.returncode == 2
     err = without_warnings(result.stderr)
-    assert err.count("\n") == 1 and "rotate" in err, err
+    assert err.count("\n") == 1 and err.startswith(f"nas: error: {words}"), err
 
 
 # --------------------------------------------------------------------------- errors: one line naming the file

@@ -80,7 +80,7 @@ def dataset_of(args: argparse.Namespace, augment: Any = None) -> DatasetConfig:
         return DatasetConfig.model_validate(settings)
     except ValidationError as exc:
         flags = {"workers": "--data-workers", "augment": "--augment"}
-        text = describe_validation_error(exc)
+        text = describe_validation_error(exc).removeprefix("(top level): ")
         for key, flag in flags.items():
             text = text.replace(f"{key} is a setting", f"{flag} is a setting").replace(f"{key}.", f"{flag} ")
         raise NasError(f"{text}.") from None
