@@ -25,6 +25,10 @@ Registered datasets:
   ``root`` or ``$NAS_DATA/cifar10``.
 - ``synthetic``: 1,500 generated 8x8 images of 10 noisy class prototypes, for
   fast tests (a small net reaches about 95% validation accuracy in seconds).
+- ``imagefolder``: a user's own images, one sub-folder per class under ``root``
+  (:mod:`nas.imagefolder`), resized to the network's input; its ``train/``,
+  ``val/`` and ``test/`` folders when it has them, else split as above. Held in
+  memory when small, else streamed from disk (:class:`~nas.imagefolder.ImageFiles`).
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
+from nas.augment import Augment
 from nas.errors import DataError
+from nas.imagefolder import MEMORY_BYTES, STATS_BATCH, FolderIndex, FolderOptions, ImageFiles, Part, channel_stats
+from nas.imagefolder import check_headers, decode, first_size, guess_channels, moments, scan
 
 #: Fraction of the training pool held out for validation (stratified, seeded).
 VAL_FRACTION = 0.1
@@ -51,7 +58,12 @@ TEST_FRACTION = 0.2
 #: Seed of that test hold-out; fixed so that no ``seed`` moves test images into training.
 TEST_SEED = 12345
 
+if TYPE_CHECKING:
+    from nas.experiment import DatasetConfig
+
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+#: The name of a user's image folder (:mod:`nas.imagefolder`).
+IMAGEFOLDER = "imagefolder"
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,10 @@ class Splits:
     """One dataset split three ways; ``input_shape`` is ``(C, H, W)`` without the batch."""
 
     name: str
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    #: In-memory tensors, or an image folder's :class:`~nas.imagefolder.ImageFiles` streamed from disk.
+    train: Dataset[tuple[torch.Tensor, ...]]
+    val: Dataset[tuple[torch.Tensor, ...]]
+    test: Dataset[tuple[torch.Tensor, ...]]
     input_shape: tuple[int, ...]
     num_classes: int
     #: Per-channel mean and standard deviation (of [0, 1]-scaled pixels) used to standardise.
@@ -69,6 +82,16 @@ class Splits:
     std: tuple[float, ...] = ()
     #: Where the files were read from ("" for embedded or generated data).
     source: str = ""
+    #: What :func:`nas.train.train` does to each training batch (None: nothing).
+    augment: Augment | None = None
+    #: Class names by label, where the dataset has them (an image folder's sub-folders).
+    classes: tuple[str, ...] = ()
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``: what run folders, checkpoints and exported models record, and
+        :func:`load_dataset`'s ``normalization`` takes back."""
+        return {"mean": list(self.mean), "std": list(self.std)}
 
 
 class _Raw(NamedTuple):
@@ -286,14 +309,29 @@ def _load_raw(name: str, root: Path | None, nas_data: str | None) -> _Raw:
     return _REGISTRY[name](root)
 
 
-def load_dataset(name: str, *, seed: int = 0, root: str | Path | None = None) -> Splits:
+Normalization = dict[str, list[float]]
+
+
+def load_dataset(name: str, *, seed: int = 0, root: str | Path | None = None, folder: FolderOptions | None = None,
+                 augment: Augment | None = None, normalization: Normalization | None = None) -> Splits:
     """Load dataset ``name`` and split it into train / val / test (see the module docstring).
 
     ``seed`` chooses the validation split; ``root`` is a folder to read the files
-    from instead of ``$NAS_DATA`` and the system folder. Raw files are read once
-    per process and cached. Raises :class:`~nas.errors.DataError` when the name is
-    unknown or the files are missing or damaged.
+    from instead of ``$NAS_DATA`` and the system folder (for ``imagefolder``, the
+    image folder itself, read as ``folder`` says). ``augment``: what training does
+    to each batch. ``normalization``: the ``{"mean", "std"}`` to standardise with
+    (a run's or a checkpoint's, :attr:`Splits.normalization`) instead of the
+    training split's own. Raw files are read once per process and cached. Raises
+    :class:`~nas.errors.DataError` when the name is unknown or the files are
+    missing or damaged.
     """
+    augment = augment if augment is not None and augment.active else None
+    if name == IMAGEFOLDER:
+        if root is None:
+            raise DataError("dataset 'imagefolder' needs its folder: dataset: {name: imagefolder, root: DIR} in the "
+                            "experiment file, or --dataset imagefolder --data-root DIR.")
+        return _image_folder(Path(root).expanduser().resolve(), seed, folder or FolderOptions(), augment,
+                             normalization)
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset {name!r}; available: {available_datasets()}.")
     raw = _load_raw(name, None if root is None else Path(root).expanduser().resolve(), os.environ.get("NAS_DATA"))
@@ -306,26 +344,110 @@ def load_dataset(name: str, *, seed: int = 0, root: str | Path | None = None) ->
     train_idx, val_idx = _stratified_holdout(y_pool, VAL_FRACTION, seed)
     if len(train_idx) == 0:
         raise DataError(f"dataset {name!r} from {raw.source!r} has too few images ({len(y_pool)}) to split.")
-    x_train = x_pool[train_idx]
-    mean = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = np.maximum(x_train.std(axis=(0, 2, 3), dtype=np.float64), 1e-6)
+    parts = {"train": (x_pool[train_idx], y_pool[train_idx]), "val": (x_pool[val_idx], y_pool[val_idx]),
+             "test": (x_test, y_test)}
+    return _in_memory(name, parts, raw.num_classes, raw.source, normalization, augment)
+
+
+def load_configured(ds: DatasetConfig, input_shape: tuple[int, ...] | None = None,
+                    normalization: Normalization | None = None, root: str | None = None) -> Splits:
+    """:func:`load_dataset` of an experiment's (or a command line's) dataset settings, an image folder read
+    for a network taking ``input_shape``; ``root`` replaces the settings' folder."""
+    return load_dataset(ds.name, seed=ds.split_seed, root=root or ds.root, folder=ds.folder(input_shape),
+                        augment=ds.augment, normalization=normalization)
+
+
+def _stats(x_train: np.ndarray, normalization: Normalization | None) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel mean and std to standardise with: ``normalization``'s, else the training split's."""
+    channels = x_train.shape[1]
+    if normalization is not None:
+        mean, std = (np.asarray(normalization[k], dtype=np.float64) for k in ("mean", "std"))
+        if len(mean) != channels or len(std) != channels:
+            raise DataError(f"the recorded normalisation has {len(mean)} channels but the images have {channels}; "
+                            f"give the dataset the model was trained on.")
+        return mean, std
+    return (x_train.mean(axis=(0, 2, 3), dtype=np.float64),
+            np.maximum(x_train.std(axis=(0, 2, 3), dtype=np.float64), 1e-6))
+
+
+def _in_memory(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, source: str,
+               normalization: Normalization | None, augment: Augment | None, classes: tuple[str, ...] = ()
+               ) -> Splits:
+    """Splits of in-memory ``[0, 1]`` images ``{split: (x, y)}``, standardised per channel."""
+    x_train = parts["train"][0]
+    mean, std = _stats(x_train, normalization)
 
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         xs = (x - mean[None, :, None, None].astype(np.float32)) / std[None, :, None, None].astype(np.float32)
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32)),
                              torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
 
-    return Splits(
-        name=name,
-        train=tensors(x_train, y_pool[train_idx]),
-        val=tensors(x_pool[val_idx], y_pool[val_idx]),
-        test=tensors(x_test, y_test),
-        input_shape=tuple(int(d) for d in x_pool.shape[1:]),
-        num_classes=raw.num_classes,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        source=raw.source,
-    )
+    return Splits(name=name, train=tensors(*parts["train"]), val=tensors(*parts["val"]), test=tensors(*parts["test"]),
+                  input_shape=tuple(int(d) for d in x_train.shape[1:]), num_classes=num_classes,
+                  mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), source=source,
+                  augment=augment, classes=classes)
+
+
+def _take(part: Part, idx: np.ndarray) -> Part:
+    return Part(tuple(part.files[i] for i in idx), part.labels[idx])
+
+
+def _folder_parts(index: FolderIndex, seed: int) -> dict[str, Part]:
+    """train / val / test of a scanned folder: its own split folders where it has them, else stratified
+    hold-outs (test with :data:`TEST_SEED`, then val with ``seed``), as for the built-in datasets."""
+    parts = dict(index.parts)
+    pool = parts.pop("pool", None) or parts.pop("train")
+    if "test" not in parts:
+        keep, test = _stratified_holdout(pool.labels, TEST_FRACTION, TEST_SEED)
+        pool, parts["test"] = _take(pool, keep), _take(pool, test)
+    if "val" not in parts:
+        keep, val = _stratified_holdout(pool.labels, VAL_FRACTION, seed)
+        pool, parts["val"] = _take(pool, keep), _take(pool, val)
+    if len(pool.files) < 2 or not parts["val"].files or not parts["test"].files:
+        raise DataError(f"image folder {str(index.root)!r} has too few images ({len(pool.files)} for training, "
+                        f"{len(parts['val'].files)} for validation, {len(parts['test'].files)} for test) to train "
+                        f"on; give each class at least 3.")
+    return {"train": pool, **parts}
+
+
+def _image_folder(root: Path, seed: int, options: FolderOptions, augment: Augment | None,
+                  normalization: Normalization | None) -> Splits:
+    """The splits of an image folder: decoded into memory when small (or ``in_memory``), else streamed."""
+    index = scan(root)
+    parts = _folder_parts(index, seed)
+    every = [f for p in parts.values() for f in p.files]
+    first = [p.files[list(p.labels).index(c)] for p in parts.values() for c in np.unique(p.labels)]
+    channels = options.channels or guess_channels(first)
+    size = options.size or first_size(every)
+    in_memory = options.in_memory
+    if in_memory is None:
+        in_memory = len(every) * channels * size[0] * size[1] * 4 <= MEMORY_BYTES
+    source, name, classes = str(root), IMAGEFOLDER, index.classes
+    if in_memory:
+        pixels = {k: decode(p, channels, size, options.workers) for k, p in parts.items()}
+        if normalization is None:  # summed as a streamed folder's are: both standardise alike, to the bit
+            mean, std = moments(torch.from_numpy(pixels["train"]).split(STATS_BATCH), channels)
+            normalization = {"mean": list(mean), "std": list(std)}
+        arrays = {k: (x.astype(np.float32) / np.float32(255), parts[k].labels) for k, x in pixels.items()}
+        return _in_memory(name, arrays, len(classes), source, normalization, augment, classes)
+    if normalization is None:  # decodes every training image once: a bad one is found now
+        mean, std = channel_stats(parts["train"], channels, size, options.workers)
+        normalization = {"mean": list(mean), "std": list(std)}
+        check_headers([*parts["val"].files, *parts["test"].files])
+    else:
+        check_headers(every)
+    mean, std = _stats(np.zeros((1, channels, 1, 1)), normalization)
+    files = {k: ImageFiles(p, channels, size, tuple(mean), tuple(std), options.workers) for k, p in parts.items()}
+    return Splits(name=name, train=files["train"], val=files["val"], test=files["test"], input_shape=(channels, *size),
+                  num_classes=len(classes), mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                  source=source, augment=augment, classes=classes)
+
+
+def first_inputs(dataset: Dataset[tuple[torch.Tensor, ...]], n: int) -> torch.Tensor:
+    """The inputs of the first ``n`` samples of ``dataset`` as one batch (calibration, channel importance)."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0][:n]
+    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- fitting data to an architecture

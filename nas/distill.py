@@ -388,7 +388,9 @@ def distill(student: nn.Module, teacher: Teacher | Sequence[Teacher], splits: Sp
             teacher_acc = evaluate(teacher, splits.val)
             before = evaluate(student, splits.val)
             data: Splits | tuple[TensorDataset, TensorDataset] = splits
-            if dc.cache_teacher and not loss.needs_teacher_forward:
+            # Cached outputs are of the plain training images: not with augmentation, nor for a streamed folder.
+            if dc.cache_teacher and not loss.needs_teacher_forward and splits.augment is None and \
+                    isinstance(splits.train, TensorDataset):
                 x, y = as_tensors(splits.train)[:2]
                 data = (TensorDataset(x, y, predict(teacher, x)), splits.val)
         run = train(student, data, config, loss_fn=loss, on_epoch=on_epoch)

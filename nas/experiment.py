@@ -5,7 +5,8 @@ one line naming the file, the field and what is allowed::
 
     name: demo                    # run folder results/demo/ and Optuna study name
     space: mobilenetv2-tiny       # built-in space name or YAML file
-    dataset: digits               # or {name: fashion-mnist, root: /data}
+    dataset: digits               # or {name: fashion-mnist, root: /data}, or a folder of class sub-folders:
+                                  # {name: imagefolder, root: images/, workers: 2, augment: {crop: 4, flip: true}}
     objectives:                   # accuracy up; latency_ms, madds, params, size_kb down
       - accuracy
       - latency_ms                # on the first profile; {latency_ms: raspberry-pi-4} for another
@@ -44,8 +45,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nas.augment import Augment
 from nas.device import DEFAULT_DEVICE, check_device_name
 from nas.errors import NasError, describe_validation_error
+from nas.imagefolder import FolderOptions
 from nas.objectives import KINDS, Constraint, Objective
 
 
@@ -63,10 +66,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Dataset settings only an image folder reads.
+FOLDER_KEYS = ("image_size", "channels", "resize", "in_memory", "workers")
+
+
 class DatasetConfig(_Strict):
+    """The dataset, its split seed and train-time ``augment`` (any image dataset). An ``imagefolder``
+    (``root``: the folder) is resized to ``image_size`` (an int or [H, W]; default: the space's input) and
+    converted to ``channels`` (default: the space's), unless ``resize: false`` (images as they are, all one
+    size); held in memory when it fits (``in_memory: auto``), else streamed by ``workers`` processes."""
+
     name: str = "digits"
     root: str | None = None
     split_seed: int = 0
+    image_size: int | tuple[int, int] | None = None
+    channels: Literal[1, 3] | None = None
+    resize: bool = True
+    in_memory: bool | Literal["auto"] = "auto"
+    workers: int = Field(default=0, ge=0)
+    augment: Augment = Augment()
+
+    @model_validator(mode="after")
+    def _folder_keys(self) -> DatasetConfig:
+        given = [k for k in FOLDER_KEYS if getattr(self, k) != type(self).model_fields[k].default]
+        if self.name != "imagefolder" and given:
+            raise ValueError(f"{given[0]} is a setting of image folders (name: imagefolder), not of {self.name!r}")
+        if not self.resize and self.image_size is not None:
+            raise ValueError("image_size resizes the images, but resize is false: give one of them")
+        size = (self.image_size,) * 2 if isinstance(self.image_size, int) else self.image_size
+        if size is not None and min(size) < 1:
+            raise ValueError(f"image_size must be positive, but got {self.image_size}")
+        return self
+
+    def folder(self, input_shape: tuple[int, ...] | None = None) -> FolderOptions | None:
+        """How to read the image folder for a network taking ``input_shape`` (None: not an image folder)."""
+        if self.name != "imagefolder":
+            return None
+        image = input_shape if input_shape is not None and len(input_shape) == 3 else None
+        size = (self.image_size,) * 2 if isinstance(self.image_size, int) else self.image_size
+        if self.resize and size is None and image is not None:
+            size = (image[1], image[2])
+        channels = self.channels or (image[0] if self.resize and image is not None and image[0] in (1, 3) else None)
+        return FolderOptions(size=tuple(size) if size else None, channels=channels,  # type: ignore[arg-type]
+                             in_memory=None if self.in_memory == "auto" else bool(self.in_memory),
+                             workers=self.workers)
 
 
 class Limit(_Strict):
@@ -238,6 +281,11 @@ class Experiment:
         """A hash of the settings that define the study's trials: resuming with other values would mix
         incomparable trials. Budget, workers, storage, winners and description may change between sessions."""
         kept = self.config.model_dump(mode="json", exclude=set(RESUMABLE))
+        if kept["dataset"] is not None:  # settings added later: at their defaults, old runs' digests stay
+            defaults = DatasetConfig().model_dump(mode="json")
+            for key in (*FOLDER_KEYS, "augment"):
+                if kept["dataset"][key] == defaults[key] or key in ("in_memory", "workers"):  # these change no trial
+                    del kept["dataset"][key]
         if kept["evaluator"] != "supernet":  # the supernet section came later and only its evaluator reads it
             del kept["supernet"]
         if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume

@@ -337,9 +337,14 @@ def _compression(doc: Doc, run: RunFolder, plots: Path, options: ReportOptions) 
         doc.note(f"weight picture{note}.")
     doc.image(path, "Weight distribution before and after pruning, with the codebook", why)
     if options.tradeoff:
-        dataset = (meta.get("extra") or {}).get("dataset") or run.info.dataset
+        extra = meta.get("extra") or {}
+        dataset = extra.get("dataset") or run.info.dataset
+        root = options.data_root
+        if root is None and dataset == "imagefolder":  # the folder the run searched, as its experiment names it
+            root = getattr(run.experiment().dataset, "root", None)
         path, why = _attempt(lambda: tradeoff_picture(model, wcand.arch, str(dataset),
-                                                      plots / "compression-tradeoff.png", root=options.data_root))
+                                                      plots / "compression-tradeoff.png", root=root,
+                                                      normalization=extra.get("normalization")))
         doc.image(path, "Accuracy against size: pruning, quantization, both", why)
 
 

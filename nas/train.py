@@ -1,11 +1,13 @@
 """A plain, fast training loop on the CPU or a CUDA GPU: SGD with momentum, cosine or step schedule.
 
 The search trains many small candidates for a few epochs each, so the loop is
-kept minimal: batches are sliced from in-memory tensors (no worker processes;
-on a GPU the tensors are copied there once per run), ``TrainConfig.device``
-says where (:mod:`nas.device`: ``cpu``, the default, ``auto`` or ``cuda[:N]``;
-float16 autocast with a gradient scaler on CUDA unless ``amp`` is off),
-the learning-rate schedule is per step, and validation accuracy is reported
+kept minimal: batches are sliced from in-memory tensors (no worker processes)
+or, for an image folder streamed from disk, read by a DataLoader with the
+folder's workers in the same seeded order; the training split's augmentation
+(:mod:`nas.augment`) is applied to each batch; ``TrainConfig.device`` says
+where it trains (:mod:`nas.device`: ``cpu``, the default, ``auto`` or
+``cuda[:N]``; each batch is copied there, float16 autocast with a gradient
+scaler on CUDA unless ``amp`` is off); the learning-rate schedule is per step, and validation accuracy is reported
 after every epoch through ``on_epoch`` so that Optuna pruners or Ray schedulers
 can stop weak trials early. A non-finite or exploding loss ends the run with a
 reason in :attr:`TrainResult.failed`; it never raises into the search.
@@ -30,9 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from nas.augment import Augment, augment_batch
 from nas.data import Splits, fit_input
-from nas.device import DEFAULT_DEVICE, Precision, check_device_name, model_device, resolve_device, stage, to_device
+from nas.device import DEFAULT_DEVICE, Precision, check_device_name, model_device, resolve_device, to_device
 from nas.errors import TrainError
+from nas.imagefolder import in_order, stream
 
 Schedule = Literal["cosine", "step"]
 #: ``loss_fn(logits, batch)`` where ``batch`` is the tuple of the training
@@ -143,6 +147,18 @@ def batches(columns: Sequence[torch.Tensor], plan: Plan, generator: torch.Genera
         yield tuple(col[idx] for col in columns)
 
 
+def epoch_batches(dataset: Dataset[tuple[torch.Tensor, ...]], plan: Plan, generator: torch.Generator,
+                  epoch_steps: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """:func:`batches` of any dataset: sliced from a TensorDataset's tensors, or read by a DataLoader (with
+    the dataset's ``workers``) at the same seeded indices, so both give the same batches."""
+    if isinstance(dataset, TensorDataset):
+        yield from batches(dataset.tensors, plan, generator, epoch_steps)
+        return
+    order = torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]
+    steps = [order[k * plan.batch_size:(k + 1) * plan.batch_size] for k in range(epoch_steps)]
+    yield from stream(dataset, steps, getattr(dataset, "workers", 0))
+
+
 def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig, total_steps: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD (momentum, Nesterov, weight decay on weights only, not on biases or batch-norm) and a per-step schedule."""
@@ -179,20 +195,20 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1] (eval mode; the mode is restored),
     computed on the device the model is on."""
-    x, y = as_tensors(dataset)[:2]
-    if len(y) == 0:
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
         raise TrainError("cannot evaluate on an empty dataset.")
     device = model_device(model)
     was_training = model.training
     model.eval()
     try:
         correct = 0
-        for i in range(0, len(y), batch_size):
-            xb, yb = to_device((x[i:i + batch_size], y[i:i + batch_size]), device)
-            correct += int((forward(model, xb).argmax(1) == yb).sum())
+        for batch in in_order(dataset, batch_size):
+            x, y = to_device(tuple(batch[:2]), device)
+            correct += int((forward(model, x).argmax(1) == y).sum())
     finally:
         model.train(was_training)
-    return correct / len(y)
+    return correct / n
 
 
 @torch.no_grad()
@@ -221,6 +237,14 @@ def _split(data: Splits | tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple
     if isinstance(data, tuple) and len(data) == 2:
         return data
     raise TrainError(f"train() needs a Splits or a (train, val) pair of datasets, but got {type(data).__name__}.")
+
+
+def _augmenter(data: object) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """What the training split's augmentation does to a batch (None for a (train, val) pair or none set)."""
+    if not isinstance(data, Splits) or data.augment is None:
+        return None
+    augment: Augment = data.augment
+    return lambda x, generator: augment_batch(x, augment, data.mean, data.std, generator)
 
 
 def loss_problem(loss: torch.Tensor, config: TrainConfig, epoch: int, step: int) -> str | None:
@@ -286,8 +310,8 @@ def train(model: nn.Module,
     """
     train_set, val_set = _split(splits_or_train_val)
     device = resolve_device(config.device, "TrainConfig.device")
-    columns = stage(as_tensors(train_set), device)
-    plan = Plan(len(columns[0]), config)
+    plan = Plan(len(train_set), config)  # type: ignore[arg-type]
+    augment = _augmenter(splits_or_train_val)
     loss_fn = loss_fn or cross_entropy
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -308,7 +332,9 @@ def train(model: nn.Module,
             for epoch in range(plan.epochs):
                 epoch_steps = min(plan.steps_per_epoch, plan.total_steps - step)
                 total, count = 0.0, 0
-                for batch in batches(columns, plan, generator, epoch_steps):
+                for batch in epoch_batches(train_set, plan, generator, epoch_steps):
+                    if augment is not None:  # on the CPU, with the run's seeded generator
+                        batch = (augment(batch[0], generator), *batch[1:])
                     batch = to_device(batch, device)
                     with precision.autocast():
                         loss = loss_fn(forward(model, batch[0]), batch)

@@ -58,11 +58,11 @@ def int8_onnx(d: Path, rank: int, arch: Any, splits: Any, *, threads: int = 1) -
     """``d/model.onnx`` quantized to ``d/winner-{rank}.int8.onnx`` (calibrated on training inputs); both files'
     test accuracy in onnxruntime and their onnxruntime latency (batch 1, ``threads``, interleaved, median)."""
     from nas.compress.int8 import OnnxModel, quantize_int8
-    from nas.data import fit_input
+    from nas.data import first_inputs, fit_input
     from nas.hardware.measure import onnx_latency
 
     fp32, int8 = d / "model.onnx", d / f"winner-{rank}.int8.onnx"
-    quantize_int8(fp32, int8, fit_input(splits.train[:CALIBRATION_SAMPLES][0], arch.input_shape))
+    quantize_int8(fp32, int8, fit_input(first_inputs(splits.train, CALIBRATION_SAMPLES), arch.input_shape))
     fp32_ms, int8_ms = onnx_latency([fp32, int8], arch.input_shape, threads=threads)
     return {"onnx_test_accuracy": OnnxModel(fp32, threads=threads).accuracy(splits.test),
             "int8_test_accuracy": OnnxModel(int8, threads=threads).accuracy(splits.test),
@@ -144,7 +144,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     from nas.compress.int8 import export_onnx
     from nas.compress import apply_compression
     from nas.compress import save as save_container
-    from nas.data import check_fits, load_dataset
+    from nas.data import check_fits, first_inputs, load_configured
     from nas.distill import DistillConfig, distill
     from nas.compress import compress_with_recovery
     from nas.compress.recovery import at_chance, first_failure
@@ -168,7 +168,8 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                                 f"nothing to fine-tune.")
     winners = pick_winners(front, run.objectives, top)
     ds = experiment.dataset
-    splits = load_dataset(ds.name, seed=ds.split_seed, root=_pick(opt.data_root, ds.root))
+    shape = Candidate.from_json(winners.iloc[0]["candidate"]).arch.input_shape  # an image folder is read at it
+    splits = load_configured(ds, shape, run.normalization, root=opt.data_root)
     proxy = experiment.config.proxy
     seed = _pick(opt.seed, experiment.config.seed)
     out_dir = run.winners_dir
@@ -208,7 +209,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
             save_checkpoint(teacher_file, teacher, t_cand,
                             {"role": "teacher", "trial": t_number, "val_accuracy": evaluate(teacher, splits.val),
                              "test_accuracy": teacher_test, "dataset": splits.name,
-                             "training": _settings(teacher_config)})
+                             "normalization": splits.normalization, "training": _settings(teacher_config)})
             teacher_saved = True
         bar.update()
 
@@ -230,7 +231,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                 recovery = replace(base, epochs=recovery_epochs)  # the proxy's learning rate: binary needs it
                 compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
             else:
-                compressed = apply_compression(student, cand.compression, data=splits.train.tensors[0][:256])
+                compressed = apply_compression(student, cand.compression, data=first_inputs(splits.train, 256))
             failed = first_failure([{"step": "distil", "failed": result.run.failed
                                      or at_chance(result.student_val_after, splits)}, *steps])
             compressed_test = evaluate(compressed, splits.test)
@@ -238,10 +239,12 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
             save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible
                             {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
                              "teacher": str(teacher_file if opt.teacher else "../teacher.safetensors"),
-                             "dataset": splits.name, "test_accuracy": distilled_test,
+                             "dataset": splits.name, "normalization": splits.normalization,
+                             "test_accuracy": distilled_test,
                              "compressed_test_accuracy": compressed_test, "steps": steps, "failed": failed,
                              "training": _settings(config), "recovery_epochs": recovery_epochs})
-            onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape)
+            onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape,
+                                     {"dataset": splits.name, **splits.normalization, "classes": list(splits.classes)})
             row: dict[str, Any] = {
                 "rank": rank, "trial": number, "label": w.get("label", ""),
                 "search_val_accuracy": w.get("accuracy", float("nan")),

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from nas.checkpoint import read_checkpoint
 from nas.device import resolve_device
-from nas.errors import CompressError, NasError
+from nas.errors import CompressError, NasError, describe_validation_error
+from nas.experiment import DatasetConfig
 from nas.spec import Candidate
 
 
@@ -74,3 +77,44 @@ def device_of(args: argparse.Namespace, setting: str, where: str) -> torch.devic
     if args.device is not None:
         return resolve_device(args.device, "--device")
     return resolve_device(setting, where)
+def add_data_arguments(group: argparse._ArgumentGroup, split_seed_default: int | None = None) -> None:
+    """``--dataset``, ``--data-root``, ``--split-seed`` and, for image folders, ``--data-workers``."""
+    group.add_argument("--dataset", default=None,
+                       help="dataset name (default: digits; see `nas datasets`), or imagefolder: a folder of class "
+                            "sub-folders given by --data-root, resized to the network's input")
+    group.add_argument("--data-root", default=None, help="folder holding the dataset files (the image folder)")
+    group.add_argument("--split-seed", type=int, default=split_seed_default,
+                       help="seed of the train/val split; keep it equal for teacher and student (default: 0)")
+    group.add_argument("--data-workers", type=int, default=None,
+                       help="DataLoader processes that decode an image folder (default: 0, in this process)")
+
+
+def dataset_of(args: argparse.Namespace, augment: Any = None) -> DatasetConfig:
+    """The dataset settings ``--dataset``, ``--data-root``, ``--split-seed``, ``--data-workers`` (and
+    ``augment``, a JSON object) give, checked as an experiment file's ``dataset:`` is."""
+    settings: dict[str, Any] = {"name": args.dataset or "digits", "root": args.data_root,
+                                "split_seed": args.split_seed or 0}
+    if args.data_workers is not None:
+        settings["workers"] = args.data_workers
+    if augment is not None:
+        settings["augment"] = augment
+    try:
+        return DatasetConfig.model_validate(settings)
+    except ValidationError as exc:
+        flags = {"workers": "--data-workers", "augment": "--augment"}
+        text = describe_validation_error(exc).removeprefix("(top level): ")
+        for key, flag in flags.items():
+            text = text.replace(f"{key} is a setting", f"{flag} is a setting").replace(f"{key}.", f"{flag} ")
+        raise NasError(f"{text}.") from None
+
+
+def recorded_normalization(checkpoint: str | Path | None, dataset: str | None) -> dict[str, list[float]] | None:
+    """The standardisation a checkpoint was trained with, when it was trained on ``dataset`` (None: not
+    recorded, another dataset, or no checkpoint): a fine-tuned or compressed model sees its inputs as before."""
+    if checkpoint is None or not str(checkpoint).endswith(".safetensors"):
+        return None
+    extra = read_checkpoint(checkpoint)[1].get("extra") or {}
+    recorded = extra.get("normalization")
+    if extra.get("dataset") != (dataset or "digits") or not isinstance(recorded, dict):
+        return None
+    return {"mean": list(recorded.get("mean", [])), "std": list(recorded.get("std", []))}

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.checkpoint import save_checkpoint
-from nas.cli._args import add_device_arguments, read_candidate
+from nas.checkpoint import read_checkpoint, save_checkpoint
+from nas.cli._args import add_data_arguments, add_device_arguments, dataset_of, read_candidate, read_json_arg
 from nas.cost import count
-from nas.data import Splits
+from nas.data import Splits, load_configured
 from nas.device import describe, model_device, resolve_device
 from nas.errors import NasError
 from nas.space import load_space
@@ -37,10 +37,10 @@ def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True
     src.add_argument("--seed", type=int, default=None, help="candidate seed (with --space) and training seed "
                                                             "(default: 0; a run's seed)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default=None, help="dataset name (default: digits; see `nas datasets`)")
-    data.add_argument("--data-root", default=None, help="folder holding the dataset files")
-    data.add_argument("--split-seed", type=int, default=None,
-                      help="seed of the train/val split; keep it equal for teacher and student (default: 0)")
+    add_data_arguments(data)
+    data.add_argument("--augment", default=None,
+                      help="train-time augmentation as JSON, e.g. '{\"crop\": 4, \"flip\": true}' (keys: crop, "
+                           "flip, vflip, brightness, contrast, cutout; see nas.augment)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None,
                    help="training epochs, at least 1 (default: 10; a run's winners.epochs); 0 is refused: to "
@@ -89,6 +89,24 @@ def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_c
     return space.random(args.seed)
 
 
+def load_data(args: argparse.Namespace, normalization: dict[str, list[float]] | None = None) -> Splits:
+    """The splits of the command line's dataset; an image folder is read at the input of the network being
+    trained (``--init``'s checkpoint, ``--candidate``'s or ``--space``'s), standardised with
+    ``normalization`` (a checkpoint's) when given."""
+    augment = read_json_arg(args.augment, "--augment") if getattr(args, "augment", None) else None
+    return load_configured(dataset_of(args, augment), _input_shape(args), normalization)
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[int, ...] | None:
+    if args.dataset != "imagefolder":
+        return None  # a built-in dataset has its own shape, which the candidate is drawn for
+    if getattr(args, "init", None) is not None:
+        return tuple(Candidate.from_dict(read_checkpoint(args.init)[1]["candidate"]).arch.input_shape)
+    if args.candidate is not None:
+        return read_candidate(args.candidate).arch.input_shape
+    return load_space(args.space).input_shape if args.space is not None else None
+
+
 def candidate_source(args: argparse.Namespace) -> str:
     """The network being trained, as a message names it: ``--init``'s checkpoint, ``--candidate``'s file."""
     if getattr(args, "init", None) is not None:
@@ -110,7 +128,7 @@ def finish(args: argparse.Namespace, model: nn.Module, candidate: Candidate, spl
     print the summary as one JSON line; 1 when training failed."""
     summary.setdefault("device", describe(model_device(model)))
     summary.setdefault("amp", not args.no_amp and model_device(model).type == "cuda")
-    summary.update(dataset=splits.name, params=count(candidate.arch).params,
+    summary.update(dataset=splits.name, normalization=splits.normalization, params=count(candidate.arch).params,
                    test_accuracy=evaluate(model, splits.test), checkpoint=str(args.out))
     save_checkpoint(args.out, model, candidate, summary)
     print(json.dumps(summary, sort_keys=True))

@@ -27,11 +27,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nas.checkpoint import load_checkpoint, load_weights
-from nas.cli._args import add_device_arguments, read_json_arg
+from nas.cli._args import add_data_arguments, add_device_arguments, dataset_of, read_json_arg, recorded_normalization
 from nas.compress import ContainerReport, apply_compression, encode
 from nas.compress.container import MAGIC
 from nas.compress.recovery import importance_data
-from nas.data import check_fits, load_dataset
+from nas.data import check_fits, load_configured
 from nas.device import resolve_device
 from nas.cost import size_bits
 from nas.errors import CompressError
@@ -48,12 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-huffman", action="store_true", help="fixed-width codes (P+Q only)")
     p.add_argument("--seed", type=int, default=0, help="seed for k-means (default: %(default)s)")
     data = p.add_argument_group("data (for channel_importance: activation)")
-    data.add_argument("--dataset", default=None,
-                      help="dataset whose training split the activation importance counts over (see `nas datasets`); "
-                           "read only for channel_importance: activation")
-    data.add_argument("--data-root", default=None, help="folder holding the dataset files")
-    data.add_argument("--split-seed", type=int, default=0,
-                      help="seed of the train/val split, as the model was trained with (default: %(default)s)")
+    add_data_arguments(data, split_seed_default=0)  # read only for channel_importance: activation
     add_device_arguments(p, "cpu; only the activation importance's pass over --dataset runs there", amp=False)
     p.set_defaults(run=run)
 
@@ -111,7 +106,8 @@ def _importance_data(args: argparse.Namespace, candidate: Candidate, spec: Compr
         raise CompressError("channel_importance 'activation' counts how often each channel fires on the training "
                             f"data: give the dataset the model was trained on (`nas compress {args.model} --dataset "
                             "NAME`), or use channel_importance 'l1' or 'l2'.")
-    splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
+    normalization = recorded_normalization(args.model, args.dataset)  # a checkpoint's: the inputs it was trained on
+    splits = load_configured(dataset_of(args), candidate.arch.input_shape, normalization)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"MODEL {args.model}",
                "give the dataset it was trained on (`--dataset NAME`)")
     return importance_data(splits)

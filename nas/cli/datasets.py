@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.data import available_datasets, load_dataset
+from nas.data import IMAGEFOLDER, available_datasets, load_dataset
 from nas.errors import DataError
 
 
@@ -22,4 +22,6 @@ def run(args: argparse.Namespace) -> int:
                   f"train {len(s.train):>6} val {len(s.val):>6} test {len(s.test):>6}  {s.source}")
         except DataError as exc:
             print(f"{name:<15} missing: {exc}")
+    print(f"{IMAGEFOLDER:<15} your own images, one sub-folder per class: --dataset {IMAGEFOLDER} --data-root DIR, or "
+          f"dataset: {{name: {IMAGEFOLDER}, root: DIR}} in an experiment file")
     return 0

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from nas.checkpoint import load_checkpoint
+from nas.cli._args import recorded_normalization
 from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
-                                finish, train_config)
+                                finish, load_data, train_config)
 from nas.compress import apply_compression, compress_with_recovery, save
 from nas.compress.recovery import first_failure, importance_data
-from nas.data import Splits, check_fits, load_dataset
+from nas.data import Splits, check_fits
 from nas.distill import MIN_ATTENTION_SIZE, DistillConfig, distill
 from nas.cli._distributed import add_arguments as add_distributed_arguments
 from nas.cli._distributed import finetune_distributed, wants_distributed
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     fill_defaults(args)
     if args.recovery_epochs is None:
         args.recovery_epochs = 1
-    splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
+    splits = load_data(args, recorded_normalization(args.init, args.dataset))
     if args.init is not None:
         if args.candidate is not None or args.space is not None:
             raise NasError("--init takes the candidate from the checkpoint; do not also give --candidate/--space.")
@@ -166,6 +167,8 @@ _ONE_MODEL_ONLY: list[tuple[str, Callable[[argparse.Namespace], bool], str]] = [
     ("--space", lambda a: a.space is not None, "the winners are picked from the run's Pareto front"),
     ("--dataset", lambda a: a.dataset is not None, "the winners train on the experiment's dataset"),
     ("--split-seed", lambda a: a.split_seed is not None, "the winners use the experiment's split"),
+    ("--data-workers", lambda a: a.data_workers is not None, "the winners read the experiment's dataset.workers"),
+    ("--augment", lambda a: a.augment is not None, "the winners train with the experiment's dataset.augment"),
     ("--binary-rounding", lambda a: a.binary_rounding is not None,
      "each winner's rounding is its candidate's (a space's compression.binary_rounding)"),
     ("--compress", lambda a: bool(a.compress),

@@ -21,7 +21,7 @@ from functools import cache, partial
 from pathlib import Path
 
 from nas.checkpoint import load_checkpoint
-from nas.cli._args import read_candidate, read_json_arg
+from nas.cli._args import read_candidate, read_json_arg, recorded_normalization
 from nas.errors import NasError
 from nas.hardware import get_profile
 from nas.plots import (
@@ -186,5 +186,6 @@ def _compression_pictures(args: argparse.Namespace, written: list[Path]) -> None
                            f"(or --no-tradeoff).")
         written.append(tradeoff_picture(model, candidate.arch, dataset, out / "compression-tradeoff.png",
                                         root=args.data_root, samples=args.eval_samples,
-                                        retrain_epochs=args.retrain_epochs))
+                                        retrain_epochs=args.retrain_epochs,
+                                        normalization=recorded_normalization(args.compression, dataset)))
         print(f"wrote {written[-1]}")

@@ -14,8 +14,8 @@ import argparse
 import torch
 
 from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
-                                finish, train_config)
-from nas.data import check_fits, load_dataset
+                                finish, load_data, train_config)
+from nas.data import check_fits
 from nas.models import build_model
 from nas.train import train
 
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     fill_defaults(args)
-    splits = load_dataset(args.dataset, seed=args.split_seed, root=args.data_root)
+    splits = load_data(args)
     candidate = candidate_from(args, splits.input_shape, splits.num_classes)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, candidate_source(args))
     config = train_config(args)

@@ -25,6 +25,7 @@ the other parametrizations (pruning masks) the container reads.
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import logging
 import tempfile
@@ -42,6 +43,7 @@ from torch.utils.data import Dataset
 from nas.compress.sharing import quantizable_layers
 from nas.device import on_cpu
 from nas.errors import CompressError
+from nas.imagefolder import in_order
 
 QMAX = 127
 Calibration = Literal["minmax", "percentile"]
@@ -140,9 +142,12 @@ def session(path: str | Path, *, threads: int = 1) -> Any:
         raise CompressError(f"onnxruntime cannot load {str(path)!r}: {str(exc).splitlines()[0]}") from None
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]) -> float:
+def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...],
+                metadata: dict[str, Any] | None = None) -> float:
     """Write ``model`` as a float32 ONNX file (batch dimension dynamic); returns the largest output
-    difference between onnxruntime and torch on two random inputs.
+    difference between onnxruntime and torch on two random inputs. ``metadata``: written into the file's
+    ``metadata_props``, each value as JSON (the winners record their dataset's ``mean`` and ``std``,
+    which the input must be standardised with, and its class names).
 
     The model's parametrizations are folded into its weights first (:func:`bake`, in place), so
     the file computes what the compressed model computes. ``torch.onnx.export`` with the
@@ -156,6 +161,13 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     with quiet_export():
         torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False, input_names=["input"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+    if metadata:
+        import onnx
+
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=json.dumps(value))
+        onnx.save(proto, str(path))
     out = OnnxModel(path).run(x.numpy())
     return float(np.abs(out - ref.numpy()).max())
 
@@ -235,14 +247,13 @@ class OnnxModel:
 
     def accuracy(self, dataset: Dataset[tuple[torch.Tensor, ...]], *, batch_size: int = 256) -> float:
         """Top-1 accuracy on a dataset of ``(inputs, labels)`` (e.g. ``splits.test``)."""
-        x, y = dataset[:][0], dataset[:][1]  # TensorDataset: the whole split as two tensors
-        if len(y) == 0:
+        n = len(dataset)  # type: ignore[arg-type]
+        if n == 0:
             raise CompressError("accuracy of an empty dataset is undefined.")
         hits = 0
-        for start in range(0, len(y), batch_size):
-            logits = self.run(x[start:start + batch_size])
-            hits += int((logits.argmax(axis=1) == y[start:start + batch_size].numpy()).sum())
-        return hits / len(y)
+        for x, y, *_ in in_order(dataset, batch_size):  # in-memory tensors or a streamed image folder
+            hits += int((self.run(x).argmax(axis=1) == y.numpy()).sum())
+        return hits / n
 
 
 def run_onnx(path: str | Path, x: np.ndarray | torch.Tensor, *, threads: int = 1) -> np.ndarray:

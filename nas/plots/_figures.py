@@ -89,17 +89,20 @@ def weight_picture_settings(spec: Any) -> tuple[dict[str, float], int, str]:
 
 
 def tradeoff_picture(model: nn.Module, arch: ArchSpec, dataset: str, path: Path, *, root: str | None = None,
-                     samples: int = 2000, retrain_epochs: int = 0) -> Path:
-    """Deep Compression's Figure 6 for ``model`` measured on ``dataset``'s validation split."""
+                     samples: int = 2000, retrain_epochs: int = 0,
+                     normalization: dict[str, list[float]] | None = None) -> Path:
+    """Deep Compression's Figure 6 for ``model`` measured on ``dataset``'s validation split (standardised with
+    ``normalization``, the checkpoint's, when given)."""
     import torch
     from torch.utils.data import TensorDataset
 
-    from nas.data import check_fits, load_dataset
+    from nas.data import check_fits, load_configured
+    from nas.experiment import DatasetConfig
     from nas.train import TrainConfig, as_tensors, evaluate, train
 
     if samples < 1 or retrain_epochs < 0:
         raise NasError(f"--eval-samples must be >= 1 and --retrain-epochs >= 0, but got {samples}, {retrain_epochs}.")
-    splits = load_dataset(dataset, root=root)
+    splits = load_configured(DatasetConfig(name=dataset, root=root), arch.input_shape, normalization)
     check_fits(splits, arch.input_shape, arch.num_classes)
     x, y = as_tensors(splits.val)[:2]
     val = TensorDataset(x[:samples], y[:samples])

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 RUN_JSON, EXPERIMENT, STUDY_DB = "run.json", "experiment.yaml", "study.db"
 TRIALS_CSV, TRIALS_PARQUET, FRONT, HYPERVOLUME = "trials.csv", "trials.parquet", "front.csv", "hypervolume.csv"
 WINNERS, SUMMARY, RAY, PLOTS = "winners", "summary.csv", "ray", "plots"
+#: The per-channel mean and std the run's dataset is standardised with (computed once on its training split).
+NORMALIZATION = "normalization.json"
 WINNER_FILES = ("model.safetensors", "model.nasz", "model.onnx", "candidate.json")
 
 
@@ -117,6 +119,10 @@ class RunFolder:
             info = replace(self.info, device=device)
             write_atomic(self.path / RUN_JSON, info.to_json())
             self.__dict__["info"] = info
+    def write_normalization(self, normalization: dict[str, list[float]]) -> None:
+        """Record the dataset's standardisation (``{"mean": [...], "std": [...]}``, per channel) when the
+        search starts: a resume, the winners and their exported models use the same."""
+        write_atomic(self.path / NORMALIZATION, json.dumps(normalization, indent=1) + "\n")
 
     def write_results(self, trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
                       ) -> tuple[pd.DataFrame, float]:
@@ -163,6 +169,21 @@ class RunFolder:
     @property
     def name(self) -> str:
         return self.info.name or self.path.name
+
+    @property
+    def normalization(self) -> dict[str, list[float]] | None:
+        """The recorded :data:`NORMALIZATION` (None for a run without one: made before, or cost-only)."""
+        path = self.path / NORMALIZATION
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NasError(f"cannot read {path}: {exc}; delete it to have it computed again.") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("mean", "std")):
+            raise NasError(f"{path} must hold {{\"mean\": [...], \"std\": [...]}}; delete it to have it computed "
+                           f"again.")
+        return {"mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
 
     @property
     def objectives(self) -> list[Objective]:

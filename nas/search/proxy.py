@@ -48,6 +48,7 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
     model with its compression applied. Epochs are numbered on through both phases for ``on_epoch`` (from 0);
     returns the last phase's TrainResult with the whole history."""
     from nas.compress import apply_compression, stages
+    from nas.data import first_inputs
     from nas.train import train
 
     if not compressed or not stages(candidate.compression):
@@ -60,7 +61,7 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
         if first.failed or first.stopped_early:  # failed, pruned or out of time
             return first
     model = apply_compression(model, candidate.compression, inplace=True,
-                              data=splits.train.tensors[0][:256])  # the activation channel importance's batch
+                              data=first_inputs(splits.train, 256))  # the activation channel importance's batch
     last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1),
                  on_epoch=lambda epoch, accuracy: on_epoch(dense_epochs + epoch, accuracy))
     return replace(last, history=history + list(last.history), epochs=dense_epochs + last.epochs)

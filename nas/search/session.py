@@ -61,7 +61,7 @@ def open_run(experiment: Experiment, folder: str | Path | None = None, storage: 
                 f"{run.path} was started with a different experiment ({run.file('experiment.yaml')}); "
                 f"resume with that file, or start a new run with another name or --out folder.")
         url = _resume_storage(run, given)
-        setup = prepare(experiment, data=data)
+        setup = prepare(experiment, data=data, normalization=run.normalization)
         if info.space_digest and info.space_digest != space_digest(setup.space):
             raise ExperimentError(
                 f"{experiment.resolve(experiment.config.space)}: the search space changed since {run.path} was "
@@ -79,6 +79,8 @@ def open_run(experiment: Experiment, folder: str | Path | None = None, storage: 
                                 directions=[o.direction for o in info.objectives])
     name_metrics(study, [o.name for o in info.objectives])
     run.create(info, experiment.text)  # after the study: a folder with run.json always has its study
+    if setup.splits is not None:
+        run.write_normalization(setup.splits.normalization)
     return SearchRun(run, experiment, url, setup)
 
 

@@ -40,10 +40,11 @@ class Setup:
         return next(iter(self.profiles), None)
 
 
-def prepare(experiment: Experiment, data: bool = True) -> Setup:
+def prepare(experiment: Experiment, data: bool = True, normalization: dict[str, list[float]] | None = None) -> Setup:
     """The :class:`Setup` of ``experiment``; ``data=False`` keeps no splits (the driver of a Ray search
-    needs the space's shapes, not the training data)."""
-    from nas.data import load_dataset
+    needs the space's shapes, not the training data). An image folder is read at the space's input shape;
+    ``normalization``: the run's recorded per-channel mean and std (a resumed run standardises as before)."""
+    from nas.data import load_configured
     from nas.hardware import get_profile
     from nas.space import load_space
 
@@ -52,7 +53,7 @@ def prepare(experiment: Experiment, data: bool = True) -> Setup:
     splits = None
     ds = experiment.dataset
     if ds is not None:  # the dataset sets the input shape and class count
-        splits = load_dataset(ds.name, seed=ds.split_seed, root=ds.root)
+        splits = load_configured(ds, space.input_shape, normalization)
         if space.input_shape != splits.input_shape or space.config.num_classes != splits.num_classes:
             space = space.with_input(splits.input_shape, splits.num_classes)
     try:

@@ -45,7 +45,7 @@ from nas.spec import ArchSpec, CompressionSpec
 from nas.supernet._children import compressed_tensors, extreme
 from nas.supernet._layout import SupernetError
 from nas.supernet._net import Supernet
-from nas.train import evaluate, forward
+from nas.train import as_tensors, evaluate, forward
 
 FORMAT = "nas-supernet/1"
 
@@ -115,7 +115,7 @@ def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_
 
 def calibration_images(splits: Splits, batches: int, batch_size: int, seed: int = 0) -> torch.Tensor:
     """The training images batch-norm recalibration uses: a fixed, seeded draw of ``batches * batch_size``."""
-    x = splits.train.tensors[0]
+    x = as_tensors(splits.train)[0]
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     return x[order[:batches * batch_size]]
 
@@ -243,7 +243,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
         _restore_momentum(net, optimizer, tensors)
     net.to(device)
     precision = Precision(device, config.amp)
-    x_all, y_all = stage(splits.train.tensors[:2], device)
+    x_all, y_all = stage(as_tensors(splits.train)[:2], device)  # a streamed image folder is read whole
     n = min(len(x_all), config.max_samples or len(x_all))
     batch = min(config.batch_size, n)
     steps = n // batch
