@@ -112,6 +112,11 @@ class ProxyConfig(_Strict):
     threads: int = Field(default=1, ge=1)  # per worker; small networks train fastest on one thread
     #: The last epoch trains the candidate with its compression applied: accuracy is the compressed model's.
     compressed: bool = True
+    #: Training images the ``activation`` channel importance counts over, exactly (streamed); None: all of them.
+    importance_samples: int | None = Field(default=None, ge=1)
+    #: Low-rank regularization's weight (:class:`nas.factoring.LowRankPenalty`) for candidates with a
+    #: ``lowrank_ratio``, in the dense epochs; 0: off (it costs one SVD per layer per step).
+    lowrank_penalty: float = Field(default=0.0, ge=0)
 
 
 class ResourcesConfig(_Strict):
@@ -130,6 +135,12 @@ class WinnersConfig(_Strict):
     teacher_epochs: int = Field(default=15, ge=1)
     recovery_epochs: int = Field(default=1, ge=0)
     at_end: bool = False
+    #: Liu et al.'s Rethinking baseline for winners with structured pruning: the pruned architecture also
+    #: trained from scratch, on the same epochs (``epochs``: Scratch-E) or the same MAdds (``madds``: Scratch-B,
+    #: at most twice the epochs), or ``off``; the better on validation is kept (:mod:`nas.winners`).
+    scratch: Literal["epochs", "madds", "off"] = "epochs"
+    #: Low-rank regularization's weight for winners with a ``lowrank_ratio`` while they distil; 0: off.
+    lowrank_penalty: float = Field(default=0.0, ge=0)
 
 
 class SupernetConfig(_Strict):

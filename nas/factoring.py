@@ -73,6 +73,12 @@ def unfold(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(1, 2, 0, 3).reshape(cin * k, cout * k)
 
 
+def lowrank_settings(ratio: float | None, weight: float) -> dict[str, float]:
+    """The :class:`nas.train.TrainConfig` settings of low-rank regularization at ``weight`` aimed at a
+    candidate's ``compression.lowrank_ratio``: none when it has no ratio or ``weight`` is 0."""
+    return {} if ratio is None or not weight else {"lowrank_penalty": weight, "lowrank_ratio": ratio}
+
+
 class LowRankPenalty:
     """``penalty()``: the sum over the layers factorization will touch at ``ratio`` of
     ``sum(s[rank:]) / s[0]``, ``s`` the singular values of the layer's :func:`unfold` (0 when the weights

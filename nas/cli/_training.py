@@ -16,6 +16,7 @@ from nas.cli._args import read_candidate
 from nas.cost import count
 from nas.data import Splits
 from nas.errors import NasError
+from nas.factoring import lowrank_settings
 from nas.space import load_space
 from nas.spec import Candidate
 from nas.train import TrainConfig, evaluate
@@ -24,7 +25,8 @@ from nas.train import TrainConfig, evaluate
 #: The training options' values when not given. They are None on the command line, so that
 #: ``nas finetune RUN`` can tell a given option (applied, or refused) from a default.
 DEFAULTS: dict[str, Any] = {"dataset": "digits", "split_seed": 0, "seed": 0, "epochs": 10, "batch_size": 64,
-                            "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads())}
+                            "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads()),
+                            "lowrank_penalty": 0.0}
 
 
 def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -49,6 +51,11 @@ def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True
     t.add_argument("--schedule", choices=["cosine", "step"], default=None, help="(default: cosine)")
     t.add_argument("--threads", type=int, default=None,
                    help=f"torch threads (default: {DEFAULTS['threads']}, this machine's; a run's proxy.threads)")
+    t.add_argument("--lowrank-penalty", type=float, default=None, metavar="WEIGHT",
+                   help="low-rank regularization: add WEIGHT times the truncated nuclear norm beyond the rank the "
+                        "candidate's compression.lowrank_ratio keeps (nas.factoring) to the loss, so that "
+                        "factorizing loses little (0.3 is a good start; default: 0, off; a run's "
+                        "winners.lowrank_penalty)")
     t.add_argument("--no-progress", action="store_true",
                    help="never show a progress bar (nor, when output is not a terminal, a line per epoch)")
     p.add_argument("-o", "--out", type=Path, required=out_required, help="checkpoint file to write (.safetensors)")
@@ -72,6 +79,8 @@ def check_numbers(args: argparse.Namespace) -> None:
                                                                                                else "."))
     if args.lr is not None and not args.lr > 0:
         raise NasError(f"--lr must be > 0, but got {args.lr}.")
+    if args.lowrank_penalty is not None and not args.lowrank_penalty >= 0:
+        raise NasError(f"--lowrank-penalty must be >= 0, but got {args.lowrank_penalty}.")
 
 
 def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: int) -> Candidate:
@@ -93,10 +102,16 @@ def candidate_source(args: argparse.Namespace) -> str:
     return f"the candidate in {args.candidate}" if args.candidate is not None else "the candidate"
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
+def train_config(args: argparse.Namespace, candidate: Candidate) -> TrainConfig:
+    """The training options as a TrainConfig; ``--lowrank-penalty`` aims at ``candidate``'s low-rank ratio."""
+    if args.lowrank_penalty and candidate.compression.lowrank_ratio is None:
+        raise NasError(f"--lowrank-penalty prepares the layers for low-rank factorization at the candidate's "
+                       f"compression.lowrank_ratio, but {candidate_source(args)} has none: give a candidate with "
+                       f"a lowrank_ratio (`--candidate FILE`), or leave --lowrank-penalty out.")
     return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,
-                       progress=False if args.no_progress else None)
+                       progress=False if args.no_progress else None,
+                       **lowrank_settings(candidate.compression.lowrank_ratio, args.lowrank_penalty))
 
 
 def finish(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
