@@ -33,7 +33,7 @@ from nas.data import Splits
 from nas.distill import DistillConfig, distill
 from nas.models import build_model
 from nas.spec import Candidate
-from nas.train import EpochCallback, TrainConfig, evaluate
+from nas.train import EpochCallback, TrainConfig, evaluate, train
 
 Budget = Literal["epochs", "madds", "off"]
 BUDGETS = ("epochs", "madds", "off")
@@ -64,13 +64,14 @@ class Scratch:
     failed: str | None
 
 
-def train_from_scratch(candidate: Candidate, teacher: nn.Module, splits: Splits, config: TrainConfig,
+def train_from_scratch(candidate: Candidate, teacher: nn.Module | None, splits: Splits, config: TrainConfig,
                        recovery: TrainConfig | None, budget: Budget, distill_config: DistillConfig | None = None,
                        on_epoch: EpochCallback | None = None) -> Scratch | None:
     """The baseline for ``candidate`` (None when ``budget`` is off or it has no structured pruning).
 
     ``config`` is the winner's distillation (its ``epochs`` is ``E``), ``recovery`` the recovery fine-tune
-    after each stage (None: no recovery, ``R = 0``); the network is seeded with ``config.seed``."""
+    after each stage (None: no recovery, ``R = 0``); the network is seeded with ``config.seed``. Without a
+    ``teacher`` it trains on the labels alone (as Liu et al.)."""
     spec = candidate.compression
     if budget == "off" or spec.channel_ratio <= 0:
         return None
@@ -78,14 +79,17 @@ def train_from_scratch(candidate: Candidate, teacher: nn.Module, splits: Splits,
     epochs = scratch_epochs(candidate, config.epochs, recovery.epochs if recovery else 0, budget)
     torch.manual_seed(config.seed)
     model = build_model(small.arch)
-    result = distill(model, teacher, splits, replace(config, epochs=epochs), distill_config or DistillConfig(),
-                     on_epoch=on_epoch)
+    if teacher is None:
+        run = train(model, splits, replace(config, epochs=epochs), on_epoch=on_epoch)
+    else:
+        run = distill(model, teacher, splits, replace(config, epochs=epochs), distill_config or DistillConfig(),
+                      on_epoch=on_epoch).run
     steps: list[dict[str, Any]] = []
     if recovery is not None:
         compressed, steps = compress_with_recovery(model, small.compression, splits, recovery)
     else:
         compressed = apply_compression(model, small.compression, data=importance_data(splits))
-    failed = result.run.failed or next((s["failed"] for s in steps if s["failed"]), None)
+    failed = run.failed or next((s["failed"] for s in steps if s["failed"]), None)
     return Scratch(small, model, compressed, epochs, evaluate(compressed, splits.val), evaluate(compressed, splits.test),
                    steps, failed)
 
