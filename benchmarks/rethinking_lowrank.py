@@ -1,10 +1,11 @@
 """Benchmark: Liu et al.'s Rethinking baseline and low-rank regularization (issue 17, item 2), Fashion-MNIST.
 
-(a) Rethinking. For LeNet-5 (Caffe's 20-50-500) and three mobilenetv2-tiny candidates (drawn for 28x28,
-    seeds 0-2), each at ``channel_ratio`` 0.5 (l1 importance): prune + fine-tune (``E`` epochs dense,
-    structured pruning, ``R`` recovery epochs: :func:`nas.compress.compress_with_recovery`) against the pruned
-    architecture trained from scratch by :func:`nas.rethinking.train_from_scratch` (labels only, as Liu et
-    al.) on the same epochs (Scratch-E, ``E + R``) and the same multiply-adds (Scratch-B, at most twice).
+(a) Rethinking. For LeNet-5 (Caffe's 20-50-500) and ``--mobilenets`` mobilenetv2-tiny candidates (drawn for
+    28x28, the first seeds under 3M MAdds), each at ``channel_ratio`` 0.5 (l1 importance): prune + fine-tune
+    (``E`` epochs dense, structured pruning, ``R`` recovery epochs: :func:`nas.compress.compress_with_recovery`)
+    against the pruned architecture trained from scratch by :func:`nas.rethinking.train_from_scratch` (labels
+    only, as Liu et al.) on the same epochs (Scratch-E, ``E + R``) and the same multiply-adds (Scratch-B, at
+    most twice).
 (b) Low-rank regularization. LeNet-5 trained ``E`` epochs without and with the penalty
     (:class:`nas.factoring.LowRankPenalty`, aimed at each ratio), then factorized at that ratio
     (:func:`nas.compress.apply_lowrank`, two-component convs, SVD linears): test accuracy right after
@@ -57,15 +58,16 @@ def subset(splits: Splits, n: int, n_val: int, n_test: int) -> Splits:
     return replace(splits, train=first(splits.train, n), val=first(splits.val, n_val), test=first(splits.test, n_test))
 
 
-def architectures() -> dict[str, ArchSpec]:
+def architectures(mobilenets: int) -> dict[str, ArchSpec]:
     space = nas.load_space("mobilenetv2-tiny").with_input((1, 28, 28), 10)
-    small = [s for s in range(20) if nas.count(space.random(s).arch).madds <= MAX_MADDS][:3]
+    small = [s for s in range(20) if nas.count(space.random(s).arch).madds <= MAX_MADDS][:mobilenets]
     return {"lenet-5": LENET_5, **{f"mobilenetv2-tiny seed {s}": space.random(s).arch for s in small}}
 
 
-def rethinking(splits: Splits, seeds: list[int], epochs: int, recovery: int, base: TrainConfig) -> dict[str, Any]:
+def rethinking(splits: Splits, seeds: list[int], epochs: int, recovery: int, base: TrainConfig,
+               mobilenets: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, arch in architectures().items():
+    for name, arch in architectures(mobilenets).items():
         cand = Candidate(arch, CompressionSpec(channel_ratio=0.5))
         rows = []
         for seed in seeds:
@@ -76,7 +78,8 @@ def rethinking(splits: Splits, seeds: list[int], epochs: int, recovery: int, bas
             dense = nas.build_model(arch)
             train(dense, splits, config)
             pruned, _ = compress_with_recovery(dense, cand.compression, splits, rec)
-            row = {"seed": seed, "dense_test": evaluate(dense, splits.test), "pruned_test": evaluate(pruned, splits.test),
+            row = {"seed": seed, "dense_test": evaluate(dense, splits.test),
+                   "pruned_test": evaluate(pruned, splits.test),
                    "pruned_seconds": round(time.perf_counter() - t, 1)}
             for budget in ("epochs", "madds"):
                 t = time.perf_counter()
@@ -132,19 +135,20 @@ def summary_line(data: dict[str, Any]) -> str:
     parts = []
     if "rethinking" in data:
         r = data["rethinking"]
-        parts.append(f"channel_ratio 0.5, {r['epochs']}+{r['recovery_epochs']} epochs, prune+FT / Scratch-E / "
+        parts.append(f"(a) {r['dataset']}, seeds {r['seeds']}, channel_ratio 0.5, {r['epochs']}+{r['recovery_epochs']} "
+                     "epochs, prune+FT / Scratch-E / "
                      "Scratch-B test: " + "; ".join(
                          f"{k} {v['mean_pruned_test']:.1%} / {v['mean_scratch_epochs_test']:.1%} / "
                          f"{v['mean_scratch_madds_test']:.1%}" for k, v in r["architectures"].items()))
     if "lowrank" in data:
         lr, m = data["lowrank"], data["lowrank"]["means"]
         w = lr["weight"]
-        parts.append(f"LeNet-5 {lr['epochs']} epochs, factorized without fine-tune, without / with penalty "
+        parts.append(f"(b) {lr['dataset']}, seeds {lr['seeds']}, LeNet-5 {lr['epochs']} epochs, factorized without "
+                     "fine-tune, without / with penalty "
                      f"{lr['weight']}: " + "; ".join(
                          f"ratio {r} {m[f'ratio {r} penalty 0.0']['factored_test']:.1%} / "
                          f"{m[f'ratio {r} penalty {w}']['factored_test']:.1%}" for r in lr["ratios"]))
-    first = data.get("rethinking") or data["lowrank"]
-    return f"Fashion-MNIST ({first['dataset']}; seeds {','.join(map(str, first['seeds']))}): " + ". ".join(parts)
+    return "Fashion-MNIST, test accuracy (means): " + ". ".join(parts)
 
 
 def main() -> None:
@@ -155,6 +159,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, default=3, help="E: dense epochs (the scratch budgets follow from it)")
     ap.add_argument("--recovery", type=int, default=1, help="R: recovery epochs after pruning")
+    ap.add_argument("--mobilenets", type=int, default=3, help="mobilenetv2-tiny candidates in part (a)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--weight", type=float, default=0.3, help="the low-rank penalty's weight")
     ap.add_argument("--only", choices=["rethinking", "lowrank"], default=None,
@@ -172,14 +177,15 @@ def main() -> None:
         started, cpu = time.perf_counter(), time.process_time()
         if part == "rethinking":
             data = {**common, "recovery_epochs": args.recovery,
-                    "architectures": rethinking(splits, args.seeds, args.epochs, args.recovery, base)}
+                    "architectures": rethinking(splits, args.seeds, args.epochs, args.recovery, base,
+                                                args.mobilenets)}
         else:
             data = {**common, **lowrank(splits, args.seeds, args.epochs, args.ratios, args.weight, base)}
         data.update(seconds=round(time.perf_counter() - started, 1), cpu_seconds=round(time.process_time() - cpu, 1))
         path = merge_section(part, data, "rethinking_lowrank")
-    set_readme_row("rethinking_lowrank", summary_line(json.loads(path.read_text())),
-                   "nice -n 10 .venv/bin/python benchmarks/rethinking_lowrank.py --only rethinking & "
-                   "nice -n 10 .venv/bin/python benchmarks/rethinking_lowrank.py --only lowrank")
+    merged = json.loads(path.read_text())
+    set_readme_row("rethinking_lowrank", summary_line(merged), " & ".join(
+        f"nice -n 10 {merged[k]['command']}" for k in ("rethinking", "lowrank") if k in merged))
 
 
 if __name__ == "__main__":

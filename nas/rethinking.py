@@ -90,8 +90,8 @@ def train_from_scratch(candidate: Candidate, teacher: nn.Module | None, splits: 
     else:
         compressed = apply_compression(model, small.compression, data=importance_data(splits))
     failed = run.failed or next((s["failed"] for s in steps if s["failed"]), None)
-    return Scratch(small, model, compressed, epochs, evaluate(compressed, splits.val), evaluate(compressed, splits.test),
-                   steps, failed)
+    return Scratch(small, model, compressed, epochs, evaluate(compressed, splits.val),
+                   evaluate(compressed, splits.test), steps, failed)
 
 
 def keep_better(pruned_val: float, scratch: Scratch | None) -> str:

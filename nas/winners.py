@@ -6,6 +6,8 @@
 3. For each winner: train it from scratch while distilling from the teacher
    (Hinton loss, ``winners.epochs``), then apply its own compression settings stage
    by stage with a recovery fine-tune after each (:func:`nas.compress.compress_with_recovery`).
+   A winner with structured pruning is also trained from scratch at its pruned width on the same
+   budget (:mod:`nas.rethinking`, ``winners.scratch``); the better on validation is kept.
 4. Measure test accuracy after distillation and after compression, write the
    artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
    real size, ``model.onnx`` checked against torch with onnxruntime,
@@ -236,15 +238,16 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
             scratch = train_from_scratch(cand, teacher, splits, config, recovery, scratch_budget, opt.distill,
                                          on_epoch=log(f"winner #{rank} (trial {number}) from scratch", config))
             rethinking = _rethinking(compressed_test, scratch, keep_better(evaluate(compressed, splits.val), scratch))
-            kept_cand = cand
+            kept_cand, kept_test = cand, distilled_test
             if rethinking["kept"] == "scratch":  # the pruned architecture trained from scratch did better
-                student, kept_cand, compressed, steps = scratch.dense, scratch.candidate, scratch.compressed, scratch.steps
-                compressed_test, failed = scratch.test_accuracy, None
+                student, kept_cand, compressed = scratch.dense, scratch.candidate, scratch.compressed
+                steps = scratch.steps
+                compressed_test, failed, kept_test = scratch.test_accuracy, None, evaluate(scratch.dense, splits.test)
             report = save_container(compressed, d / "model.nasz")
             save_checkpoint(d / "model.safetensors", student, kept_cand,  # dense, distilled: loadable, re-compressible
                             {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
                              "teacher": str(teacher_file if opt.teacher else "../teacher.safetensors"),
-                             "dataset": splits.name, "test_accuracy": distilled_test,
+                             "dataset": splits.name, "test_accuracy": kept_test,
                              "compressed_test_accuracy": compressed_test, "steps": steps, "failed": failed,
                              "training": _settings(config), "recovery_epochs": recovery_epochs, **rethinking})
             onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape)
@@ -340,7 +343,8 @@ def _any_scratch(summary: Any) -> bool:
 
 def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
     cols = ["rank", "trial", "label", "search_val_accuracy", "distilled_test_accuracy", "compressed_test_accuracy",
-            *RETHINKING_COLUMNS[:3 if _any_scratch(summary) else 0], "file_bytes", "rate"] + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))] \
+            *(RETHINKING_COLUMNS if _any_scratch(summary) else ()), "file_bytes", "rate"] \
+        + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))] \
         + [c for c in INT8_COLUMNS if c in summary.columns]
     lines = [f"# Winners: distilled from a teacher at {teacher_test:.2%} test accuracy, then compressed",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
