@@ -27,6 +27,7 @@ import json
 import statistics
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,7 +66,8 @@ def architectures(mobilenets: int) -> dict[str, ArchSpec]:
 
 
 def rethinking(splits: Splits, seeds: list[int], epochs: int, recovery: int, base: TrainConfig,
-               mobilenets: int) -> dict[str, Any]:
+               mobilenets: int, save: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """Part (a); ``save(results so far)`` after each architecture (a long run keeps what it finished)."""
     out: dict[str, Any] = {}
     for name, arch in architectures(mobilenets).items():
         cand = Candidate(arch, CompressionSpec(channel_ratio=0.5))
@@ -92,42 +94,58 @@ def rethinking(splits: Splits, seeds: list[int], epochs: int, recovery: int, bas
         out[name] = {"madds_dense": nas.count(arch).madds, "madds_pruned": nas.count(pruned_arch(arch, 0.5)).madds,
                      "runs": rows, **{f"mean_{k}": statistics.mean(r[k] for r in rows)
                                       for k in ("pruned_test", "scratch_epochs_test", "scratch_madds_test")}}
+        save(out)
     return out
 
 
 def lowrank(splits: Splits, seeds: list[int], epochs: int, ratios: list[float], weight: float,
-            base: TrainConfig) -> dict[str, Any]:
-    rows = []
+            base: TrainConfig, save: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """Part (b); ``save(results so far)`` after each seed."""
+    rows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
     for seed in seeds:
-        for ratio in ratios:
-            for penalty in (0.0, weight):
-                if penalty == 0 and ratio != ratios[0]:  # the plain model does not depend on the ratio
-                    plain = next(r for r in rows if r["seed"] == seed and r["penalty"] == 0)
-                    model = plain["_model"]
-                    seconds = plain["train_seconds"]
-                else:
-                    torch.manual_seed(seed)
-                    model = nas.build_model(LENET_5)
-                    t = time.perf_counter()
-                    extra = {"lowrank_penalty": penalty, "lowrank_ratio": ratio} if penalty else {}
-                    train(model, splits, replace(base, epochs=epochs, seed=seed, **extra))
-                    seconds = round(time.perf_counter() - t, 1)
-                factored = copy.deepcopy(model)
-                apply_lowrank(factored, ratio)
-                row = {"seed": seed, "ratio": ratio, "penalty": penalty, "dense_test": evaluate(model, splits.test),
-                       "factored_test": evaluate(factored, splits.test), "train_seconds": seconds}
-                train(factored, splits, replace(base, epochs=1, seed=seed))
-                row["recovered_test"] = evaluate(factored, splits.test)
-                rows.append({**row, "_model": model})
-                print("lowrank", row, flush=True)
-    clean = [{k: v for k, v in r.items() if k != "_model"} for r in rows]
+        rows += _lowrank_seed(splits, seed, epochs, ratios, weight, base)
+        out = _lowrank_means(rows, ratios, weight)
+        save(out)
+    return out
+
+
+def _lowrank_seed(splits: Splits, seed: int, epochs: int, ratios: list[float], weight: float,
+                  base: TrainConfig) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for ratio in ratios:
+        for penalty in (0.0, weight):
+            if penalty == 0 and ratio != ratios[0]:  # the plain model does not depend on the ratio
+                plain = next(r for r in rows if r["seed"] == seed and r["penalty"] == 0)
+                model = plain["_model"]
+                seconds = plain["train_seconds"]
+            else:
+                torch.manual_seed(seed)
+                model = nas.build_model(LENET_5)
+                t = time.perf_counter()
+                extra = {"lowrank_penalty": penalty, "lowrank_ratio": ratio} if penalty else {}
+                train(model, splits, replace(base, epochs=epochs, seed=seed, **extra))
+                seconds = round(time.perf_counter() - t, 1)
+            factored = copy.deepcopy(model)
+            apply_lowrank(factored, ratio)
+            row = {"seed": seed, "ratio": ratio, "penalty": penalty, "dense_test": evaluate(model, splits.test),
+                   "factored_test": evaluate(factored, splits.test), "train_seconds": seconds}
+            train(factored, splits, replace(base, epochs=1, seed=seed))
+            row["recovered_test"] = evaluate(factored, splits.test)
+            rows.append({**row, "_model": model})
+            print("lowrank", row, flush=True)
+    return [{k: v for k, v in r.items() if k != "_model"} for r in rows]
+
+
+def _lowrank_means(clean: list[dict[str, Any]], ratios: list[float], weight: float) -> dict[str, Any]:
     means = {}
     for ratio in ratios:
         for penalty in (0.0, weight):
             sel = [r for r in clean if r["ratio"] == ratio and r["penalty"] == penalty]
+            seeds = sorted({r["seed"] for r in sel})
             means[f"ratio {ratio} penalty {penalty}"] = {k: statistics.mean(r[k] for r in sel)
                                                          for k in ("dense_test", "factored_test", "recovered_test")}
-    return {"ratios": ratios, "weight": weight, "runs": clean, "means": means}
+    return {"ratios": ratios, "weight": weight, "seeds_done": seeds, "runs": clean, "means": means}
 
 
 def summary_line(data: dict[str, Any]) -> str:
@@ -153,7 +171,7 @@ def summary_line(data: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=3000, help="training images (the first N of the split)")
+    ap.add_argument("--train", type=int, default=2000, help="training images (the first N of the split)")
     ap.add_argument("--val", type=int, default=500, help="validation images (the first N; they pick the kept one)")
     ap.add_argument("--test", type=int, default=5000, help="test images (the first N of the 10,000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -175,17 +193,20 @@ def main() -> None:
         if args.only not in (None, part):
             continue
         started, cpu = time.perf_counter(), time.process_time()
+
+        def save(results: dict[str, Any], part: str = part) -> None:
+            data = {**common, **({"recovery_epochs": args.recovery, "architectures": results}
+                                 if part == "rethinking" else results),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "cpu_seconds": round(time.process_time() - cpu, 1)}
+            merged = json.loads(merge_section(part, data, "rethinking_lowrank").read_text())
+            set_readme_row("rethinking_lowrank", summary_line(merged), " & ".join(
+                f"nice -n 10 {merged[k]['command']}" for k in ("rethinking", "lowrank") if k in merged))
+
         if part == "rethinking":
-            data = {**common, "recovery_epochs": args.recovery,
-                    "architectures": rethinking(splits, args.seeds, args.epochs, args.recovery, base,
-                                                args.mobilenets)}
+            rethinking(splits, args.seeds, args.epochs, args.recovery, base, args.mobilenets, save)
         else:
-            data = {**common, **lowrank(splits, args.seeds, args.epochs, args.ratios, args.weight, base)}
-        data.update(seconds=round(time.perf_counter() - started, 1), cpu_seconds=round(time.process_time() - cpu, 1))
-        path = merge_section(part, data, "rethinking_lowrank")
-    merged = json.loads(path.read_text())
-    set_readme_row("rethinking_lowrank", summary_line(merged), " & ".join(
-        f"nice -n 10 {merged[k]['command']}" for k in ("rethinking", "lowrank") if k in merged))
+            lowrank(splits, args.seeds, args.epochs, args.ratios, args.weight, base, save)
 
 
 if __name__ == "__main__":
