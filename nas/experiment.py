@@ -52,6 +52,8 @@ class ExperimentError(NasError):
 
 #: Settings a resumed run may change.
 RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources")
+#: ``proxy:`` keys added after runs existed, with their defaults: left out of :attr:`Experiment.digest` there.
+LATER_PROXY_KEYS: dict[str, object] = {"importance_samples": None, "lowrank_penalty": 0.0}
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -238,6 +240,9 @@ class Experiment:
             del kept["supernet"]
         if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume
             del kept["evaluator"]
+        for key, default in LATER_PROXY_KEYS.items():  # proxy keys added later: at their defaults, old runs resume
+            if kept["proxy"].get(key) == default:
+                del kept["proxy"][key]
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
