@@ -19,6 +19,7 @@ pruned network before its later stages, so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -66,24 +67,25 @@ class Scratch:
 
 def train_from_scratch(candidate: Candidate, teacher: nn.Module | None, splits: Splits, config: TrainConfig,
                        recovery: TrainConfig | None, budget: Budget, distill_config: DistillConfig | None = None,
-                       on_epoch: EpochCallback | None = None) -> Scratch | None:
+                       log: Callable[[TrainConfig], EpochCallback | None] | None = None) -> Scratch | None:
     """The baseline for ``candidate`` (None when ``budget`` is off or it has no structured pruning).
 
     ``config`` is the winner's distillation (its ``epochs`` is ``E``), ``recovery`` the recovery fine-tune
     after each stage (None: no recovery, ``R = 0``); the network is seeded with ``config.seed``. Without a
-    ``teacher`` it trains on the labels alone (as Liu et al.)."""
+    ``teacher`` it trains on the labels alone (as Liu et al.). ``log(config)``: an ``on_epoch`` for the run."""
     spec = candidate.compression
     if budget == "off" or spec.channel_ratio <= 0:
         return None
     small = Candidate(pruned_arch(candidate.arch, spec.channel_ratio), replace(spec, channel_ratio=0.0))
     epochs = scratch_epochs(candidate, config.epochs, recovery.epochs if recovery else 0, budget)
+    config = replace(config, epochs=epochs)
+    on_epoch = log(config) if log is not None else None
     torch.manual_seed(config.seed)
     model = build_model(small.arch)
     if teacher is None:
-        run = train(model, splits, replace(config, epochs=epochs), on_epoch=on_epoch)
+        run = train(model, splits, config, on_epoch=on_epoch)
     else:
-        run = distill(model, teacher, splits, replace(config, epochs=epochs), distill_config or DistillConfig(),
-                      on_epoch=on_epoch).run
+        run = distill(model, teacher, splits, config, distill_config or DistillConfig(), on_epoch=on_epoch).run
     steps: list[dict[str, Any]] = []
     if recovery is not None:
         compressed, steps = compress_with_recovery(model, small.compression, splits, recovery)

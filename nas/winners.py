@@ -236,7 +236,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                                      or at_chance(result.student_val_after, splits)}, *steps])
             compressed_test = evaluate(compressed, splits.test)
             scratch = train_from_scratch(cand, teacher, splits, config, recovery, scratch_budget, opt.distill,
-                                         on_epoch=log(f"winner #{rank} (trial {number}) from scratch", config))
+                                         log=lambda c: log(f"winner #{rank} (trial {number}) from scratch", c))
             rethinking = _rethinking(compressed_test, scratch, keep_better(evaluate(compressed, splits.val), scratch))
             kept_cand, kept_test = cand, distilled_test
             if rethinking["kept"] == "scratch":  # the pruned architecture trained from scratch did better
