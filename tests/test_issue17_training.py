@@ -106,18 +106,19 @@ def test_winners_train_the_pruned_architecture_from_scratch_and_keep_the_better(
 
 @pytest.mark.slow
 def test_scratch_off_and_the_madds_budget(run: Path, tmp_path: Path) -> None:
-    ok("finetune", str(run), "--no-progress", "--scratch", "off", "--epochs", "1", "--teacher-epochs", "1")
+    ok("finetune", str(run), "--no-progress", "--scratch", "off")
     row = pd.read_csv(run / "winners" / "summary.csv").iloc[0]
     assert row["scratch_epochs"] == 0 and math.isnan(row["scratch_test_accuracy"])
     assert row["compressed_test_accuracy"] == row["pruned_test_accuracy"]
     assert "scratch_test_accuracy" not in (run / "winners" / "summary.md").read_text()
 
-    folder = searched(tmp_path, winners={"scratch": "madds", "epochs": 1, "teacher_epochs": 1})
+    folder = searched(tmp_path, winners={"scratch": "madds"})
     ok("finetune", str(folder), "--no-progress")
     row = pd.read_csv(folder / "winners" / "summary.csv").iloc[0]
     cand = nas.Candidate.from_json((folder / row["folder"] / "candidate.json").read_text())
     dense, pruned = nas.count(cand.arch).madds, nas.count(pruned_arch(cand.arch, 0.5)).madds
-    assert row["scratch_epochs"] == min(2 * 2, max(2, math.ceil(dense / pruned) + 1))  # Scratch-B, capped at 2x
+    assert row["scratch_epochs"] == min(2 * 3, max(3, math.ceil(2 * dense / pruned) + 1))  # Scratch-B, capped at 2x
+    assert row["scratch_epochs"] > 3
 
 
 def test_scratch_option_errors_are_one_line(tmp_path: Path) -> None:
@@ -199,12 +200,13 @@ def test_proxy_importance_samples_must_be_positive(tmp_path: Path) -> None:
 def test_winners_count_activations_over_the_training_split(run: Path) -> None:
     """Without recovery, a winner's structured pruning counts over the whole training split: its container is
     exactly the distilled checkpoint pruned with that count."""
-    ok("finetune", str(run), "--no-progress", "--scratch", "off", "--recovery-epochs", "0", "--epochs", "1",
-       "--teacher-epochs", "1")
+    ok("finetune", str(run), "--no-progress", "--scratch", "off", "--recovery-epochs", "0")
     row = pd.read_csv(run / "winners" / "summary.csv").iloc[0]
     model, cand, _ = load_checkpoint(run / row["folder"] / "model.safetensors")
     data = importance_data(load_dataset("digits"))
     assert _kept_differ(model, cand, data)
     expected = apply_compression(model, cand.compression, data=data).state_dict()
     got = load_container(run / row["folder"] / "model.nasz").state_dict()
-    assert expected.keys() == got.keys() and all(torch.allclose(expected[k], got[k]) for k in expected)
+    assert expected.keys() == got.keys()
+    assert all(torch.allclose(expected[k], got[k]) for k in expected
+               if not k.endswith("num_batches_tracked"))  # the container does not store batch norm's step counter
