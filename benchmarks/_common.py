@@ -41,12 +41,17 @@ def write_result(name: str, data: dict[str, Any], summary: str) -> Path:
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
 
+    set_readme_row(name, summary, record["command"])
+    return path
+
+
+def set_readme_row(name: str, summary: str, how: str) -> None:
+    """Set benchmark ``name``'s row in ``results/bench/README.md`` (its summary and the command ``how``)."""
     readme = RESULTS / "README.md"
     lines = readme.read_text().splitlines() if readme.exists() else []
-    row = f"| [{name}]({name}.json) | {summary} | `{record['command']}` |"
+    row = f"| [{name}]({name}.json) | {summary} | `{how}` |"
     lines = [line for line in lines if not line.startswith(f"| [{name}](")] + [row]
     readme.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def merge_section(key: str, data: dict[str, Any], name: str = "compression_costs") -> Path:

@@ -58,6 +58,8 @@ class ExperimentError(NasError):
 
 #: Settings a resumed run may change.
 RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources", "device", "amp")
+#: ``proxy:`` keys added after runs existed, with their defaults: left out of :attr:`Experiment.digest` there.
+LATER_PROXY_KEYS: dict[str, object] = {"importance_samples": None, "lowrank_penalty": 0.0}
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -158,6 +160,11 @@ class ProxyConfig(_Strict):
     threads: int = Field(default=1, ge=1)  # per worker; small networks train fastest on one thread
     #: The last epoch trains the candidate with its compression applied: accuracy is the compressed model's.
     compressed: bool = True
+    #: Training images the ``activation`` channel importance counts over, exactly (streamed); None: all of them.
+    importance_samples: int | None = Field(default=None, ge=1)
+    #: Low-rank regularization's weight (:class:`nas.factoring.LowRankPenalty`) for candidates with a
+    #: ``lowrank_ratio``, in the dense epochs; 0: off (it costs one SVD per layer per step).
+    lowrank_penalty: float = Field(default=0.0, ge=0)
 
 
 class ResourcesConfig(_Strict):
@@ -176,6 +183,12 @@ class WinnersConfig(_Strict):
     teacher_epochs: int = Field(default=15, ge=1)
     recovery_epochs: int = Field(default=1, ge=0)
     at_end: bool = False
+    #: Liu et al.'s Rethinking baseline for winners with structured pruning: the pruned architecture also
+    #: trained from scratch, on the same epochs (``epochs``: Scratch-E) or the same MAdds (``madds``: Scratch-B,
+    #: at most twice the epochs), or ``off``; the better on validation is kept (:mod:`nas.winners`).
+    scratch: Literal["epochs", "madds", "off"] = "epochs"
+    #: Low-rank regularization's weight for winners with a ``lowrank_ratio`` while they distil; 0: off.
+    lowrank_penalty: float = Field(default=0.0, ge=0)
 
 
 class SupernetConfig(_Strict):
@@ -290,6 +303,9 @@ class Experiment:
             del kept["supernet"]
         if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume
             del kept["evaluator"]
+        for key, default in LATER_PROXY_KEYS.items():  # proxy keys added later: at their defaults, old runs resume
+            if kept["proxy"].get(key) == default:
+                del kept["proxy"][key]
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

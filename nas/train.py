@@ -37,6 +37,7 @@ from nas.data import Splits, fit_input
 from nas.device import DEFAULT_DEVICE, Precision, check_device_name, model_device, resolve_device, to_device
 from nas.errors import TrainError
 from nas.imagefolder import in_order, stream
+from nas.factoring import LowRankPenalty
 
 Schedule = Literal["cosine", "step"]
 #: ``loss_fn(logits, batch)`` where ``batch`` is the tuple of the training
@@ -59,6 +60,10 @@ class TrainConfig:
     terminal and the run has more than 200 steps. ``device``: ``cpu``, ``auto``
     or ``cuda[:N]`` (:func:`nas.device.resolve_device`); ``amp``: float16 autocast
     and gradient scaling there when it is a GPU (ignored on the CPU).
+    ``lowrank_penalty``: low-rank regularization, this weight times
+    :class:`nas.factoring.LowRankPenalty` at ``lowrank_ratio`` (the candidate's
+    ``compression.lowrank_ratio``) added to every step's loss, so that factorizing the
+    trained model at that ratio loses little; 0 trains without it.
     """
 
     epochs: int = 10
@@ -76,6 +81,8 @@ class TrainConfig:
     progress: bool | None = None
     device: str = DEFAULT_DEVICE
     amp: bool = True
+    lowrank_penalty: float = 0.0
+    lowrank_ratio: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -95,6 +102,9 @@ class TrainConfig:
         need(isinstance(self.threads, int) and self.threads >= 1, f"threads must be an int >= 1, but got {self.threads!r}.")
         need(self.diverge_above > 0, f"diverge_above must be > 0, but got {self.diverge_above}.")
         check_device_name(self.device, "TrainConfig.device")
+        need(self.lowrank_penalty >= 0, f"lowrank_penalty must be >= 0, but got {self.lowrank_penalty}.")
+        need(not self.lowrank_penalty or (self.lowrank_ratio is not None and 0 < self.lowrank_ratio <= 1),
+             f"lowrank_penalty needs the rank it aims at: lowrank_ratio in (0, 1], but got {self.lowrank_ratio!r}.")
 
 
 @dataclass
@@ -282,6 +292,26 @@ def epoch_lines(config: TrainConfig, n_train: int, desc: str) -> EpochCallback |
     return line
 
 
+def with_lowrank_penalty(model: nn.Module, loss_fn: LossFn, config: TrainConfig) -> LossFn:
+    """``loss_fn`` plus ``config.lowrank_penalty`` times :class:`~nas.factoring.LowRankPenalty` of ``model``
+    (``loss_fn`` itself when the weight is 0). An :class:`nn.Module` loss keeps its parameters: it is wrapped
+    in a module that holds it (and not the model, whose parameters the optimizer has already)."""
+    if not config.lowrank_penalty:
+        return loss_fn
+    assert config.lowrank_ratio is not None  # TrainConfig checks it
+    return _Penalized(loss_fn, LowRankPenalty(model, config.lowrank_ratio), config.lowrank_penalty)
+
+
+class _Penalized(nn.Module):
+    def __init__(self, loss_fn: LossFn, penalty: LowRankPenalty, weight: float) -> None:
+        super().__init__()
+        self.base = loss_fn  # a Module is registered (its adapters train), a function is kept as it is
+        self.penalty, self.weight = penalty, weight
+
+    def forward(self, logits: torch.Tensor, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.base(logits, batch) + self.weight * self.penalty()
+
+
 class _Threads:
     """Sets ``torch.set_num_threads`` for the run and restores the caller's setting afterwards."""
 
@@ -312,7 +342,7 @@ def train(model: nn.Module,
     device = resolve_device(config.device, "TrainConfig.device")
     plan = Plan(len(train_set), config)  # type: ignore[arg-type]
     augment = _augmenter(splits_or_train_val)
-    loss_fn = loss_fn or cross_entropy
+    loss_fn = with_lowrank_penalty(model, loss_fn or cross_entropy, config)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if isinstance(loss_fn, nn.Module):

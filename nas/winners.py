@@ -6,6 +6,8 @@
 3. For each winner: train it from scratch while distilling from the teacher
    (Hinton loss, ``winners.epochs``), then apply its own compression settings stage
    by stage with a recovery fine-tune after each (:func:`nas.compress.compress_with_recovery`).
+   A winner with structured pruning is also trained from scratch at its pruned width on the same
+   budget (:mod:`nas.rethinking`, ``winners.scratch``); the better on validation is kept.
 4. Measure test accuracy after distillation and after compression, write the
    artifacts (``model.safetensors``, the compressed container ``model.nasz`` and its
    real size, ``model.onnx`` checked against torch with onnxruntime,
@@ -94,7 +96,8 @@ class WinnerOptions:
     ``threads`` defaults to ``proxy.threads``, as the search trains; ``teacher`` is a
     checkpoint to distil from instead of training a teacher; ``distill`` the distillation
     objective (Hinton's defaults when None); ``device`` and ``amp`` replace the experiment's
-    ``device:`` and ``amp:`` (:mod:`nas.device`)."""
+    ``device:`` and ``amp:`` (:mod:`nas.device`); ``scratch`` the Rethinking baseline's budget
+    (:mod:`nas.rethinking`); ``lowrank_penalty`` low-rank regularization's weight."""
 
     top: int | None = None
     epochs: int | None = None
@@ -112,6 +115,8 @@ class WinnerOptions:
     int8: bool = False
     device: str | None = None
     amp: bool | None = None
+    scratch: str | None = None
+    lowrank_penalty: float | None = None
 
 
 class NothingToFinetune(NasError):
@@ -144,10 +149,12 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     from nas.compress.int8 import export_onnx
     from nas.compress import apply_compression
     from nas.compress import save as save_container
-    from nas.data import check_fits, first_inputs, load_configured
+    from nas.data import check_fits, load_configured
     from nas.distill import DistillConfig, distill
     from nas.compress import compress_with_recovery
-    from nas.compress.recovery import at_chance, first_failure
+    from nas.compress.recovery import at_chance, first_failure, importance_data
+    from nas.factoring import lowrank_settings
+    from nas.rethinking import keep_better, train_from_scratch
     from nas.hardware import get_profile
     from nas.models import build_model
     from nas.train import TrainConfig, epoch_lines, evaluate
@@ -184,6 +191,8 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                        device=str(device), amp=amp)
     teacher_config = replace(base, epochs=_pick(opt.teacher_epochs, cfg.teacher_epochs))
     recovery_epochs = _pick(opt.recovery_epochs, cfg.recovery_epochs)
+    recovery = replace(base, epochs=recovery_epochs) if recovery_epochs > 0 else None  # the proxy's lr: binary needs it
+    scratch_budget, penalty = _pick(opt.scratch, cfg.scratch), _pick(opt.lowrank_penalty, cfg.lowrank_penalty)
     say(f"winners: {len(winners)} of the front's {len(front)} trials"
         + (f" (--top {top} asks for more; the front has only {len(front)})" if len(front) < top else "")
         + f"; training with {threads} thread{'s' if threads != 1 else ''}"
@@ -222,34 +231,41 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
             write_atomic(d / "candidate.json", cand.to_json() + "\n")
             torch.manual_seed(seed + number)
             student = build_model(cand.arch)
-            config = replace(base, seed=seed + number)
+            config = replace(base, seed=seed + number, **lowrank_settings(cand.compression.lowrank_ratio, penalty))
             result = distill(student, teacher, splits, config, opt.distill or DistillConfig(),
                              on_epoch=log(f"winner #{rank} (trial {number}) distil", config))
             distilled_test = evaluate(student, splits.test)
             steps: list[dict[str, Any]] = []
-            if recovery_epochs > 0:
-                recovery = replace(base, epochs=recovery_epochs)  # the proxy's learning rate: binary needs it
+            if recovery is not None:
                 compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
             else:
-                compressed = apply_compression(student, cand.compression, data=first_inputs(splits.train, 256))
+                compressed = apply_compression(student, cand.compression, data=importance_data(splits))
             failed = first_failure([{"step": "distil", "failed": result.run.failed
                                      or at_chance(result.student_val_after, splits)}, *steps])
             compressed_test = evaluate(compressed, splits.test)
+            scratch = train_from_scratch(cand, teacher, splits, config, recovery, scratch_budget, opt.distill,
+                                         log=lambda c: log(f"winner #{rank} (trial {number}) from scratch", c))
+            rethinking = _rethinking(compressed_test, scratch, keep_better(evaluate(compressed, splits.val), scratch))
+            kept_cand, kept_test = cand, distilled_test
+            if rethinking["kept"] == "scratch":  # the pruned architecture trained from scratch did better
+                student, kept_cand, compressed = scratch.dense, scratch.candidate, scratch.compressed
+                steps = scratch.steps
+                compressed_test, failed, kept_test = scratch.test_accuracy, None, evaluate(scratch.dense, splits.test)
             report = save_container(compressed, d / "model.nasz")
-            save_checkpoint(d / "model.safetensors", student, cand,  # dense, distilled: loadable, re-compressible
+            save_checkpoint(d / "model.safetensors", student, kept_cand,  # dense, distilled: loadable, re-compressible
                             {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
                              "teacher": str(teacher_file if opt.teacher else "../teacher.safetensors"),
                              "dataset": splits.name, "normalization": splits.normalization,
-                             "test_accuracy": distilled_test,
+                             "test_accuracy": kept_test,
                              "compressed_test_accuracy": compressed_test, "steps": steps, "failed": failed,
-                             "training": _settings(config), "recovery_epochs": recovery_epochs})
+                             "training": _settings(config), "recovery_epochs": recovery_epochs, **rethinking})
             onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape,
                                      {"dataset": splits.name, **splits.normalization, "classes": list(splits.classes)})
             row: dict[str, Any] = {
                 "rank": rank, "trial": number, "label": w.get("label", ""),
                 "search_val_accuracy": w.get("accuracy", float("nan")),
                 "distilled_val_accuracy": result.student_val_after, "distilled_test_accuracy": distilled_test,
-                "compressed_test_accuracy": compressed_test, "teacher_test_accuracy": teacher_test,
+                "compressed_test_accuracy": compressed_test, **rethinking, "teacher_test_accuracy": teacher_test,
                 "file_bytes": report.file_bytes, "dense_bytes": report.dense_bits // 8,
                 "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
                 "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]),
@@ -280,6 +296,15 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
         raise Interrupted(kept) from None
     bar.close()
     return pd.DataFrame(rows)
+
+
+def _rethinking(pruned_test: float, scratch: Any, kept: str) -> dict[str, Any]:
+    """The Rethinking baseline's summary columns (:mod:`nas.rethinking`): the prune-and-fine-tune test accuracy,
+    the scratch one (NaN when it did not run), its epochs (0) and which was kept (``compressed_test_accuracy``
+    and the files are the kept one's)."""
+    return {"pruned_test_accuracy": pruned_test,
+            "scratch_test_accuracy": float("nan") if scratch is None else scratch.test_accuracy,
+            "scratch_epochs": 0 if scratch is None else scratch.epochs, "kept": "" if scratch is None else kept}
 
 
 def _settings(config: Any) -> dict[str, Any]:
@@ -330,9 +355,18 @@ def _train_teacher(run: Any, winners: Any, splits: Any, config: Any, bar: Any,
 INT8_COLUMNS = ("onnx_test_accuracy", "int8_test_accuracy", "onnx_ms", "int8_ms", "int8_speedup")
 
 
+#: The Rethinking baseline's columns in summary.md, when some winner ran it (:func:`_rethinking`).
+RETHINKING_COLUMNS = ("pruned_test_accuracy", "scratch_test_accuracy", "kept")
+
+
+def _any_scratch(summary: Any) -> bool:
+    return "scratch_epochs" in summary.columns and bool((summary["scratch_epochs"] > 0).any())
+
+
 def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
     cols = ["rank", "trial", "label", "search_val_accuracy", "distilled_test_accuracy", "compressed_test_accuracy",
-            "file_bytes", "rate"] + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))] \
+            *(RETHINKING_COLUMNS if _any_scratch(summary) else ()), "file_bytes", "rate"] \
+        + [c for c in summary.columns if c.startswith(("latency_ms:", "measured_ms:"))] \
         + [c for c in INT8_COLUMNS if c in summary.columns]
     lines = [f"# Winners: distilled from a teacher at {teacher_test:.2%} test accuracy, then compressed",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -351,6 +385,10 @@ def _markdown(summary: Any, teacher_test: float, seconds: float) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"{len(summary)} winners in {seconds:.0f} s. Files per winner: `model.nasz` (compressed container, "
               "`file_bytes`), `model.safetensors`, `model.onnx`, `candidate.json`.", ""]
+    if _any_scratch(summary):
+        lines += ["Rethinking baseline (Liu et al. 2019): each winner with structured pruning was also trained from "
+                  "scratch at its pruned width on the same budget (`scratch_epochs` in summary.csv); `kept` is the "
+                  "one with the higher validation accuracy, and `compressed_test_accuracy` and the files are its.", ""]
     lines += [f"**Winner #{r['rank']} (trial {r['trial']}) FAILED**: {_failed(r)}." for _, r in summary.iterrows()
               if _failed(r)] + ([""] if any(_failed(r) for _, r in summary.iterrows()) else [])
     return "\n".join(lines)
@@ -370,4 +408,6 @@ def print_summary(summary: Any) -> None:
               f"{r['compressed_test_accuracy']:.2%} compressed; {r['file_bytes']:,} B ({r['rate']:.1f}x)  {lat}"
               + (f"  int8 ONNX {r['int8_test_accuracy']:.2%}, {r['int8_ms']:.2f} ms vs {r['onnx_ms']:.2f} ms fp32"
                  if r.get("int8_ms", float("nan")) == r.get("int8_ms", float("nan")) and "int8_ms" in r else "")
+              + (f"  (pruned {r['pruned_test_accuracy']:.2%}, from scratch {r['scratch_test_accuracy']:.2%}: kept "
+                 f"{r['kept']})" if r.get("scratch_epochs", 0) > 0 else "")
               + (f"  FAILED: {_failed(r)}" if _failed(r) else ""))

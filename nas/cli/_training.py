@@ -17,6 +17,7 @@ from nas.cost import count
 from nas.data import Splits, load_configured
 from nas.device import describe, model_device, resolve_device
 from nas.errors import NasError
+from nas.factoring import lowrank_settings
 from nas.space import load_space
 from nas.spec import Candidate
 from nas.train import TrainConfig, evaluate
@@ -26,7 +27,7 @@ from nas.train import TrainConfig, evaluate
 #: ``nas finetune RUN`` can tell a given option (applied, or refused) from a default.
 DEFAULTS: dict[str, Any] = {"dataset": "digits", "split_seed": 0, "seed": 0, "epochs": 10, "batch_size": 64,
                             "lr": 0.05, "schedule": "cosine", "threads": max(1, torch.get_num_threads()),
-                            "device": "cpu"}
+                            "device": "cpu", "lowrank_penalty": 0.0}
 
 
 def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -51,6 +52,11 @@ def add_training_arguments(p: argparse.ArgumentParser, out_required: bool = True
     t.add_argument("--schedule", choices=["cosine", "step"], default=None, help="(default: cosine)")
     t.add_argument("--threads", type=int, default=None,
                    help=f"torch threads (default: {DEFAULTS['threads']}, this machine's; a run's proxy.threads)")
+    t.add_argument("--lowrank-penalty", type=float, default=None, metavar="WEIGHT",
+                   help="low-rank regularization: add WEIGHT times the truncated nuclear norm beyond the rank the "
+                        "candidate's compression.lowrank_ratio keeps (nas.factoring) to the loss, so that "
+                        "factorizing loses little (0.3 is a good start; default: 0, off; a run's "
+                        "winners.lowrank_penalty)")
     t.add_argument("--no-progress", action="store_true",
                    help="never show a progress bar (nor, when output is not a terminal, a line per epoch)")
     add_device_arguments(p, "cpu; a run's device")
@@ -75,6 +81,8 @@ def check_numbers(args: argparse.Namespace) -> None:
                                                                                                else "."))
     if args.lr is not None and not args.lr > 0:
         raise NasError(f"--lr must be > 0, but got {args.lr}.")
+    if args.lowrank_penalty is not None and not args.lowrank_penalty >= 0:
+        raise NasError(f"--lowrank-penalty must be >= 0, but got {args.lowrank_penalty}.")
 
 
 def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_classes: int) -> Candidate:
@@ -114,12 +122,18 @@ def candidate_source(args: argparse.Namespace) -> str:
     return f"the candidate in {args.candidate}" if args.candidate is not None else "the candidate"
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The training options as a TrainConfig; ``--device`` is checked here (a GPU this machine lacks is refused)."""
+def train_config(args: argparse.Namespace, candidate: Candidate) -> TrainConfig:
+    """The training options as a TrainConfig; ``--device`` is checked here (a GPU this machine lacks is refused)
+    and ``--lowrank-penalty`` aims at ``candidate``'s low-rank ratio."""
     resolve_device(args.device, "--device")
+    if args.lowrank_penalty and candidate.compression.lowrank_ratio is None:
+        raise NasError(f"--lowrank-penalty prepares the layers for low-rank factorization at the candidate's "
+                       f"compression.lowrank_ratio, but {candidate_source(args)} has none: give a candidate with "
+                       f"a lowrank_ratio (`--candidate FILE`), or leave --lowrank-penalty out.")
     return TrainConfig(epochs=args.epochs, max_samples=args.max_samples, batch_size=args.batch_size, lr=args.lr,
                        schedule=args.schedule, seed=args.seed, threads=args.threads,
-                       progress=False if args.no_progress else None, device=args.device, amp=not args.no_amp)
+                       progress=False if args.no_progress else None, device=args.device, amp=not args.no_amp,
+                       **lowrank_settings(candidate.compression.lowrank_ratio, args.lowrank_penalty))
 
 
 def finish(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,

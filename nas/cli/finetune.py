@@ -56,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="teacher training epochs, at least 1 (run mode; default: the experiment's "
                         "winners.teacher_epochs)")
+    p.add_argument("--scratch", choices=["epochs", "madds", "off"], default=None,
+                   help="run mode: the Rethinking baseline, each winner with structured pruning also trained from "
+                        "scratch at its pruned width on the same epochs (Scratch-E) or multiply-adds (Scratch-B, "
+                        "at most twice the epochs), keeping the better on validation; off skips it (default: the "
+                        "experiment's winners.scratch, epochs)")
     p.add_argument("--int8", action="store_true",
                    help="export every winner as int8 ONNX, not only those with quantization: int8 (run mode)")
     add_training_arguments(p, out_required=False)
@@ -95,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
             raise NasError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}.")
     if args.run_folder is not None:
         return _run_winners(args)
+    if args.scratch is not None:
+        raise NasError("--scratch trains a run's pruned winners from scratch (nas finetune RUN --scratch ...); "
+                       "for one model, train its pruned candidate with `nas train --candidate FILE`.")
     if args.out is None:
         raise NasError("give a run folder (nas finetune RUN --top K) or -o/--out for the fine-tuned checkpoint.")
     fill_defaults(args)
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is not None and len(args.teacher) > 1 and dcfg.attention:
         raise NasError(f"--attention reads one teacher's stages, but --teacher gives {len(args.teacher)}: distil "
                        f"from the ensemble without --attention, or give one teacher.")
-    config = train_config(args)
+    config = train_config(args, candidate)
     if wants_distributed(args):  # --nproc N or torchrun: data-parallel, rank 0 saves through finish
         return finetune_distributed(args, model, candidate, splits, config, finish=finish)
     summary: dict[str, Any] = {"command": "finetune", "init": str(args.init) if args.init else None,
@@ -198,7 +206,8 @@ def _run_winners(args: argparse.Namespace) -> int:
                             seed=args.seed, data_root=args.data_root,
                             teacher=args.teacher[0] if args.teacher else None,
                             distill=_distill_config(args), int8=args.int8, device=args.device,
-                            amp=False if args.no_amp else None)
+                            amp=False if args.no_amp else None, scratch=args.scratch,
+                            lowrank_penalty=args.lowrank_penalty)
     return finetune_winners(args.run_folder, options, progress=False if args.no_progress else None)
 
 

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     splits = load_data(args)
     candidate = candidate_from(args, splits.input_shape, splits.num_classes)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, candidate_source(args))
-    config = train_config(args)
+    config = train_config(args, candidate)
     torch.manual_seed(args.seed)
     model = build_model(candidate.arch)
     result = train(model, splits, config)

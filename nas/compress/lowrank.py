@@ -18,42 +18,17 @@ uses the same rank rule; the cost model prices the two-component scheme only.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from nas.cost import lowrank_rank
 from nas.errors import CompressError
-from nas.graph import Op
+from nas.factoring import Method, factorizable, rank_for, unfold
 
-Method = Literal["two_component", "cp"]
-
-
-def rank_for(module: nn.Module, ratio: float) -> int:
-    """The rank ``nas.cost`` assigns to ``module`` at ``ratio`` (full rank ``k * min(cin, cout)``)."""
-    op = _as_op(module)
-    return lowrank_rank(ratio, op.kernel, op.cin, op.cout)
-
-
-def _as_op(module: nn.Module) -> Op:
-    if isinstance(module, nn.Linear):
-        return Op("linear", "", module.in_features, module.out_features, bias=module.bias is not None)
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        if kh != kw:
-            raise CompressError(f"low-rank: only square kernels are factorized, but got {module.kernel_size}.")
-        return Op("conv", "", module.in_channels, module.out_channels, kernel=kh, groups=module.groups,
-                  bias=module.bias is not None)
-    raise CompressError(f"low-rank: only nn.Linear and nn.Conv2d are factorized, but got {type(module).__name__}.")
-
-
-def factored_weights(module: nn.Module, rank: int, method: Method = "two_component") -> int:
-    op = _as_op(module)
-    if method == "cp":
-        return rank * (op.cin + op.cout + 2 * op.kernel)
-    return rank * op.kernel * (op.cin + op.cout)
+__all__ = ["FACTORED", "CPConv", "LowRankLinear", "Method", "TwoComponentConv", "apply_lowrank", "factorize", "rank_for",
+           "shaped_like"]
 
 
 class LowRankLinear(nn.Sequential):
@@ -115,8 +90,7 @@ class TwoComponentConv(_FactoredConv):
         out = cls.shaped_like(module, rank)
         w = module.weight.detach().double()  # (cout, cin, k, k)
         cout, cin, k, _ = w.shape
-        unfolded = w.permute(1, 2, 0, 3).reshape(cin * k, cout * k)  # [(c, i), (n, j)]
-        u, s, vh = torch.linalg.svd(unfolded, full_matrices=False)
+        u, s, vh = torch.linalg.svd(unfold(w), full_matrices=False)  # [(c, i), (n, j)]
         root = s[:rank].sqrt()
         vertical = (u[:, :rank] * root).reshape(cin, k, rank).permute(2, 0, 1).unsqueeze(-1)  # (r, cin, k, 1)
         horizontal = (vh[:rank].T * root).reshape(cout, k, rank).permute(0, 2, 1).unsqueeze(2)  # (cout, r, 1, k)
@@ -205,15 +179,11 @@ def apply_lowrank(model: nn.Module, ratio: float, method: Method = "two_componen
         raise CompressError(f"low-rank: method must be 'two_component' or 'cp', but got {method!r}.")
     chosen: dict[str, int] = {}
     for name, module in list(model.named_modules()):
-        if not isinstance(module, (nn.Linear, nn.Conv2d)) or any(name.startswith(f + ".") for f in chosen):
+        if any(name.startswith(f + ".") for f in chosen):
             continue
-        if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.kernel_size[0] != module.kernel_size[1]):
-            continue
-        rank = rank_for(module, ratio)
-        conv_method: Method = method if isinstance(module, nn.Conv2d) else "two_component"
-        if factored_weights(module, rank, conv_method) >= module.weight.numel():
-            continue
-        chosen[name] = rank
+        rank = factorizable(module, ratio, method)
+        if rank is not None:
+            chosen[name] = rank
     for name, rank in chosen.items():
         _replace(model, name, factorize(model.get_submodule(name), rank, method))
     return chosen

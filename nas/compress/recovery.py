@@ -37,10 +37,11 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
     return apply_compression(model, compression, retrain=recover, data=importance_data(splits)), steps
 
 
-def importance_data(splits: Splits) -> torch.Tensor:
-    """The inputs the ``activation`` channel importance counts over: the whole training split
-    (streamed through the model in batches, so the count is exact over the dataset)."""
-    return as_tensors(splits.train)[0]
+def importance_data(splits: Splits, limit: int | None = None) -> torch.Tensor:
+    """The inputs the ``activation`` channel importance counts over: the whole training split, or its first
+    ``limit`` images (streamed through the model in batches, so the count is exact over them)."""
+    inputs = as_tensors(splits.train)[0]
+    return inputs if limit is None else inputs[:limit]
 
 
 def at_chance(accuracy: float, splits: Splits) -> str | None:

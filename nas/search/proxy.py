@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nas.experiment import Experiment
+from nas.factoring import lowrank_settings
 from nas.search.evaluator import Checkpoint, Evaluator, Progress, register_evaluator
 from nas.search.record import Outcome
 from nas.spec import Candidate
@@ -37,18 +38,21 @@ def proxy_setup(experiment: Experiment, candidate: Candidate, number: int, threa
     seed = experiment.config.seed * 100_003 + number
     config = TrainConfig(epochs=proxy.epochs, max_samples=proxy.max_samples, batch_size=proxy.batch_size,
                          lr=proxy.lr, seed=seed, threads=threads, progress=False,
-                         device=experiment.config.device, amp=experiment.config.amp)
+                         device=experiment.config.device, amp=experiment.config.amp,
+                         **lowrank_settings(candidate.compression.lowrank_ratio, proxy.lowrank_penalty))
     torch.manual_seed(seed)
     return build_model(candidate.arch), config
 
 
 def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: TrainConfig, on_epoch: EpochCallback,
-                compressed: bool = True) -> TrainResult:
+                compressed: bool = True, importance_samples: int | None = None) -> TrainResult:
     """Train ``config.epochs``; with ``compressed`` (and a candidate that compresses) the last epoch trains the
-    model with its compression applied. Epochs are numbered on through both phases for ``on_epoch`` (from 0);
-    returns the last phase's TrainResult with the whole history."""
+    model with its compression applied (the ``activation`` channel importance counted exactly over the first
+    ``importance_samples`` training images, all when None; no low-rank penalty on the factors). Epochs are
+    numbered on through both phases for ``on_epoch`` (from 0); returns the last phase's TrainResult with the
+    whole history."""
     from nas.compress import apply_compression, stages
-    from nas.data import first_inputs
+    from nas.compress.recovery import importance_data
     from nas.train import train
 
     if not compressed or not stages(candidate.compression):
@@ -61,14 +65,15 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
         if first.failed or first.stopped_early:  # failed, pruned or out of time
             return first
     model = apply_compression(model, candidate.compression, inplace=True,
-                              data=first_inputs(splits.train, 256))  # the activation channel importance's batch
-    last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1),
+                              data=importance_data(splits, importance_samples))  # the activation importance's
+    last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1, lowrank_penalty=0.0),
                  on_epoch=lambda epoch, accuracy: on_epoch(dense_epochs + epoch, accuracy))
     return replace(last, history=history + list(last.history), epochs=dense_epochs + last.epochs)
 
 
 def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config: TrainConfig, done: int,
-                 on_epoch: EpochCallback, compressed: bool) -> tuple[int, TrainResult]:
+                 on_epoch: EpochCallback, compressed: bool, importance_samples: int | None = None
+                 ) -> tuple[int, TrainResult]:
     """:func:`proxy_train` from epoch ``done`` on: ``(epochs run in all, the last TrainResult)``.
 
     From the start it is ``proxy_train`` itself. After ``done`` dense epochs, the rest of the dense phase
@@ -80,7 +85,7 @@ def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config:
     from nas.train import train
 
     if done == 0:
-        result = proxy_train(model, candidate, splits, config, on_epoch, compressed)
+        result = proxy_train(model, candidate, splits, config, on_epoch, compressed, importance_samples)
         return result.epochs, result
     compress_last = compressed and bool(stages(candidate.compression))
     dense = replace(config, epochs=config.epochs - 1) if compress_last else config
@@ -92,7 +97,7 @@ def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config:
         if not compress_last or result.failed or result.stopped_early:
             return epochs, result
     last = proxy_train(model, candidate, splits, replace(config, epochs=1), lambda e, a: on_epoch(config.epochs - 1, a),
-                       True)
+                       True, importance_samples)
     return epochs + last.epochs, last
 
 
@@ -142,7 +147,8 @@ class TrainEvaluator(Evaluator):
                 stop.append(f"pruned after epoch {done} (validation accuracy {accuracy:.3f})")
             return bool(stop)
 
-        epochs, result = resume_train(model, candidate, splits, config, restored.epoch, on_epoch, proxy.compressed)
+        epochs, result = resume_train(model, candidate, splits, config, restored.epoch, on_epoch, proxy.compressed,
+                                      proxy.importance_samples)
         trained: dict[str, Any] = {"trained": True, "epochs": epochs, "history": tuple(history),
                                    "seconds": time.perf_counter() - start, "attrs": {"device": result.device}}
         if result.failed or stop[:1] and stop[0].startswith("time"):
