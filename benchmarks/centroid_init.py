@@ -11,7 +11,7 @@ Fashion-MNIST training images, pruned layer-wise at the paper's LeNet-300-100
 rates (92%, 91%, 74%) and retrained with the masks fixed, then for every
 ``bits`` and init a copy is weight-shared with :func:`nas.compress.share_weights`
 and measured on the official 10,000-image test set, before and after fine-tuning
-its centroids (one epoch; only the centroids and biases train). One network per
+its centroids (one epoch at lr 0.01; only the centroids and biases train). One network per
 seed; the seed also drives the random init. Writes
 ``results/bench/centroid_init.json``, ``results/bench/centroid_init.png`` and a row
 in ``results/bench/README.md``.
@@ -30,15 +30,14 @@ import copy
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
 
 import nas
 from _common import RESULTS, write_result
+from _fashion import first_images, lenet_300_100
 from nas.codebooks import INITS
 from nas.compress import encode, magnitude_prune, share_weights
 from nas.data import Splits, load_dataset
@@ -49,16 +48,6 @@ from nas.train import TrainConfig, evaluate, train
 SPARSITY = {"layers.0.0": 0.92, "layers.1.0": 0.91, "layers.2.0": 0.74}
 COLOURS = {"linear": FRONT, "density": SECOND, "random": GREY}
 MARKERS = {"linear": "o", "density": "^", "random": "s"}
-
-
-def lenet_300_100() -> nas.ArchSpec:
-    choices = {"variant": "lenet-300-100", "mlp.hidden": "300-100"}
-    return nas.load_space("lenet").config.build(lambda key, options: choices.get(key, options[0]))
-
-
-def subset(splits: Splits, n: int) -> Splits:
-    x, y = splits.train.tensors
-    return replace(splits, train=TensorDataset(x[:n], y[:n]))
 
 
 def pruned_network(seed: int, data: Splits, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, float]]:
@@ -155,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-epochs", type=int, default=4)
     parser.add_argument("--centroid-epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--centroid-lr", type=float, default=0.001, help="as benchmarks/deep_compression.py: lr / 50")
+    parser.add_argument("--centroid-lr", type=float, default=0.01,
+                        help="each centroid moves by the mean of its members' gradients (nas.compress.SharedWeight), "
+                             "so the weights' retraining rate suits it")
     parser.add_argument("--no-write", action="store_true", help="do not update results/bench (quick trials)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    data = subset(load_dataset("fashion-mnist", seed=0), args.train_samples)
+    data = first_images(load_dataset("fashion-mnist", seed=0), args.train_samples)
     rows: list[dict[str, Any]] = []
     networks: dict[int, dict[str, float]] = {}
     for seed in args.seeds:

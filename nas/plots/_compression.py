@@ -117,9 +117,10 @@ def compression_tradeoff(model: nn.Module, arch: ArchSpec, evaluate: Callable[[n
 
 
 def plot_compression_tradeoff(table: pd.DataFrame, path: str | Path, *, retrained: bool = False,
-                              title: str = "", log_size: bool = False) -> Path:
+                              title: str = "", log_size: bool = False, floor: float | None = None) -> Path:
     """Accuracy change against model size for each method (Deep Compression, Figure 6); ``log_size``
-    draws the size on a log axis (the settings that matter sit at a few percent)."""
+    draws the size on a log axis (the settings that matter sit at a few percent); changes below
+    ``floor`` points are drawn on it as open markers, so that one collapse does not flatten the rest."""
     base = table[table["method"] == "uncompressed"]
     if len(base) == 0 or len(table) < 2:
         raise NasError("the trade-off table needs the uncompressed row and at least one compressed setting.")
@@ -132,8 +133,13 @@ def plot_compression_tradeoff(table: pd.DataFrame, path: str | Path, *, retraine
         for method, group in table[table["method"] != "uncompressed"].groupby("method", sort=False):
             color, marker = styles.get(str(method), ("C4", "D"))
             group = group.sort_values("size %")
-            ax.plot(group["size %"], 100 * (group["accuracy"] - baseline), marker=marker, color=color, lw=1.5, ms=5,
-                    label=str(method))
+            change = 100 * (group["accuracy"] - baseline)
+            shown = change if floor is None else change.clip(lower=floor)
+            ax.plot(group["size %"], shown, marker=marker, color=color, lw=1.5, ms=5, label=str(method))
+            if floor is not None and (change < floor).any():
+                below = change < floor
+                ax.plot(group["size %"][below], shown[below], ls="none", marker=marker, ms=7, mfc="white",
+                        color=color)
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
         if log_size:
             ax.set_xscale("log")
@@ -141,7 +147,8 @@ def plot_compression_tradeoff(table: pd.DataFrame, path: str | Path, *, retraine
             ax.set_xlim(0, None)
         ax.xaxis.set_major_formatter(_percent_formatter())
         ax.set_xlabel("model size after compression (container file, % of the 32-bit dense parameters)")
-        ax.set_ylabel("accuracy change (percentage points)")
+        ax.set_ylabel("accuracy change (percentage points)" + ("" if floor is None else
+                                                              f"; open markers: below {floor:g}"))
         how = "with retraining after each stage" if retrained else "without retraining"
         ax.set_title(title or f"Accuracy against size, {how} (uncompressed: {100 * baseline:.1f}%)", fontsize=9.5)
         fig.legend(loc="outside lower center", ncol=4, frameon=False)
