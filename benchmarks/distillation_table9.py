@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.1],
                         help="weights of the hard-label term (beta = 1 - alpha)")
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--name", default="distillation_table9",
+                        help="results/bench/NAME.json and its README row (another name keeps a probe apart)")
     parser.add_argument("--no-write", action="store_true", help="do not update results/bench (quick trials)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"alpha={r['chosen']['alpha']:g}) = **{r['gain_points']:+.2f} pts**"
                         for k, r in results.items())
             + f"; goal +1 each: {'met' if goal else 'not met'}; {minutes:.1f} min")
-    write_result("distillation_table9", payload, text)
+    write_result(args.name, payload, text)
     print(text)
     return 0
 
