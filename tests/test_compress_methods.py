@@ -128,7 +128,8 @@ def test_shared_weights_use_codebook_and_keep_pruned_zero() -> None:
     assert abs(float((weight == 0).float().mean()) - 0.6) < 0.01
 
 
-def test_centroid_gradient_is_sum_of_member_gradients() -> None:
+def test_centroid_gradient_is_mean_of_member_gradients() -> None:
+    """The paper's sum of the members' gradients, divided by the cluster's size (see SharedWeight)."""
     model = mlp()
     shared = share_weights(model, 2)["layers.0.0"]
     layer = model.layers[0][0]
@@ -139,7 +140,8 @@ def test_centroid_gradient_is_sum_of_member_gradients() -> None:
     layer_out = layer(x).square().sum()
     layer_out.backward()
     expected = torch.zeros(4).index_add_(0, shared.codes.flatten(), free.grad.flatten())
-    assert torch.allclose(shared.centroids.grad, expected, rtol=1e-5, atol=1e-6)
+    members = torch.bincount(shared.codes.flatten(), minlength=4).clamp(min=1)
+    assert torch.allclose(shared.centroids.grad, expected / members, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- binary / ternary

@@ -5,9 +5,10 @@ Each conv/linear weight tensor is clustered (scikit-learn ``KMeans``, 1-d) into
 plus the codebook. The layer's ``weight`` becomes a
 :mod:`torch.nn.utils.parametrize` parametrization :class:`SharedWeight` computing
 ``centroids[codes]`` (zero where pruned). Autograd through that gather adds up the
-gradients of all weights of a cluster, which is exactly Deep Compression's centroid
-update ``dL/dC_k = sum_{i in cluster k} dL/dW_i``; fine-tuning trains the centroids
-(and biases) while the assignment stays fixed.
+gradients of all weights of a cluster, Deep Compression's centroid update
+``dL/dC_k = sum_{i in cluster k} dL/dW_i``, which :class:`SharedWeight` divides by the
+cluster's size (the mean: see there why); fine-tuning trains the centroids (and
+biases) while the assignment stays fixed.
 
 Initialization (Han et al. 2016, section 3.1): ``linear`` spaces centroids evenly
 between the smallest and largest kept weight (best in the paper: it keeps the
@@ -34,6 +35,14 @@ class SharedWeight(nn.Module):
     ``centroids`` is the trainable codebook (``2**bits`` float32 values); ``codes``
     is a buffer of cluster indices with the weight's shape. The original weight is
     ignored (and frozen) once the layer is shared.
+
+    The centroid gradient keeps Deep Compression's direction (the sum of its members'
+    gradients) but is divided by the member count, i.e. each centroid moves as the mean of
+    its weights would. With the plain sum, a centroid's step grows with its cluster: a
+    2-bit codebook of a 64x1024 layer (16,000 weights per centroid) took steps 16,000
+    times a weight's, and one recovery epoch at ``nas finetune``'s learning rate left a
+    digits MLP at chance (94.4% -> 9.8%). With the mean, one learning rate suits every
+    layer and bit width, as for the dense weights.
     """
 
     def __init__(self, centroids: torch.Tensor, codes: torch.Tensor, bits: int) -> None:
@@ -44,7 +53,13 @@ class SharedWeight(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         codes: torch.Tensor = self.codes
-        shared = self.centroids[codes.clamp(min=0)]
+        centroids = self.centroids
+        if centroids.requires_grad and torch.is_grad_enabled():
+            # same values; the gradient reaching the centroids is divided by each cluster's size
+            members = torch.bincount(codes[codes >= 0], minlength=centroids.numel()).clamp(min=1)
+            fixed = centroids.detach()
+            centroids = fixed + (centroids - fixed) / members.to(centroids.dtype)
+        shared = centroids[codes.clamp(min=0)]
         return torch.where(codes >= 0, shared, shared.new_zeros(()))
 
 

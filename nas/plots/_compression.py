@@ -1,14 +1,16 @@
 """Compression pictures in the style of Deep Compression (Han et al. 2016).
 
 - :func:`compression_tradeoff` / :func:`plot_compression_tradeoff`: accuracy against
-  model size for pruning only, quantization (k-means weight sharing) only, and both (their
-  Figure 6), without retraining: what each knob costs before fine-tuning recovers it.
+  model size for pruning only, quantization (k-means weight sharing) only, both, and low-rank
+  factorization (their Figure 6), with or without retraining after each stage; the size is
+  the container file's.
 - :func:`plot_weight_distribution`: one layer's weights before and after pruning, with the
   k-means codebook's centroids on them (their Figures 4-5).
 - :func:`layer_table`: the per-layer table (their Tables 2-5) from :func:`nas.cost.size_report`.
 
-The models are compressed with :func:`nas.compress.apply_compression` and priced with
-:func:`nas.size_bits`, the same code ``nas compress`` and the search use.
+The models are compressed with :func:`nas.compress.apply_compression` and measured by
+encoding them into the container (:func:`nas.compress.encode`), the same code ``nas compress``
+uses to write its file; :func:`nas.size_bits`'s estimate is kept beside it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 SPARSITIES = (0.2, 0.4, 0.6, 0.8, 0.9)
 BITS = (8, 5, 4, 3, 2)
+#: Fractions of the full rank for the low-rank line (SVD for linear layers, two-component for convs).
+RANKS = (0.5, 0.25, 0.1)
 
 
 def layer_table(arch: ArchSpec, compression: CompressionSpec) -> pd.DataFrame:
@@ -69,28 +73,31 @@ def _dense_bits(arch: ArchSpec) -> int:
 
 def compression_tradeoff(model: nn.Module, arch: ArchSpec, evaluate: Callable[[nn.Module], float], *,
                          sparsities: Sequence[float] = SPARSITIES, bits: Sequence[int] = BITS,
-                         retrain: Callable[[nn.Module, str], object] | None = None,
+                         ranks: Sequence[float] = (), retrain: Callable[[nn.Module, str], object] | None = None,
                          seed: int = 0) -> pd.DataFrame:
-    """Accuracy and size of ``model`` pruned only, weight-shared only, and both.
+    """Accuracy and size of ``model`` pruned only, weight-shared only, both, and factorized.
 
     ``evaluate(model) -> accuracy`` (a fraction) is called once per setting and once on the
     model as given. Pruning prunes conv and linear layers to the same sparsity; "both" pairs
-    the sparsities with the bit widths from least to most aggressive. ``retrain(model, stage)``,
+    the sparsities with the bit widths from least to most aggressive; ``ranks`` (fractions of
+    the full rank, none by default) add a "low-rank" line. ``retrain(model, stage)``,
     when given, fine-tunes after each stage (masks and codebook assignments stay fixed, see
     :func:`nas.compress.apply_compression`); without it the figures show what each knob costs
-    before any recovery. Size is Deep Compression's P+Q storage (:func:`nas.size_bits` without
-    Huffman) as a share of the dense 32-bit model. Returns rows ``method, setting, size %,
-    accuracy``; the first row is the uncompressed model.
+    before any recovery. ``file bytes`` is the size of the container file that ``nas compress
+    --no-huffman --out`` writes for the same model and spec (Deep Compression's P+Q, measured)
+    and ``size %`` is that as a share of the dense 32-bit parameters; ``estimate %`` is
+    :func:`nas.size_bits`'s. Returns rows ``method, setting, file bytes, size %, estimate %,
+    accuracy``; the first row is the uncompressed model (100%).
     """
     import pandas as pd
 
-    from nas.compress import apply_compression
+    from nas.compress import apply_compression, encode
     from nas.cost import size_bits
     from nas.spec import CompressionSpec
 
     dense = _dense_bits(arch)
-    rows = [{"method": "uncompressed", "setting": "32-bit float", "size %": 100.0,
-             "accuracy": float(evaluate(model))}]
+    rows = [{"method": "uncompressed", "setting": "32-bit float", "file bytes": encode(model)[1].file_bytes,
+             "size %": 100.0, "estimate %": 100.0, "accuracy": float(evaluate(model))}]
     plans: list[tuple[str, str, CompressionSpec]] = []
     plans += [("pruning only", f"{s:.0%} pruned", CompressionSpec(sparsity_conv=s, sparsity_linear=s, huffman=False))
               for s in sparsities]
@@ -98,38 +105,53 @@ def compression_tradeoff(model: nn.Module, arch: ArchSpec, evaluate: Callable[[n
     plans += [("pruning + quantization", f"{s:.0%} pruned, {b}-bit",
                CompressionSpec(sparsity_conv=s, sparsity_linear=s, codebook_bits=b, huffman=False))
               for s, b in zip(sorted(sparsities), sorted(bits, reverse=True))]
+    plans += [("low-rank", f"{r:g} of full rank", CompressionSpec(lowrank_ratio=r, huffman=False)) for r in ranks]
     for method, setting, spec in plans:
         compressed = apply_compression(model, spec, retrain=retrain, seed=seed)
         compressed.eval()
-        rows.append({"method": method, "setting": setting, "size %": 100 * size_bits(arch, spec) / dense,
+        file_bytes = encode(compressed, huffman_coding=False)[1].file_bytes
+        rows.append({"method": method, "setting": setting, "file bytes": file_bytes,
+                     "size %": 100 * 8 * file_bytes / dense, "estimate %": 100 * size_bits(arch, spec) / dense,
                      "accuracy": float(evaluate(compressed))})
     return pd.DataFrame(rows)
 
 
 def plot_compression_tradeoff(table: pd.DataFrame, path: str | Path, *, retrained: bool = False,
-                              title: str = "") -> Path:
-    """Accuracy change against model size for each method (Deep Compression, Figure 6)."""
+                              title: str = "", log_size: bool = False, floor: float | None = None) -> Path:
+    """Accuracy change against model size for each method (Deep Compression, Figure 6); ``log_size``
+    draws the size on a log axis (the settings that matter sit at a few percent); changes below
+    ``floor`` points are drawn on it as open markers, so that one collapse does not flatten the rest."""
     base = table[table["method"] == "uncompressed"]
     if len(base) == 0 or len(table) < 2:
         raise NasError("the trade-off table needs the uncompressed row and at least one compressed setting.")
     baseline = float(base["accuracy"].iloc[0])
-    styles = {"pruning only": (GREY, "s"), "quantization only": (SECOND, "^"), "pruning + quantization": (FRONT, "o")}
+    styles = {"pruning only": (GREY, "s"), "quantization only": (SECOND, "^"), "pruning + quantization": (FRONT, "o"),
+              "low-rank": ("tab:green", "D")}
     with style():
         fig = new_figure(7.0, 4.6)
         ax = fig.add_subplot()
         for method, group in table[table["method"] != "uncompressed"].groupby("method", sort=False):
             color, marker = styles.get(str(method), ("C4", "D"))
             group = group.sort_values("size %")
-            ax.plot(group["size %"], 100 * (group["accuracy"] - baseline), marker=marker, color=color, lw=1.5, ms=5,
-                    label=str(method))
+            change = 100 * (group["accuracy"] - baseline)
+            shown = change if floor is None else change.clip(lower=floor)
+            ax.plot(group["size %"], shown, marker=marker, color=color, lw=1.5, ms=5, label=str(method))
+            if floor is not None and (change < floor).any():
+                below = change < floor
+                ax.plot(group["size %"][below], shown[below], ls="none", marker=marker, ms=7, mfc="white",
+                        color=color)
         ax.axhline(0, color="0.3", lw=0.8, ls="--")
-        ax.set_xlim(0, None)
+        if log_size:
+            ax.set_xscale("log")
+        else:
+            ax.set_xlim(0, None)
         ax.xaxis.set_major_formatter(_percent_formatter())
-        ax.set_xlabel("model size after compression (% of the 32-bit dense model; pruning + quantization storage)")
-        ax.set_ylabel("accuracy change (percentage points)")
+        ax.set_xlabel("model size after compression (container file, % of the 32-bit dense parameters)")
+        ax.set_ylabel("accuracy change (percentage points)" + ("" if floor is None else
+                                                              f"; open markers: below {floor:g}"))
         how = "with retraining after each stage" if retrained else "without retraining"
         ax.set_title(title or f"Accuracy against size, {how} (uncompressed: {100 * baseline:.1f}%)", fontsize=9.5)
-        fig.legend(loc="outside lower center", ncol=3, frameon=False)
+        fig.legend(loc="outside lower center", ncol=4, frameon=False)
         return save(fig, path)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
 from nas.hardware import get_profile
-from nas.plots._compression import compression_tradeoff, layer_table, plot_compression_tradeoff
+from nas.plots._compression import RANKS, compression_tradeoff, layer_table, plot_compression_tradeoff
 from nas.plots._latency import plot_latency_breakdown
 from nas.plots._search import front_members
 from nas.plots._tables import markdown_table
@@ -115,6 +115,6 @@ def tradeoff_picture(model: nn.Module, arch: ArchSpec, dataset: str, path: Path,
 
         retrain = retrain_stage
 
-    table = compression_tradeoff(model, arch, lambda m: evaluate(m, val), retrain=retrain)
+    table = compression_tradeoff(model, arch, lambda m: evaluate(m, val), ranks=RANKS, retrain=retrain)
     table.to_csv(path.with_suffix(".csv"), index=False)
     return plot_compression_tradeoff(table, path, retrained=bool(retrain_epochs))
