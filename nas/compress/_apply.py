@@ -15,7 +15,7 @@ from nas.compress.pruning import Scope
 from nas.compress.sharing import Init
 from nas.compress.structured import ChannelPruning
 from nas.errors import CompressError
-from nas.spec import CompressionSpec
+from nas.spec import ArchSpec, CompressionSpec
 
 #: Called after each stage with the model and the stage name ("channels", "lowrank", "prune", "quantize"),
 #: e.g. to fine-tune it; the model is already compressed by that stage.
@@ -33,15 +33,17 @@ def stages(spec: CompressionSpec, *, scope: Scope = "layer", init: Init = "linea
         out.append(("channels", ChannelPruning(spec.channel_ratio, spec.channel_importance, data)))
     if spec.lowrank_ratio is not None:
         out.append(("lowrank", LowRank(spec.lowrank_ratio, lowrank_method)))
-    if spec.sparsity_conv > 0 or spec.sparsity_linear > 0:
-        out.append(("prune", MagnitudePruning(spec.sparsity_conv, spec.sparsity_linear, scope)))
+    if spec.prunes:
+        own = tuple((i, o.sparsity) for i, o in spec.layers if o.sparsity is not None)
+        out.append(("prune", MagnitudePruning(spec.sparsity_conv, spec.sparsity_linear, scope, layers=own)))
     if spec.quantization == "int8":
         out.append(("quantize", Int8Quantization()))
     elif spec.quantization != "none":
         out.append(("quantize", Quantization(spec.quantization,
                                              stochastic=stochastic or spec.binary_rounding == "stochastic")))
-    elif spec.codebook_bits is not None:
-        out.append(("quantize", WeightSharing(spec.codebook_bits, init, seed)))
+    elif spec.shares:
+        own_bits = tuple((i, o.bits) for i, o in spec.layers if o.bits is not None)
+        out.append(("quantize", WeightSharing(spec.codebook_bits, init, seed, layers=own_bits)))
     return out
 
 
@@ -62,6 +64,9 @@ def apply_compression(model: nn.Module, compression: CompressionSpec, *, retrain
     """
     if not isinstance(compression, CompressionSpec):
         raise CompressError(f"apply_compression needs a CompressionSpec, but got {type(compression).__name__}.")
+    arch = getattr(model, "spec", None)
+    if compression.layers and isinstance(arch, ArchSpec):
+        compression.check_layers(arch)
     if not inplace:
         model = copy.deepcopy(model)
     for name, method in stages(compression, scope=scope, init=init, lowrank_method=lowrank_method,
