@@ -6,10 +6,12 @@ here rather than in a library floor.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
+from nas.compress import StageOptions
 from nas.errors import CompressError, NasError
 from nas.spec import Candidate
 
@@ -48,3 +50,21 @@ def read_json_arg(text_or_path: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CompressError(f"{what} file {text_or_path!r} is not valid JSON: {exc}.") from None
+
+
+def add_stage_arguments(p: argparse.ArgumentParser) -> None:
+    """How the compression stages work (:class:`nas.compress.StageOptions`): ``nas compress`` and ``nas finetune``."""
+    g = p.add_argument_group("compression methods (how the spec's stages run)")
+    g.add_argument("--prune-scope", choices=["layer", "global"], default="layer",
+                   help="prune each layer to its sparsity, or rank all conv (and all linear) weights together "
+                        "(default: %(default)s)")
+    g.add_argument("--centroid-init", choices=["linear", "density", "random"], default="linear",
+                   help="k-means centroid initialization of codebook_bits (Deep Compression's Figure 8; "
+                        "default: %(default)s)")
+    g.add_argument("--lowrank-method", choices=["two_component", "cp"], default="two_component",
+                   help="factorization for lowrank_ratio: Jaderberg's two components or CP (default: %(default)s; "
+                        "nas.size_bits prices two_component)")
+
+
+def stage_options(args: argparse.Namespace) -> StageOptions:
+    return StageOptions(scope=args.prune_scope, init=args.centroid_init, lowrank_method=args.lowrank_method)

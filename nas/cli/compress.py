@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nas.checkpoint import load_checkpoint, load_weights
-from nas.cli._args import read_json_arg
+from nas.cli._args import add_stage_arguments, read_json_arg, stage_options
 from nas.compress import ContainerReport, apply_compression, encode
 from nas.compress.container import MAGIC
 from nas.compress.recovery import importance_data
@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", help="write the compressed container here")
     p.add_argument("--no-huffman", action="store_true", help="fixed-width codes (P+Q only)")
     p.add_argument("--seed", type=int, default=0, help="seed for k-means (default: %(default)s)")
+    add_stage_arguments(p)
     data = p.add_argument_group("data (for channel_importance: activation)")
     data.add_argument("--dataset", default=None,
                       help="dataset whose training split the activation importance counts over (see `nas datasets`); "
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     spec = CompressionSpec.from_dict(read_json_arg(args.spec, "--spec")) if args.spec else candidate.compression
     if args.no_huffman:
         spec = CompressionSpec(**{**spec.to_dict(), "huffman": False})
-    compressed = apply_compression(model, spec, seed=args.seed, data=_importance_data(args, candidate, spec))
+    spec.check_layers(candidate.arch)
+    compressed = apply_compression(model, spec, options=stage_options(args), seed=args.seed,
+                                   data=_importance_data(args, candidate, spec))
     compressed.eval()
     data, report = encode(compressed, huffman_coding=spec.huffman)
     print(f"compression: {json.dumps(spec.to_dict(), sort_keys=True)}")

@@ -21,7 +21,6 @@ from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.lowrank import apply_lowrank
 from nas.compress.pruning import Importance, Scope, magnitude_prune, weight_layers
 from nas.compress.sharing import Init, share_weights
-from nas.errors import CompressError
 from nas.spec import layer_index
 
 
@@ -53,9 +52,6 @@ class MagnitudePruning(CompressionMethod):
     layers: tuple[tuple[int, float], ...] = ()
 
     def apply(self, model: nn.Module) -> nn.Module:
-        if self.layers and self.scope == "global":
-            raise CompressError("pruning: per-layer sparsities (compression.layers) set each layer's own rate, but "
-                                "scope 'global' ranks all layers together; use scope 'layer' or drop the overrides.")
         own = dict(self.layers)
         by_name = {name: own[i] for name, _ in weight_layers(model) if (i := layer_index(name)) in own}
         magnitude_prune(model, sparsity_conv=self.sparsity_conv, sparsity_linear=self.sparsity_linear,
