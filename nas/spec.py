@@ -476,10 +476,7 @@ class CompressionSpec:
 
     def override(self, index: int | None) -> LayerCompression | None:
         """The override of layer ``index`` (see :func:`layer_index`), or None."""
-        for i, settings in self.layers:
-            if i == index:
-                return settings
-        return None
+        return dict(self.layers).get(index) if self.layers else None  # type: ignore[arg-type]
 
     def sparsity_of(self, index: int | None, kind: str) -> float:
         """The fraction pruned of layer ``index``'s weights of ``kind`` ("conv"/"linear")."""
