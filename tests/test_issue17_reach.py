@@ -117,3 +117,11 @@ def test_hints_codistillation_and_lottery_rewinding_from_finetune(tmp_path: Path
     assert "--compress" in err
     err = _one_line_error(_nas("finetune", "--candidate", conv, "--hint", "layers.1", *common, "-o", str(out)))
     assert "STUDENT:TEACHER" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", [["--hint", "a:b"], ["--codistill", "2"], ["--prune-steps", "3"], ["--rewind"],
+                                    ["--centroid-init", "density"]])
+def test_run_mode_refuses_the_one_model_methods(tmp_path: Path, option: list[str]) -> None:
+    err = _one_line_error(_nas("finetune", str(tmp_path), *option))
+    assert option[0] in err and "does not apply to a run folder" in err
