@@ -125,3 +125,14 @@ def test_hints_codistillation_and_lottery_rewinding_from_finetune(tmp_path: Path
 def test_run_mode_refuses_the_one_model_methods(tmp_path: Path, option: list[str]) -> None:
     err = _one_line_error(_nas("finetune", str(tmp_path), *option))
     assert option[0] in err and "does not apply to a run folder" in err
+
+
+@pytest.mark.slow
+def test_candidates_without_overrides_are_written_as_before(tmp_path: Path) -> None:
+    """`layers` is left out of a spec's dict when empty, so existing run folders and digests stay the same."""
+    proc = _nas("sample", "lenet", "-n", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.strip().splitlines():
+        compression = json.loads(line)["compression"]
+        assert sorted(compression) == ["channel_importance", "channel_ratio", "codebook_bits", "huffman",
+                                       "lowrank_ratio", "quantization", "sparsity_conv", "sparsity_linear"]

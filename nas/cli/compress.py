@@ -28,7 +28,7 @@ from torch import nn
 
 from nas.checkpoint import load_checkpoint, load_weights
 from nas.cli._args import add_stage_arguments, read_json_arg, stage_options
-from nas.compress import ContainerReport, apply_compression, encode
+from nas.compress import ContainerReport, StageOptions, apply_compression, encode
 from nas.compress.container import MAGIC
 from nas.compress.recovery import importance_data
 from nas.data import check_fits, load_dataset
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_huffman:
         spec = CompressionSpec(**{**spec.to_dict(), "huffman": False})
     spec.check_layers(candidate.arch)
-    compressed = apply_compression(model, spec, options=stage_options(args), seed=args.seed,
+    options = stage_options(args)
+    compressed = apply_compression(model, spec, options=options, seed=args.seed,
                                    data=_importance_data(args, candidate, spec))
     compressed.eval()
     data, report = encode(compressed, huffman_coding=spec.huffman)
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     estimate = size_bits(candidate.arch, spec) / 8
     print(f"dense {report.dense_bits // 8:,} bytes; file {report.file_bytes:,} bytes; "
-          f"nas.size_bits estimate {estimate:,.0f} bytes")
+          f"nas.size_bits estimate {estimate:,.0f} bytes"
+          + ("" if options == StageOptions() else " (it prices layer scope, linear centroids and two-component "
+                                                  "factors)"))
     if args.out:
         Path(args.out).write_bytes(data)
         print(f"wrote {args.out}")
