@@ -29,7 +29,7 @@ import numpy as np
 from nas.compressed import compressed
 from nas.graph import Op, factorize_ops, layer_ops, lowrank_rank, ops
 from nas._values import value_huffman_bits
-from nas.spec import ArchSpec, CompressionSpec, Layer, layer_to_dict
+from nas.spec import ArchSpec, CompressionSpec, Layer, layer_index, layer_to_dict
 from nas.storage import (BITMAP_BITS, CODED_FIXED_BYTES, ENTRIES_BYTES, FILE_FIXED_BYTES, INDEX_BITS, expected_used,
                          compress_header, header_json, huffman_length, huffman_stream_bits, index_frequencies)
 
@@ -306,6 +306,15 @@ def _setting(c: CompressionSpec) -> _Setting:
     return (c.sparsity_conv, c.sparsity_linear, c.quantization, c.codebook_bits, c.huffman)
 
 
+def _layer_settings(c: CompressionSpec) -> dict[int | None, _Setting]:
+    """The storage setting of each layer a spec overrides (the key None: every other layer's)."""
+    out: dict[int | None, _Setting] = {None: _setting(c)}
+    for index, _ in c.layers:
+        out[index] = (c.sparsity_of(index, "conv"), c.sparsity_of(index, "linear"), c.quantization,
+                      c.bits_of(index), c.huffman)
+    return out
+
+
 @lru_cache(maxsize=1 << 18)
 def _row_size(row: tuple[float, ...], setting: _Setting) -> _RowSize:
     """The storage accounting of :func:`size_report` for one row, memoized per (row, storage setting):
@@ -364,7 +373,8 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     of the network as it runs, :func:`nas.compressed` ``(arch, compression)``
     (structured-pruned widths, each factorized layer as its two factors).
 
-    Each conv/linear weight tensor is pruned to ``1 - sparsity`` of its weights
+    Each conv/linear weight tensor is pruned to ``1 - sparsity`` of its weights (its layer's
+    ``compression.layers`` override, else ``sparsity_conv``/``sparsity_linear``)
     and stored with relative indices when pruned (8-bit for conv, 5-bit for linear,
     a filler symbol whenever a gap overflows, or a 1-bit keep-bitmap where that is
     smaller: :mod:`nas.storage`), dense otherwise. Values take ``codebook_bits``
@@ -375,9 +385,11 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     the modelled value and index distributions (``_value_entropy``, ``_index_stats``)
     with its tables: an estimate for random masks and Gaussian weights, not a measured file.
     """
+    compression.check_layers(arch)
     weight_ops = _weight_ops(ops(compressed(arch, compression)))
-    setting = _setting(compression)
-    return [LayerSize(w.name, w.kind, w.weight_count, *_row_size(row, setting))
+    settings = _layer_settings(compression)
+    return [LayerSize(w.name, w.kind, w.weight_count,
+                      *_row_size(row, settings.get(layer_index(w.name), settings[None])))
             for w, row in zip(weight_ops, _rows(weight_ops))]
 
 
@@ -415,21 +427,34 @@ def _overhead_bits(arch: ArchSpec, compression: CompressionSpec, running: ArchSp
     return 8 * (_header_bytes(arch, compression.huffman) + FACTORED_HEADER_BYTES * factored)
 
 
-def _weight_rows(arch: ArchSpec) -> tuple[tuple[tuple[float, ...], ...], int]:
+_Rows = tuple[tuple[float, ...], ...]
+
+
+def _weight_rows(arch: ArchSpec) -> tuple[_Rows, int]:
     """The weight-op rows of ``arch`` as it runs, and how many of them its low rank added."""
+    groups, factored = _layer_rows(arch)
+    rows: _Rows = ()
+    for _, layer_rows in groups:
+        rows += layer_rows
+    return rows, factored
+
+
+def _layer_rows(arch: ArchSpec) -> tuple[list[tuple[int | None, _Rows]], int]:
+    """:func:`_weight_rows` by layer: (layer index, its rows) in order; None for detector heads and extras."""
     if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
         dense = len(_weight_ops(ops(dataclasses.replace(arch, lowrank=None))))
-        rows = _rows(_weight_ops(ops(arch)))
-        return rows, len(rows) - dense
-    rows: tuple[tuple[float, ...], ...] = ()
+        weight_ops = _weight_ops(ops(arch))
+        rows = _rows(weight_ops)
+        return [(layer_index(w.name), (row,)) for w, row in zip(weight_ops, rows)], len(rows) - dense
+    groups: list[tuple[int | None, _Rows]] = []
     factored = 0
     shape = arch.input_shape
-    for layer in arch.layers:
+    for index, layer in enumerate(arch.layers):
         facts = _layer_facts(layer, shape, arch.lowrank)
-        rows += facts.rows
+        groups.append((index, facts.rows))
         factored += facts.factored
         shape = facts.out_shape
-    return rows, factored
+    return groups, factored
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
@@ -439,12 +464,18 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     set, P+Q otherwise) plus :func:`file_overhead_bits`: what :func:`nas.compress.save`
     writes, within a few percent (``benchmarks/size_estimate.py``). Each layer's
     weight-op rows are memoized per (layer, input shape) like :func:`count`, and each
-    row's storage per storage setting.
+    row's storage per storage setting (a layer's override is its own setting).
     """
     running = compressed(arch, compression)
-    rows, factored = _weight_rows(running)
-    setting = _setting(compression)
-    sizes = [_row_size(row, setting) for row in rows]
+    if compression.layers:  # per-layer settings (Deep Compression's tables): price each layer's rows by its own
+        compression.check_layers(arch)
+        groups, factored = _layer_rows(running)
+        settings = _layer_settings(compression)
+        sizes = [_row_size(row, settings.get(index, settings[None])) for index, rows in groups for row in rows]
+    else:
+        rows, factored = _weight_rows(running)
+        setting = _setting(compression)
+        sizes = [_row_size(row, setting) for row in rows]
     bits = [r.bits_pqh for r in sizes] if compression.huffman else [r.bits_pq for r in sizes]
     return _overhead_bits(arch, compression, running, factored) + math.ceil(math.fsum(bits))
 

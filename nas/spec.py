@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -313,6 +314,80 @@ class ArchSpec:
         )
 
 
+def layer_index(name: str) -> int | None:
+    """The :class:`ArchSpec` layer a module or op name belongs to (``layers.5.0`` -> 5), else None
+    (detector heads and extras, the network itself)."""
+    parts = name.split(".")
+    if len(parts) >= 2 and parts[0] == "layers" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+_LAYER_KEY = re.compile(r"(?:layers\.)?(\d+)(?:\.0)?")
+
+
+def _layer_key(key: Any) -> int:
+    """An override's layer: its index (2, "2") or its module name (``layers.2``, or ``layers.2.0`` as
+    ``nas compress`` prints it)."""
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    found = _LAYER_KEY.fullmatch(key.strip()) if isinstance(key, str) else None
+    _check(found is not None, f"CompressionSpec.layers: {key!r} names no layer; write the layer's index (2) or its "
+                              f"module name (layers.2, or layers.2.0 as `nas compress` prints it).")
+    assert found is not None
+    return int(found.group(1))
+
+
+@dataclass(frozen=True)
+class LayerCompression:
+    """One layer's own settings, as Deep Compression's per-layer tables give them: ``sparsity`` replaces
+    ``sparsity_conv``/``sparsity_linear`` for every weight of the layer, ``bits`` its ``codebook_bits``.
+    None keeps the spec's value."""
+
+    sparsity: float | None = None
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.sparsity is not None or self.bits is not None,
+               "CompressionSpec.layers: an override needs 'sparsity', 'bits' or both.")
+        _check(self.sparsity is None or (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0),
+               f"CompressionSpec.layers: sparsity must satisfy 0 <= value < 1, but got {self.sparsity!r}.")
+        _check(self.bits is None or (isinstance(self.bits, int) and not isinstance(self.bits, bool)
+                                     and 1 <= self.bits <= 16),
+               f"CompressionSpec.layers: bits must be an int in [1, 16], but got {self.bits!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("sparsity", self.sparsity), ("bits", self.bits)) if v is not None}
+
+
+LayerOverrides = tuple[tuple[int, LayerCompression], ...]
+
+
+def _overrides(value: Any) -> LayerOverrides:
+    """``layers`` as given (a mapping of layer to settings, or the canonical pairs) as sorted (index, settings)."""
+    _check(isinstance(value, (dict, tuple, list)),
+           f"CompressionSpec.layers must map layers to {{sparsity, bits}}, but got {value!r}.")
+    items = value.items() if isinstance(value, dict) else value
+    out: dict[int, LayerCompression] = {}
+    for key, settings in items:
+        index = _layer_key(key)
+        _check(index not in out, f"CompressionSpec.layers: layers.{index} is given twice.")
+        if isinstance(settings, dict):
+            unknown = sorted(set(settings) - {"sparsity", "bits"})
+            _check(not unknown, f"CompressionSpec.layers[{key!r}]: unknown field(s) {unknown}; allowed: "
+                                "['bits', 'sparsity'].")
+            settings = LayerCompression(**settings)
+        _check(isinstance(settings, LayerCompression),
+               f"CompressionSpec.layers[{key!r}] must be a mapping with 'sparsity' and/or 'bits', but got {settings!r}.")
+        out[index] = settings
+    return tuple(sorted(out.items()))
+
+
+def layers_with_weights(arch: ArchSpec) -> dict[int, str]:
+    """Index -> type of every layer of ``arch`` that carries weights (the layers an override may name)."""
+    return {i: layer.type for i, layer in enumerate(arch.layers) if isinstance(layer, (Conv, InvertedResidual, Linear))}
+
+
 @dataclass(frozen=True)
 class CompressionSpec:
     """Compression settings drawn together with the architecture.
@@ -338,6 +413,13 @@ class CompressionSpec:
       the same either way (sign at test time), so no cost reads it. ``to_dict``
       leaves it out at its default, so a candidate written before it existed reads
       and digests the same.
+    - ``layers``: per-layer overrides, ``{layer: {"sparsity": s, "bits": b}}`` (Deep Compression's
+      Tables 2-5: LeNet-300-100 keeps 8%, 9% and 26% of its three layers' weights at 6, 6 and 2 bits).
+      A layer is named by its index in ``ArchSpec.layers`` or its module name (``layers.2``); an
+      override covers every weight of the layer (all three convs of an inverted-residual block).
+      ``bits`` are codebook bits, so they need ``quantization: none``; ``codebook_bits`` stays the
+      other layers' (None: float). Held as sorted ``(index, LayerCompression)`` pairs; which layers
+      exist is the architecture's to say (:meth:`check_layers`). Left out of ``to_dict`` when empty.
 
     There is no student width: a narrower student of a sampled architecture is
     the same architecture sampled at a smaller width multiplier, which the
@@ -354,8 +436,13 @@ class CompressionSpec:
     channel_importance: ChannelImportance = "l1"
     huffman: bool = True
     binary_rounding: BinaryRounding = "sign"
+    layers: LayerOverrides = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", _overrides(self.layers))
+        _check(self.quantization == "none" or all(o.bits is None for _, o in self.layers),
+               f"CompressionSpec.layers: bits set a layer's codebook, but quantization is {self.quantization!r}, "
+               f"which replaces codebooks; set quantization 'none' or leave the layers' bits out.")
         for name in ("sparsity_conv", "sparsity_linear"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"CompressionSpec.{name} must satisfy 0 <= value < 1, but got {value}.")
@@ -378,10 +465,49 @@ class CompressionSpec:
                f"{self.quantization!r}; set quantization 'binary' or binary_rounding 'sign'.")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # every other field is a scalar
         if data["binary_rounding"] == "sign":  # the default: candidates from before it existed stay the same
             del data["binary_rounding"]
+        if self.layers:
+            data["layers"] = {f"layers.{i}": o.to_dict() for i, o in self.layers}
+        else:  # as binary_rounding: candidates without overrides read and digest as before
+            del data["layers"]
         return data
+
+    def override(self, index: int | None) -> LayerCompression | None:
+        """The override of layer ``index`` (see :func:`layer_index`), or None."""
+        return dict(self.layers).get(index) if self.layers else None  # type: ignore[arg-type]
+
+    def sparsity_of(self, index: int | None, kind: str) -> float:
+        """The fraction pruned of layer ``index``'s weights of ``kind`` ("conv"/"linear")."""
+        found = self.override(index)
+        if found is not None and found.sparsity is not None:
+            return found.sparsity
+        return self.sparsity_conv if kind == "conv" else self.sparsity_linear
+
+    def bits_of(self, index: int | None) -> int | None:
+        """The codebook bits of layer ``index`` (None: no codebook)."""
+        found = self.override(index)
+        return found.bits if found is not None and found.bits is not None else self.codebook_bits
+
+    @property
+    def prunes(self) -> bool:
+        """Whether any weight is pruned (a spec-wide sparsity or a layer's)."""
+        return self.sparsity_conv > 0 or self.sparsity_linear > 0 or any(o.sparsity for _, o in self.layers)
+
+    @property
+    def shares(self) -> bool:
+        """Whether any layer gets a k-means codebook."""
+        return self.quantization == "none" and (self.codebook_bits is not None
+                                                or any(o.bits is not None for _, o in self.layers))
+
+    def check_layers(self, arch: ArchSpec) -> None:
+        """Raise a one-line :class:`SpecError` if an override names a layer of ``arch`` without weights."""
+        known = layers_with_weights(arch)
+        for index, _ in self.layers:
+            _check(index in known, f"CompressionSpec.layers: layers.{index} is not a layer with weights of this "
+                                   f"{arch.family or 'network'}; its layers with weights are "
+                                   + ", ".join(f"layers.{i} ({kind})" for i, kind in known.items()) + ".")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressionSpec:

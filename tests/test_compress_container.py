@@ -58,6 +58,8 @@ def test_relative_indices_with_fillers_round_trip() -> None:
     nas.CompressionSpec(sparsity_linear=0.5, quantization="ternary"),
     nas.CompressionSpec(quantization="binary"),
     nas.CompressionSpec(sparsity_linear=0.8),
+    nas.CompressionSpec(sparsity_linear=0.9, codebook_bits=5, layers={"layers.0": {"sparsity": 0.92, "bits": 6},
+                                                                      2: {"sparsity": 0.74, "bits": 2}}),
 ])
 def test_round_trip_is_bit_exact(spec: nas.CompressionSpec, tmp_path: Path) -> None:
     model = apply_compression(lenet300(), spec)
@@ -134,6 +136,25 @@ def test_file_size_agrees_with_size_bits_on_many_candidates(name: str) -> None:
     space = nas.load_space(name)
     for seed in range(12):
         assert abs(size_error(space, seed)) <= 0.03, (seed, space.random(seed).compression)
+
+
+@pytest.mark.parametrize("layers", [
+    {0: {"sparsity": 0.92, "bits": 6}, 1: {"sparsity": 0.91, "bits": 6}, 2: {"sparsity": 0.74, "bits": 6}},
+    {"layers.1.0": {"bits": 2}},  # one layer's bits, the spec's sparsity
+    {0: {"sparsity": 0.5}},  # one layer's sparsity, the others' float32 weights dense
+])
+def test_per_layer_settings_are_in_the_file_and_in_size_bits(layers: dict) -> None:
+    """Deep Compression's per-layer tables: each layer is pruned and shared at its own rate and bits, the
+    file's records hold them, and size_bits prices them within 3% of the file."""
+    spec = nas.CompressionSpec(sparsity_linear=0.8, codebook_bits=4 if len(layers) > 1 else None, layers=layers)
+    model = apply_compression(gaussian(lenet300(), 0), spec)
+    data, report = encode(model)
+    for layer, record in zip(range(3), report.layers):
+        assert record.kept == record.weights - round(record.weights * spec.sparsity_of(layer, "linear"))
+        assert record.value_bits == (spec.bits_of(layer) or 32)
+    assert abs(nas.size_bits(model.spec, spec) / 8 - len(data)) <= 0.03 * len(data)
+    assert nas.size_bits(model.spec, spec) != nas.size_bits(model.spec, nas.CompressionSpec(
+        sparsity_linear=0.8, codebook_bits=spec.codebook_bits))
 
 
 def test_moderate_pruning_with_a_codebook_is_not_bigger_than_dense() -> None:

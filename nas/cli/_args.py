@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from nas.checkpoint import read_checkpoint
+from nas.compress import StageOptions
 from nas.device import resolve_device
 from nas.errors import CompressError, NasError, describe_validation_error
 from nas.experiment import DatasetConfig
@@ -118,3 +119,21 @@ def recorded_normalization(checkpoint: str | Path | None, dataset: str | None) -
     if extra.get("dataset") != (dataset or "digits") or not isinstance(recorded, dict):
         return None
     return {"mean": list(recorded.get("mean", [])), "std": list(recorded.get("std", []))}
+
+
+def add_stage_arguments(p: argparse.ArgumentParser) -> None:
+    """How the compression stages work (:class:`nas.compress.StageOptions`): ``nas compress`` and ``nas finetune``."""
+    g = p.add_argument_group("compression methods (how the spec's stages run)")
+    g.add_argument("--prune-scope", choices=["layer", "global"], default="layer",
+                   help="prune each layer to its sparsity, or rank all conv (and all linear) weights together "
+                        "(default: %(default)s)")
+    g.add_argument("--centroid-init", choices=["linear", "density", "random"], default="linear",
+                   help="k-means centroid initialization of codebook_bits (Deep Compression's Figure 8; "
+                        "default: %(default)s)")
+    g.add_argument("--lowrank-method", choices=["two_component", "cp"], default="two_component",
+                   help="factorization for lowrank_ratio: Jaderberg's two components or CP (default: %(default)s; "
+                        "nas.size_bits prices two_component)")
+
+
+def stage_options(args: argparse.Namespace) -> StageOptions:
+    return StageOptions(scope=args.prune_scope, init=args.centroid_init, lowrank_method=args.lowrank_method)

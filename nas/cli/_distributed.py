@@ -72,6 +72,8 @@ def finetune_distributed(args: argparse.Namespace, model: nn.Module, candidate: 
     summary)``."""
     if args.teacher is not None:
         raise TrainError("--teacher is not supported with --nproc or torchrun yet: distil in one process.")
+    if getattr(args, "codistill", None) is not None:
+        raise TrainError("--codistill trains its models together in one process: leave out --nproc/torchrun.")
     if args.compress:
         raise TrainError("--compress is not supported with --nproc or torchrun: compress the written checkpoint "
                          "afterwards with `nas compress OUT`.")

@@ -27,8 +27,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nas.checkpoint import load_checkpoint, load_weights
-from nas.cli._args import add_data_arguments, add_device_arguments, dataset_of, read_json_arg, recorded_normalization
-from nas.compress import ContainerReport, apply_compression, encode
+from nas.cli._args import (add_data_arguments, add_device_arguments, add_stage_arguments, dataset_of, read_json_arg,
+                           recorded_normalization, stage_options)
+from nas.compress import ContainerReport, StageOptions, apply_compression, encode
 from nas.compress.container import MAGIC
 from nas.compress.recovery import importance_data
 from nas.data import check_fits, load_configured
@@ -47,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", help="write the compressed container here")
     p.add_argument("--no-huffman", action="store_true", help="fixed-width codes (P+Q only)")
     p.add_argument("--seed", type=int, default=0, help="seed for k-means (default: %(default)s)")
+    add_stage_arguments(p)
     data = p.add_argument_group("data (for channel_importance: activation)")
     add_data_arguments(data, split_seed_default=0)  # read only for channel_importance: activation
     add_device_arguments(p, "cpu; only the activation importance's pass over --dataset runs there", amp=False)
@@ -60,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     spec = CompressionSpec.from_dict(read_json_arg(args.spec, "--spec")) if args.spec else candidate.compression
     if args.no_huffman:
         spec = CompressionSpec(**{**spec.to_dict(), "huffman": False})
-    compressed = apply_compression(model, spec, seed=args.seed, data=_importance_data(args, candidate, spec))
+    spec.check_layers(candidate.arch)
+    options = stage_options(args)
+    compressed = apply_compression(model, spec, options=options, seed=args.seed,
+                                   data=_importance_data(args, candidate, spec))
     compressed.eval()
     data, report = encode(compressed, huffman_coding=spec.huffman)
     print(f"compression: {json.dumps(spec.to_dict(), sort_keys=True)}")
@@ -68,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     estimate = size_bits(candidate.arch, spec) / 8
     print(f"dense {report.dense_bits // 8:,} bytes; file {report.file_bytes:,} bytes; "
-          f"nas.size_bits estimate {estimate:,.0f} bytes")
+          f"nas.size_bits estimate {estimate:,.0f} bytes"
+          + ("" if options == StageOptions() else " (it prices layer scope, linear centroids and two-component "
+                                                  "factors)"))
     if args.out:
         Path(args.out).write_bytes(data)
         print(f"wrote {args.out}")

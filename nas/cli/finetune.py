@@ -15,6 +15,7 @@ after every step, and writes the compressed container (``--compressed-out``).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Callable
@@ -29,10 +30,11 @@ from nas.checkpoint import load_checkpoint
 from nas.cli._args import recorded_normalization
 from nas.cli._training import (add_training_arguments, candidate_from, candidate_source, check_numbers, fill_defaults,
                                 finish, load_data, train_config)
-from nas.compress import apply_compression, compress_with_recovery, save
+from nas.cli._args import add_stage_arguments, stage_options
+from nas.compress import StageOptions, apply_compression, compress_with_recovery, save
 from nas.compress.recovery import first_failure, importance_data
 from nas.data import Splits, check_fits
-from nas.distill import MIN_ATTENTION_SIZE, DistillConfig, distill
+from nas.distill import MIN_ATTENTION_SIZE, CodistillConfig, DistillConfig, codistill, distill
 from nas.cli._distributed import add_arguments as add_distributed_arguments
 from nas.cli._distributed import finetune_distributed, wants_distributed
 from nas.errors import NasError
@@ -78,8 +80,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--attention-weight", type=float, default=None, metavar="BETA",
                    help="attention transfer's beta: each pair adds beta/2 times the mean squared difference of "
                         "the normalised maps (default: 1000, Zagoruyko & Komodakis's; needs --attention)")
+    p.add_argument("--hint", action="append", default=None, metavar="STUDENT:TEACHER",
+                   help="FitNets hint: also match the student stage's output to the teacher stage's through a learned "
+                        "1x1 conv (module paths, e.g. layers.3:layers.5; repeat for more pairs; needs one --teacher)")
+    p.add_argument("--hint-weight", type=float, default=None, metavar="W",
+                   help="weight of each hint's mean squared difference (default: 1; needs --hint)")
+    p.add_argument("--codistill", type=int, default=None, metavar="N",
+                   help="codistillation (Anil et al. 2018): train N copies of the candidate together (seeds SEED.."
+                        "SEED+N-1), each also distilling from the others' average prediction; -o gets the first")
+    p.add_argument("--codistill-weight", type=float, default=1.0,
+                   help="weight of the codistillation term (default: %(default)s)")
+    p.add_argument("--burn-in-steps", type=int, default=0,
+                   help="plain training steps before the codistillation term switches on (default: %(default)s)")
     p.add_argument("--compress", action="store_true",
                    help="then apply the candidate's compression settings, with recovery fine-tuning per stage")
+    p.add_argument("--prune-steps", type=int, default=1, metavar="K",
+                   help="with --compress: prune in K rounds on Zhu & Gupta's cubic schedule, recovering after each "
+                        "(default: %(default)s)")
+    p.add_argument("--rewind", action="store_true",
+                   help="with --compress: lottery-ticket rewinding, resetting the kept weights after each pruning "
+                        "round to those the fine-tune started from (--init's, or the fresh candidate's), then "
+                        "recovering")
     p.add_argument("--binary-rounding", choices=["sign", "stochastic"], default=None,
                    help="with --compress and a candidate with quantization: binary, how binary weights are drawn "
                         "while recovering: sign, or BinaryConnect's stochastic hard-sigmoid rule (default: the "
@@ -89,6 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "winners.recovery_epochs)")
     p.add_argument("--compressed-out", type=Path, default=None,
                    help="compressed container to write (default: --out with suffix .nasz)")
+    add_stage_arguments(p)
     add_distributed_arguments(p)
     p.set_defaults(run=run)
 
@@ -128,32 +150,61 @@ def run(args: argparse.Namespace) -> int:
         return finetune_distributed(args, model, candidate, splits, config, finish=finish)
     summary: dict[str, Any] = {"command": "finetune", "init": str(args.init) if args.init else None,
                                "threads": config.threads}
+    early = copy.deepcopy(model.state_dict()) if args.rewind else None  # what --rewind resets the kept weights to
+    summary.update(_finetune(args, model, candidate, splits, config, dcfg))
+    code = finish(args, model, candidate, splits, summary)
+    if args.compress:
+        code = max(code, _compress(args, model, spec, splits, config, early))
+    return code
+
+
+def _finetune(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits, config: TrainConfig,
+              dcfg: DistillConfig) -> dict[str, Any]:
+    """Train ``model`` in place: plainly, distilling from ``--teacher``, or codistilling; the summary's fields."""
     lines = epoch_lines(config, len(splits.train), "finetune")
+    if args.codistill is not None:
+        return _codistill(args, model, candidate, splits, config)
     if args.teacher is None:
         before = evaluate(model, splits.val)
         result = train(model, splits, config, on_epoch=lines)
-        summary.update(val_before=before, val_accuracy=result.val_accuracy, history=result.history,
-                       failed=result.failed)
-    else:
-        teachers = []
-        for path in args.teacher:
-            teacher, t_candidate, _ = load_checkpoint(path)
-            check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes,
-                       f"the teacher checkpoint {path}", f"give a teacher trained on {splits.name!r} (`nas train "
-                       f"--space SPACE --dataset {splits.name} -o teacher.safetensors`)")
-            teachers.append(teacher)
-        out = distill(model, teachers, splits, config, dcfg, on_epoch=lines)
-        summary.update(teacher=str(args.teacher[0]) if len(args.teacher) == 1 else [str(t) for t in args.teacher],
-                       teacher_val_accuracy=out.teacher_val_accuracy,
-                       val_before=out.student_val_before, val_accuracy=out.student_val_after,
-                       history=out.run.history, failed=out.run.failed,
-                       distill={"alpha": dcfg.alpha, "beta": dcfg.beta, "temperature": dcfg.temperature,
-                                "t2_scale": dcfg.t2_scale, "attention": bool(args.attention),
-                                "attention_weight": dcfg.attention_weight, "attention_pairs": out.attention_pairs})
-    code = finish(args, model, candidate, splits, summary)
-    if args.compress:
-        code = max(code, _compress(args, model, spec, splits, config))
-    return code
+        return dict(val_before=before, val_accuracy=result.val_accuracy, history=result.history, failed=result.failed)
+    teachers = []
+    for path in args.teacher:
+        teacher, t_candidate, _ = load_checkpoint(path)
+        check_fits(splits, t_candidate.arch.input_shape, t_candidate.arch.num_classes,
+                   f"the teacher checkpoint {path}", f"give a teacher trained on {splits.name!r} (`nas train "
+                   f"--space SPACE --dataset {splits.name} -o teacher.safetensors`)")
+        teachers.append(teacher)
+    out = distill(model, teachers, splits, config, dcfg, on_epoch=lines)
+    return dict(teacher=str(args.teacher[0]) if len(args.teacher) == 1 else [str(t) for t in args.teacher],
+                teacher_val_accuracy=out.teacher_val_accuracy,
+                val_before=out.student_val_before, val_accuracy=out.student_val_after,
+                history=out.run.history, failed=out.run.failed,
+                distill={"alpha": dcfg.alpha, "beta": dcfg.beta, "temperature": dcfg.temperature,
+                         "t2_scale": dcfg.t2_scale, "attention": bool(args.attention),
+                         "attention_weight": dcfg.attention_weight, "attention_pairs": out.attention_pairs,
+                         "hints": [list(pair) for pair in dcfg.features], "hint_weight": dcfg.feature_weight})
+
+
+def _codistill(args: argparse.Namespace, model: nn.Module, candidate: Candidate, splits: Splits,
+               config: TrainConfig) -> dict[str, Any]:
+    """``--codistill N``: ``model`` and N - 1 fresh copies of the candidate trained together."""
+    if args.codistill < 2:
+        raise NasError(f"--codistill trains N >= 2 models together, but got {args.codistill}.")
+    if args.teacher is not None:
+        raise NasError("--codistill trains its models from each other, and --teacher gives a fixed teacher: "
+                       "give one of them.")
+    models = [model]
+    for k in range(1, args.codistill):
+        torch.manual_seed(config.seed + k)
+        models.append(build_model(candidate.arch))
+    before = evaluate(model, splits.val)
+    out = codistill(models, splits, config, CodistillConfig(weight=args.codistill_weight,
+                                                            burn_in_steps=args.burn_in_steps))
+    return dict(val_before=before, val_accuracy=out.runs[0].val_accuracy, history=out.runs[0].history,
+                failed=out.failed, codistill={"models": args.codistill, "weight": args.codistill_weight,
+                                              "burn_in_steps": args.burn_in_steps,
+                                              "val_accuracy": [r.val_accuracy for r in out.runs]})
 
 
 def _distill_config(args: argparse.Namespace) -> DistillConfig:
@@ -163,7 +214,26 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         raise NasError(f"--attention-weight must be >= 0, but got {args.attention_weight}.")
     attention_weight = {} if args.attention_weight is None else {"attention_weight": args.attention_weight}
     return DistillConfig(alpha=args.alpha, beta=args.beta, temperature=args.temperature, t2_scale=not args.no_t2,
-                         attention="auto" if args.attention else (), **attention_weight)
+                         attention="auto" if args.attention else (), features=_hints(args),
+                         feature_weight=1.0 if args.hint_weight is None else args.hint_weight, **attention_weight)
+
+
+def _hints(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """``--hint STUDENT:TEACHER`` pairs (FitNets), checked for form; the stages are checked when the models are."""
+    if args.hint_weight is not None and not args.hint:
+        raise NasError("--hint-weight weights FitNets hints, and none is given: add --hint STUDENT:TEACHER.")
+    if args.hint_weight is not None and not args.hint_weight >= 0:
+        raise NasError(f"--hint-weight must be >= 0, but got {args.hint_weight}.")
+    pairs = []
+    for hint in args.hint or []:
+        student, sep, teacher = hint.partition(":")
+        if not sep or not student or not teacher:
+            raise NasError(f"--hint {hint!r} must be STUDENT:TEACHER, two module paths (e.g. layers.3:layers.5; "
+                           f"see the stages `nas inspect` lists).")
+        pairs.append((student, teacher))
+    if pairs and (args.teacher is None or len(args.teacher) != 1):
+        raise NasError("--hint matches a student stage to a teacher's: give one --teacher CKPT.")
+    return tuple(pairs)
 
 
 #: Options that concern one model and have no meaning for a run's winners: (flag, given?, why).
@@ -179,6 +249,12 @@ _ONE_MODEL_ONLY: list[tuple[str, Callable[[argparse.Namespace], bool], str]] = [
     ("--augment", lambda a: a.augment is not None, "the winners train with the experiment's dataset.augment"),
     ("--binary-rounding", lambda a: a.binary_rounding is not None,
      "each winner's rounding is its candidate's (a space's compression.binary_rounding)"),
+    ("--hint", lambda a: bool(a.hint), "the winners distil with the experiment's distillation settings"),
+    ("--codistill", lambda a: a.codistill is not None, "each winner distils from the run's teacher"),
+    ("--prune-steps", lambda a: a.prune_steps != 1, "each winner is compressed with its own settings"),
+    ("--rewind", lambda a: bool(a.rewind), "each winner is compressed with its own settings"),
+    ("--prune-scope/--centroid-init/--lowrank-method", lambda a: stage_options(a) != StageOptions(),
+     "each winner is compressed with the methods its costs were priced for"),
     ("--compress", lambda a: bool(a.compress),
      "every winner is compressed with its own settings already (--recovery-epochs sets the recovery)"),
     ("--nproc", lambda a: a.nproc is not None,
@@ -239,7 +315,11 @@ def finetune_winners(folder: Path, options: WinnerOptions | None = None, *, prog
 
 
 def _compression(args: argparse.Namespace, candidate: Candidate) -> CompressionSpec:
-    """The candidate's compression settings with ``--binary-rounding`` applied."""
+    """The candidate's compression settings with ``--binary-rounding`` applied (and the --compress options checked)."""
+    if args.prune_steps < 1:
+        raise NasError(f"--prune-steps must be >= 1, but got {args.prune_steps}.")
+    if (args.prune_steps > 1 or args.rewind) and not args.compress:
+        raise NasError("--prune-steps/--rewind schedule the pruning of --compress: add --compress.")
     spec = candidate.compression
     if args.binary_rounding is None:
         return spec
@@ -254,13 +334,19 @@ def _compression(args: argparse.Namespace, candidate: Candidate) -> CompressionS
 
 
 def _compress(args: argparse.Namespace, model: nn.Module, spec: CompressionSpec, splits: Splits,
-              config: TrainConfig) -> int:
+              config: TrainConfig, early: dict[str, torch.Tensor] | None) -> int:
     steps: list[dict[str, Any]] = []
-    if args.recovery_epochs > 0:
+    options = stage_options(args)
+    if args.prune_steps > 1 or args.rewind:
+        recovery = replace(config, epochs=max(args.recovery_epochs, 1), max_samples=None, lr=config.lr / 10)
+        # masks from the fine-tuned weights; with --rewind the kept ones go back to where the fine-tune started
+        compressed, steps = compress_with_recovery(model, spec, splits, recovery, options, prune_steps=args.prune_steps,
+                                                   rewind_to=early)
+    elif args.recovery_epochs > 0:
         recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
-        compressed, steps = compress_with_recovery(model, spec, splits, recovery)
+        compressed, steps = compress_with_recovery(model, spec, splits, recovery, options)
     else:
-        compressed = apply_compression(model, spec, data=importance_data(splits))
+        compressed = apply_compression(model, spec, options=options, data=importance_data(splits))
     path = args.compressed_out or args.out.with_suffix(".nasz")
     report = save(compressed, path)
     failed = first_failure(steps)

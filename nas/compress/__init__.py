@@ -16,7 +16,7 @@ after each stage.
 
 from __future__ import annotations
 
-from nas.compress._apply import apply_compression, stages
+from nas.compress._apply import StageOptions, apply_compression, stages
 from nas.compress._base import (CompressionMethod, Int8Quantization, LowRank, MagnitudePruning, Quantization,
                                WeightSharing)
 from nas.compress.binary import QuantizedWeight, hard_sigmoid, htanh, quantize_weights, straight_through
@@ -47,6 +47,7 @@ __all__ = [
     "Quantization",
     "QuantizedWeight",
     "SharedWeight",
+    "StageOptions",
     "TwoComponentConv",
     "WeightSharing",
     "activation_tallies",

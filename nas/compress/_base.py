@@ -19,8 +19,9 @@ from nas.compress.container import ContainerReport, encode
 from nas.compress.int8 import quantize_int8_weights
 from nas.compress.lowrank import Method as LowRankMethod
 from nas.compress.lowrank import apply_lowrank
-from nas.compress.pruning import Importance, Scope, magnitude_prune
+from nas.compress.pruning import Importance, Scope, magnitude_prune, weight_layers
 from nas.compress.sharing import Init, share_weights
+from nas.spec import layer_index
 
 
 class CompressionMethod(ABC):
@@ -41,29 +42,43 @@ class CompressionMethod(ABC):
 
 @dataclass(frozen=True)
 class MagnitudePruning(CompressionMethod):
-    """Unstructured magnitude pruning (:func:`nas.compress.pruning.magnitude_prune`)."""
+    """Unstructured magnitude pruning (:func:`nas.compress.pruning.magnitude_prune`); ``layers`` gives
+    some layers (by :class:`~nas.spec.ArchSpec` index) their own sparsity, for every weight module in them."""
 
     sparsity_conv: float = 0.0
     sparsity_linear: float = 0.0
     scope: Scope = "layer"
     importance: Importance = "l1"
+    layers: tuple[tuple[int, float], ...] = ()
 
     def apply(self, model: nn.Module) -> nn.Module:
+        own = dict(self.layers)
+        by_name = {name: own[i] for name, _ in weight_layers(model) if (i := layer_index(name)) in own}
         magnitude_prune(model, sparsity_conv=self.sparsity_conv, sparsity_linear=self.sparsity_linear,
-                        scope=self.scope, importance=self.importance)
+                        scope=self.scope, importance=self.importance, layers=by_name)
         return model
 
 
 @dataclass(frozen=True)
 class WeightSharing(CompressionMethod):
-    """Per-layer k-means codebooks of ``2**bits`` centroids (:func:`nas.compress.sharing.share_weights`)."""
+    """Per-layer k-means codebooks of ``2**bits`` centroids (:func:`nas.compress.sharing.share_weights`);
+    ``layers`` gives some layers (by :class:`~nas.spec.ArchSpec` index) their own bits. ``bits`` None
+    shares only those layers."""
 
-    bits: int = 5
+    bits: int | None = 5
     init: Init = "linear"
     seed: int = 0
+    layers: tuple[tuple[int, int], ...] = ()
 
     def apply(self, model: nn.Module) -> nn.Module:
-        share_weights(model, self.bits, init=self.init, seed=self.seed)
+        own = dict(self.layers)
+        by_bits: dict[int, list[str]] = {}
+        for name, _ in weight_layers(model):
+            bits = own.get(layer_index(name), self.bits)  # type: ignore[arg-type]
+            if bits is not None:
+                by_bits.setdefault(bits, []).append(name)
+        for bits, names in by_bits.items():
+            share_weights(model, bits, init=self.init, seed=self.seed, layers=names)
         return model
 
 

@@ -74,6 +74,10 @@ def magnitude_prune(model: nn.Module, *, sparsity_conv: float = 0.0, sparsity_li
                                 f"known: {[n for n, _ in named]}.")
         for name, amount in layers.items():
             _check_amount(f"layers[{name!r}]", amount)
+    if layers and scope == "global":
+        raise CompressError("pruning: per-layer sparsities (compression.layers) set each layer's own rate, but "
+                            "scope 'global' ranks all layers together; use scope 'layer' or drop the per-layer "
+                            "sparsities.")
     if scope == "layer":
         for name, module in named:
             amount = (layers or {}).get(name, targets[_kind(module)])
@@ -155,6 +159,7 @@ class PruneSchedule:
     ``rewind`` turns the schedule into lottery-ticket rewinding (Frankle et al.):
     after each round, the surviving weights are reset to their values from the
     snapshot given to :func:`iterative_prune` (early-training weights), keeping the mask.
+    ``layers`` gives some layers (by module name) their own final sparsity, on the same curve.
     """
 
     sparsity_conv: float = 0.0
@@ -163,6 +168,7 @@ class PruneSchedule:
     scope: Scope = "layer"
     importance: Importance = "l1"
     rewind: bool = False
+    layers: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -174,6 +180,11 @@ class PruneSchedule:
         """(conv, linear) sparsity after round ``step`` (1-based)."""
         f = 1.0 - (1.0 - step / self.steps) ** 3
         return self.sparsity_conv * f, self.sparsity_linear * f
+
+    def layers_at(self, step: int) -> dict[str, float]:
+        """Each of ``layers``' own sparsity after round ``step``."""
+        f = 1.0 - (1.0 - step / self.steps) ** 3
+        return {name: amount * f for name, amount in self.layers}
 
 
 def iterative_prune(model: nn.Module, schedule: PruneSchedule,
@@ -190,7 +201,7 @@ def iterative_prune(model: nn.Module, schedule: PruneSchedule,
     for step in range(1, schedule.steps + 1):
         conv, linear = schedule.at(step)
         magnitude_prune(model, sparsity_conv=conv, sparsity_linear=linear, scope=schedule.scope,
-                        importance=schedule.importance)
+                        importance=schedule.importance, layers=schedule.layers_at(step))
         if schedule.rewind and rewind_to is not None:
             rewind(model, rewind_to)
         if fine_tune is not None:

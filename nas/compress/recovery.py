@@ -6,21 +6,33 @@ and :func:`nas.winners.finetune_run` go through :func:`compress_with_recovery`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from nas.compress._apply import apply_compression
+from nas.compress._apply import StageOptions, apply_compression
+from nas.compress.pruning import PruneSchedule, iterative_prune, weight_layers
 from nas.data import Splits
-from nas.spec import CompressionSpec
+from nas.errors import CompressError
+from nas.spec import CompressionSpec, layer_index
 from nas.train import TrainConfig, as_tensors, evaluate, train
 
 
-def compress_with_recovery(model: nn.Module, compression: CompressionSpec, splits: Splits, config: TrainConfig
+def compress_with_recovery(model: nn.Module, compression: CompressionSpec, splits: Splits, config: TrainConfig,
+                           options: StageOptions | None = None, *, prune_steps: int = 1,
+                           rewind_to: dict[str, torch.Tensor] | None = None
                            ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Apply ``compression`` to a copy of ``model``, fine-tuning with ``config`` after each stage.
+
+    ``options`` choose how the stages work (scope, centroid init, factorization). With
+    ``prune_steps > 1`` the pruning stage is an iterative schedule (:class:`PruneSchedule`) with a
+    recovery after each round; ``rewind_to`` (a ``state_dict`` of ``model`` from early in its training)
+    resets the kept weights to it after each round, before recovering: lottery-ticket rewinding
+    (the masks come from ``model``'s trained weights).
 
     Returns the compressed model and one record per stage: its name, validation
     accuracy right after compressing and after recovery, and any failure reason
@@ -34,7 +46,31 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
         steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
                       "failed": run.failed or at_chance(run.val_accuracy, splits)})
 
-    return apply_compression(model, compression, retrain=recover, data=importance_data(splits)), steps
+    options = options or StageOptions()
+    if prune_steps > 1 or rewind_to is not None:
+        model = _iterative_prune(model, compression, options, prune_steps, rewind_to, recover)
+        compression = dataclasses.replace(compression, sparsity_conv=0.0, sparsity_linear=0.0, layers=tuple(
+            (i, dataclasses.replace(o, sparsity=None)) for i, o in compression.layers if o.bits is not None))
+    return apply_compression(model, compression, retrain=recover, data=importance_data(splits),
+                             options=options), steps
+
+
+def _iterative_prune(model: nn.Module, compression: CompressionSpec, options: StageOptions, steps: int,
+                     rewind_to: dict[str, torch.Tensor] | None, recover: Any) -> nn.Module:
+    """A copy of ``model`` pruned to ``compression``'s sparsities in ``steps`` rounds, recovering after each."""
+    if compression.channel_ratio > 0 or compression.lowrank_ratio is not None:
+        raise CompressError("iterative pruning and rewinding prune the network as trained; this candidate also "
+                            "prunes channels or factorizes layers first: compress it in one step (no "
+                            "--prune-steps/--rewind), or give a candidate without channel_ratio and lowrank_ratio.")
+    if not compression.prunes:
+        raise CompressError("--prune-steps/--rewind schedule pruning, but the compression prunes nothing: give a "
+                            "candidate with sparsity_conv, sparsity_linear or per-layer sparsity.")
+    model = copy.deepcopy(model)
+    own = {name: s.sparsity for name, _ in weight_layers(model)
+           if (s := compression.override(layer_index(name))) is not None and s.sparsity is not None}
+    schedule = PruneSchedule(compression.sparsity_conv, compression.sparsity_linear, steps, options.scope,
+                             rewind=rewind_to is not None, layers=tuple(own.items()))
+    return iterative_prune(model, schedule, lambda m, step: recover(m, f"prune{step}"), rewind_to)
 
 
 def importance_data(splits: Splits, limit: int | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 
 from nas.compress import Int8Weight, QuantizedWeight
 from nas.space import Space
-from nas.spec import ArchSpec, CompressionSpec
+from nas.spec import ArchSpec, CompressionSpec, layer_index
 from nas.supernet._layout import space_config
 
 def extreme(space: Space, largest: bool) -> ArchSpec:
@@ -68,13 +68,15 @@ def compressed_tensors(tensors: dict[str, torch.Tensor], compression: Compressio
     for name, w in tensors.items():
         if not name.endswith(".weight") or w.dim() not in (2, 4):
             continue
-        keep = _keep(w, compression.sparsity_conv if w.dim() == 4 else compression.sparsity_linear)
+        index = layer_index(name)  # a layer's own sparsity and bits (compression.layers) where it has them
+        keep = _keep(w, compression.sparsity_of(index, "conv" if w.dim() == 4 else "linear"))
+        bits = compression.bits_of(index)
         if compression.quantization in ("binary", "ternary"):
             out[name] = QuantizedWeight(compression.quantization, keep)(w)
         elif compression.quantization == "int8":
             out[name] = Int8Weight(keep)(w)
-        elif compression.codebook_bits is not None:
-            out[name] = _codebook(w, compression.codebook_bits, keep)
+        elif bits is not None:
+            out[name] = _codebook(w, bits, keep)
         elif keep is not None:
             out[name] = w * keep
     return out
