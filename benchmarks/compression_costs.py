@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=100, help="first candidates reported as the cold start")
     parser.add_argument("--baseline", type=int, default=50, help="candidates built and run through fvcore")
     args = parser.parse_args()
+    if args.score and args.baseline < 1:
+        parser.error("--baseline must be at least 1: the scoring rate is reported as a ratio to it")
     torch.set_num_threads(1)
     fvcore_count(torch.nn.Identity(), (1,))  # import fvcore before anything is timed
     if args.score:
