@@ -309,8 +309,10 @@ def _rethinking(pruned_test: float, scratch: Any, kept: str) -> dict[str, Any]:
 
 def _settings(config: Any) -> dict[str, Any]:
     """What a checkpoint records of how it was trained."""
-    return {k: getattr(config, k) for k in ("epochs", "max_samples", "batch_size", "lr", "schedule", "seed", "threads",
-                                            "device", "amp")}
+    settings = {k: getattr(config, k) for k in ("epochs", "max_samples", "batch_size", "lr", "schedule", "seed",
+                                                "threads", "device")}
+    settings["amp"] = bool(config.amp) and str(config.device).startswith("cuda")  # the CPU trains in float32
+    return settings
 
 
 def winners_device(options: WinnerOptions, experiment: Any) -> tuple[Any, bool]:

@@ -97,7 +97,7 @@ def test_run_mode_applies_options_threads_and_lines(run: Path) -> None:
     assert len(summary) == 2
     teacher = inspect_json(run / "winners" / "teacher.safetensors")["extra"]["training"]
     assert teacher == {"epochs": 1, "max_samples": 256, "batch_size": 32, "lr": 0.02, "schedule": "cosine",
-                       "seed": 5, "threads": 1}
+                       "seed": 5, "threads": 1, "device": "cpu", "amp": False}  # amp: only on CUDA
     for folder in summary["folder"]:
         extra = inspect_json(run / folder / "model.safetensors")["extra"]
         assert extra["training"]["batch_size"] == 32 and extra["training"]["max_samples"] == 256
