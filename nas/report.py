@@ -375,7 +375,6 @@ def _winners(doc: Doc, run: RunFolder, plots: Path) -> None:
     summary = run.summary_file
     if summary.is_file():
         df = read_table(summary)
-        _trust(doc, run, df, plots)
         df = df[[c for c in df.columns if c not in ("candidate", "history")]]
         df, formats = percent_columns(df)
         doc.p("From ", doc.link("winners/summary.csv", summary), " (accuracies in %, as in the Pareto table):")
@@ -394,6 +393,8 @@ def _winners(doc: Doc, run: RunFolder, plots: Path) -> None:
         rows.append(segments)
     doc.p("Files, with their real sizes on disk:")
     doc.items(rows)
+    if summary.is_file():
+        _trust(doc, run, read_table(summary), plots)
 
 
 def _trust(doc: Doc, run: RunFolder, summary: Any, plots: Path) -> None:
