@@ -373,9 +373,9 @@ def _winners(doc: Doc, run: RunFolder, plots: Path) -> None:
                  f"the search's {run.info.evaluator!r} evaluator's estimates, not what a delivered model reaches.")
         return
     summary = run.summary_file
-    if summary.is_file():
-        df = read_table(summary)
-        df = df[[c for c in df.columns if c not in ("candidate", "history")]]
+    table = read_table(summary) if summary.is_file() else None
+    if table is not None:
+        df = table[[c for c in table.columns if c not in ("candidate", "history")]]
         df, formats = percent_columns(df)
         doc.p("From ", doc.link("winners/summary.csv", summary), " (accuracies in %, as in the Pareto table):")
         doc.table(df, formats)
@@ -393,8 +393,8 @@ def _winners(doc: Doc, run: RunFolder, plots: Path) -> None:
         rows.append(segments)
     doc.p("Files, with their real sizes on disk:")
     doc.items(rows)
-    if summary.is_file():
-        _trust(doc, run, read_table(summary), plots)
+    if table is not None:
+        _trust(doc, run, table, plots)
 
 
 def _trust(doc: Doc, run: RunFolder, summary: Any, plots: Path) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from nas.compress._apply import StageOptions, apply_compression
 from nas.compress.pruning import PruneSchedule, iterative_prune, weight_layers
-from nas.data import Splits
+from nas.data import Splits, first_inputs
 from nas.errors import CompressError
 from nas.spec import CompressionSpec, layer_index
 from nas.train import TrainConfig, as_tensors, evaluate, train
@@ -76,8 +76,8 @@ def _iterative_prune(model: nn.Module, compression: CompressionSpec, options: St
 def importance_data(splits: Splits, limit: int | None = None) -> torch.Tensor:
     """The inputs the ``activation`` channel importance counts over: the whole training split, or its first
     ``limit`` images (streamed through the model in batches, so the count is exact over them)."""
-    inputs = as_tensors(splits.train)[0]
-    return inputs if limit is None else inputs[:limit]
+    # a streamed image folder decodes only the images asked for
+    return as_tensors(splits.train)[0] if limit is None else first_inputs(splits.train, limit)
 
 
 def at_chance(accuracy: float, splits: Splits) -> str | None:
