@@ -42,6 +42,7 @@ import yaml
 from terngrad import write_section
 
 from nas.experiment import Experiment, load_experiment
+from nas.search.study import budget_population
 from nas.search import search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = pd.read_csv(Path(tmp) / name / "trials.csv")
             frames[name] = frame.sort_values("number").reset_index(drop=True)
             print(rows[-1], flush=True)
-    first = 16  # NSGA-II's first generation (make_sampler's population when the file gives none)
+    first = budget_population(args.trials)  # NSGA-II's first generation: random draws, alike on both
     same = frames["ray-2"][SAME].head(first).equals(frames["local-1"][SAME].head(first))
     by = {r["backend"]: r for r in rows}
     local2, ray2 = by["local-2"], by["ray-2"]

@@ -114,13 +114,24 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """One optimizer step (skipped by the scaler when the scaled gradients overflowed)."""
+    def step(self, optimizer: torch.optim.Optimizer, max_norm: float | None = None) -> bool:
+        """One optimizer step, skipped when the gradients are not finite (the scaler's overflow, or on the
+        CPU a step that blew up); ``max_norm`` clips the gradients' total norm first. Whether it stepped."""
+        if max_norm is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if self.scaler is None and not torch.isfinite(norm):
+                optimizer.zero_grad(set_to_none=True)
+                return False
         if self.scaler is None:
             optimizer.step()
-            return
+            return True
+        scale = self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()
+        return self.scaler.get_scale() >= scale  # the scaler lowers its scale when it skipped the step
 
     @property
     def name(self) -> str:

@@ -94,6 +94,20 @@ def test_on_the_cpu_amp_is_float32_and_batches_stay() -> None:
     assert on_cpu(model) is model
 
 
+def test_a_step_with_gradients_that_blew_up_is_skipped_and_large_ones_are_clipped() -> None:
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    precision = Precision(torch.device("cpu"))
+    before = layer.weight.detach().clone()
+    layer(torch.full((1, 3), 1e30)).sum().mul(1e30).backward()  # inf gradients, as a ternary child's can be
+    assert not precision.step(optimizer, max_norm=5.0)
+    assert torch.equal(layer.weight, before) and layer.weight.grad is None
+    layer(torch.full((1, 3), 100.0)).sum().backward()  # finite but large: clipped to norm 5, then one step
+    assert precision.step(optimizer, max_norm=5.0)
+    assert torch.linalg.vector_norm(layer.weight - before).item() <= 5.0 + 1e-4
+    assert not torch.equal(layer.weight, before)
+
+
 def test_ray_trials_take_the_gpu_ray_reserved() -> None:
     assert trial_device("cuda:3") == "cuda"  # CUDA_VISIBLE_DEVICES holds only the reserved GPU: index 0
     assert trial_device("cuda") == "cuda" and trial_device("auto") == "auto" and trial_device("cpu") == "cpu"

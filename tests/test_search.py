@@ -210,3 +210,20 @@ def test_bad_yaml_and_unknown_space_are_one_line_errors(tmp_path: Path) -> None:
     bad = write(tmp_path, {**CHEAP, "space": "mobilenetv9"})
     rc = subprocess.run(nas_cmd("search", str(bad), "--out", str(tmp_path / "r")), capture_output=True, text=True)
     assert rc.returncode == 2 and without_warnings(rc.stderr).count("\n") == 1 and "mobilenetv9" in rc.stderr, rc.stderr
+
+
+@pytest.mark.parametrize(("budget", "population"), [({"trials": 30}, 8), ({"trials": 400}, 40),
+                                                    ({"trials": 5000}, 100), ({"minutes": 5}, 16)])
+def test_nsga2s_population_is_sized_to_the_budget(budget: dict, population: int) -> None:
+    from nas.search.study import session_sampler
+
+    config = parse_experiment(yaml.safe_dump({**CHEAP, "budget": budget, "population": None})).config
+    assert session_sampler(config, 0)._population_size == population
+    assert session_sampler(config.model_copy(update={"population": 12}), 0)._population_size == 12
+
+
+def test_a_search_without_a_population_breeds_after_a_tenth_of_its_budget(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    search(write(tmp_path, {**CHEAP, "budget": {"trials": 30}, "population": None}), folder=out, progress=False)
+    generations = [t.system_attrs["NSGAIISampler:generation"] for t in study_of(out, "cheap").trials]
+    assert generations[:8] == [0] * 8 and generations[8:16] == [1] * 8  # Optuna's default (50): all random

@@ -151,12 +151,28 @@ def load_hint(study_name: str, url: str) -> str:
             f"optuna-dashboard {redact(url)}")
 
 
-def make_sampler(name: str, seed: int | None, population: int | None) -> optuna.samplers.BaseSampler:
-    """NSGA-II (default), NSGA-III, multi-objective TPE or random; all seeded."""
+#: NSGA-II/III's population when the budget has no trial count (a minutes-only budget).
+MINUTES_POPULATION = 16
+
+
+def budget_population(trials: int | None) -> int:
+    """A genetic sampler's population for a budget of ``trials``: a tenth of it, between 8 and 100, so
+    that every search gets at least ~5 generations. Optuna's default of 50 left a 40-trial search all
+    random draws (the first generation is random), and a search of thousands of cheap supernet trials
+    gains from a population large enough to cover the front (NSGA-II's papers use ~100)."""
+    if trials is None:
+        return MINUTES_POPULATION
+    return max(8, min(100, trials // 10))
+
+
+def make_sampler(name: str, seed: int | None, population: int | None,
+                 trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """NSGA-II (default), NSGA-III, multi-objective TPE or random; all seeded. ``population`` (None: sized
+    to the budget's ``trials``) is the genetic samplers' generation size and TPE's random start."""
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=population or 16, seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=population or budget_population(trials), seed=seed)
     if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(population_size=population or 16, seed=seed)
+        return optuna.samplers.NSGAIIISampler(population_size=population or budget_population(trials), seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population or 10)
     if name == "random":
@@ -182,4 +198,4 @@ def session_sampler(config: ExperimentConfig, existing: int, worker_index: int =
     seed = config.seed + 7919 * worker_index + 104_729 * existing
     if shared_by is not None:
         seed += zlib.crc32(shared_by.encode())
-    return make_sampler(config.sampler, seed % 2**32, config.population)
+    return make_sampler(config.sampler, seed % 2**32, config.population, config.budget.trials)

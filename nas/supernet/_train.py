@@ -48,6 +48,11 @@ from nas.supernet._net import Supernet
 from nas.train import as_tensors, evaluate, forward
 
 FORMAT = "nas-supernet/1"
+#: The gradients' total norm is clipped to this before each step, and a step whose gradients are not finite
+#: is skipped. A binary or ternary child can leave a channel (nearly) constant over the batch; batch norm
+#: then divides its gradient by sqrt(eps) or so, layer after layer, and one such step (norms of 1e36 were
+#: seen on mobilenetv2-tiny/digits) would turn every shared weight to NaN.
+MAX_GRAD_NORM = 5.0
 
 
 @dataclass(frozen=True)
@@ -260,7 +265,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
             rng = random.Random(config.seed * 1_000_003 + epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)
             warm = epoch < config.warmup_epochs
-            compressed = 0
+            compressed = skipped = 0
             net.train()
             bar = _bar(progress, steps, f"supernet epoch {epoch + 1}/{config.epochs}")
             for step in range(steps):
@@ -286,7 +291,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
                             loss = hinton_loss(logits, teacher.detach(), y)
                         _check(loss, epoch, step)
                         precision.backward(loss)
-                precision.step(optimizer)
+                skipped += not precision.step(optimizer, MAX_GRAD_NORM)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
@@ -296,7 +301,7 @@ def train_supernet(space: Space, splits: Splits, config: SupernetTraining, check
                 optimizer.state.clear()  # the momentum of reordered channels no longer matches them
             row = {"epoch": epoch + 1, "largest": child_accuracy(net, largest, splits, calibration, config),
                    "smallest": child_accuracy(net, smallest, splits, calibration, config),
-                   "compressed_steps": compressed / max(1, steps), "seconds": round(time.perf_counter() - start, 2)}
+                   "compressed_steps": compressed / max(1, steps), "skipped_steps": skipped, "seconds": round(time.perf_counter() - start, 2)}
             state = TrainState(epoch + 1, [*state.history, row])
             save_supernet(path, net, state, optimizer, config)
             if on_epoch is not None:
