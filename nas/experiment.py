@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -342,7 +343,7 @@ class Experiment:
         """A path named in the experiment, relative to its folder (:attr:`base`); absolute paths as they are."""
         if self.base is None or Path(path).expanduser().is_absolute():
             return str(Path(path).expanduser())
-        return str(self.base / path)
+        return os.path.normpath(self.base / path)  # examples/../results/x as results/x in messages
 
     def _objectives(self) -> list[Objective]:
         profiles = self.config.profiles

@@ -5,6 +5,7 @@
     nas plot RUN                          # RUN/plots/{front,hypervolume,importance,parallel,latency}.png
                                           # and fidelity.png once `nas finetune RUN` made winners
     nas plot RUN_A RUN_B --what hypervolume   # samplers compared: RUN_A/plots/hypervolume-compare.png
+    nas plot CPU_RUN MCU_RUN --what devices   # one space searched per device: RUN_A/plots/devices.png
     nas plot --compression model.safetensors  # Deep Compression pictures and the per-layer table
     nas plot --validation validate.json       # predicted vs measured latency (nas hardware validate --json)
     nas plot --candidate cand.json --profile reference-cpu   # where one candidate's time goes
@@ -26,6 +27,7 @@ from nas.errors import NasError
 from nas.hardware import get_profile
 from nas.plots import (
     distinct_names,
+    plot_devices,
     plot_fidelity,
     plot_front,
     plot_hypervolume,
@@ -43,7 +45,7 @@ from nas.plots import (
 from nas.run import RunFolder, load_run
 from nas.spec import CompressionSpec
 
-RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency", "fidelity")
+RUN_PICTURES = ("front", "hypervolume", "importance", "parallel", "latency", "fidelity", "devices")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -152,6 +154,8 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
             "fidelity": plot_fidelity,
         }
         for name in pictures:
+            if name == "devices":
+                continue  # several runs in one picture, below
             if name == "fidelity" and not explicit and not r.summary_file.is_file():
                 continue  # before `nas finetune RUN` there is nothing to compare: not worth a warning
             _attempt(f"{tag}{name}", partial(draws[name], r, out / f"{prefix}{name}.png"), written, errors,
@@ -160,6 +164,9 @@ def _run_pictures(args: argparse.Namespace, pictures: list[str], explicit: bool,
         out = args.out or runs[0].path / "plots"
         _attempt("hypervolume comparison", lambda: plot_hypervolume(runs, out / "hypervolume-compare.png"),
                  written, errors, explicit)
+    if "devices" in pictures and (explicit or (several and len({r.info.latency_profile for r in runs}) > 1)):
+        out = args.out or runs[0].path / "plots"
+        _attempt("device comparison", lambda: plot_devices(runs, out / "devices.png"), written, errors, explicit)
 
 
 def _candidate_breakdown(args: argparse.Namespace) -> Path:

@@ -13,13 +13,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from nas.checkpoint import save_checkpoint
 from nas.cli._args import add_device_arguments, device_of, read_candidate
 from nas.device import describe
 from nas.experiment import Experiment, ExperimentError, load_experiment
 from nas.search.setup import Setup, prepare
 from nas.supernet import (SupernetTraining, calibration_images, load_supernet, read_supernet, recalibrate,
-                          train_supernet)
+                          save_supernet, train_supernet)
 from nas.train import evaluate
 
 
@@ -34,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--epochs", type=int, default=None, help="override supernet.epochs (the total, resumed or not; a longer run than the checkpoint's "
                         "goes on with the longer schedule)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--ship", action="store_true",
+                   help="at the end, rewrite the checkpoint as float16 weights without the SGD momentum (about a "
+                        "quarter of the size, to commit or hand out; training it further starts a fresh momentum)")
     add_device_arguments(p, "the experiment's device, else cpu")
     x = sn_sub.add_parser("extract", help="a candidate as a plain network with the supernet's weights (a checkpoint)",
                           description="Write the candidate, extracted from the experiment's trained supernet, as a "
@@ -103,8 +108,10 @@ def train(args: argparse.Namespace) -> int:
             print(f"supernet: epoch {epoch + 1}/{config.epochs}, largest {row['largest']:.1%}, smallest "
                   f"{row['smallest']:.1%}, {row['seconds']:.0f} s", file=sys.stderr, flush=True)
 
-    _, state = train_supernet(setup.space, setup.splits, config, path,
-                              progress=False if args.no_progress else None, on_epoch=line)
+    net, state = train_supernet(setup.space, setup.splits, config, path,
+                                progress=False if args.no_progress else None, on_epoch=line)
+    if args.ship:
+        save_supernet(path, net, state, None, config, dtype=torch.float16)
     last = state.history[-1] if state.history else {}
     print(f"supernet of space {setup.space.name!r} on {setup.splits.name}: {state.epoch} epochs, largest child "
           f"{last.get('largest', float('nan')):.1%}, smallest {last.get('smallest', float('nan')):.1%} "

@@ -9,6 +9,7 @@ run's trial and profile through the same helpers (:func:`chosen_trial`, :func:`r
 from __future__ import annotations
 
 from nas.plots._compression import compression_tradeoff, layer_table, plot_compression_tradeoff, plot_weight_distribution
+from nas.plots._devices import plot_devices
 from nas.plots._fidelity import Fidelity, fidelity, plot_fidelity
 from nas.plots._figures import (
     LAYER_FORMATS,
@@ -46,6 +47,7 @@ __all__ = [
     "html_table",
     "layer_table",
     "markdown_table",
+    "plot_devices",
     "pixel_size",
     "plot_compression_tradeoff",
     "plot_fidelity",

@@ -140,9 +140,10 @@ def _space_key(space: Space) -> str:
 
 
 def save_supernet(path: Path, net: Supernet, state: TrainState, optimizer: torch.optim.Optimizer | None = None,
-                    config: SupernetTraining | None = None) -> None:
-    """The supernet's weights (``net.*``), SGD momentum (``momentum.*``) and its metadata, atomically."""
-    tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+                  config: SupernetTraining | None = None, dtype: torch.dtype | None = None) -> None:
+    """The supernet's weights (``net.*``), SGD momentum (``momentum.*``) and its metadata, atomically.
+    ``dtype``: the floating-point weights stored as that (float16 to ship; loading casts them back)."""
+    tensors = {f"net.{k}": _stored(v, dtype) for k, v in net.state_dict().items()}
     if optimizer is not None:
         names = {id(p): n for n, p in net.named_parameters()}
         for group in optimizer.param_groups:
@@ -154,6 +155,11 @@ def save_supernet(path: Path, net: Supernet, state: TrainState, optimizer: torch
             "state": json.dumps(asdict(state)), "config": json.dumps(asdict(config) if config else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, save_tensors(tensors, metadata=meta))
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    t = tensor.detach().cpu()
+    return (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous().clone()
 
 
 def read_supernet(path: Path, space: Space) -> tuple[dict[str, torch.Tensor], TrainState]:
