@@ -7,7 +7,14 @@ reference point (the experiment's: accuracy 0 and the constraint limits), so the
 curves are comparable. Goal: the default sampler reaches random search's final
 hypervolume (mean over seeds) in at most half the trials.
 
+``--evaluator supernet`` scores candidates with the shipped digits supernet
+(results/supernet/, seconds a trial) instead of 1-epoch proxy training, so that the
+samplers are compared at the budgets that evaluator affords (hundreds of trials), with
+the population sized to the budget (no ``population`` in the file); it writes
+results/bench/search_supernet.json and search_supernet.png.
+
     .venv/bin/python benchmarks/search_efficiency.py [--trials 40] [--seeds 3]
+    .venv/bin/python benchmarks/search_efficiency.py --evaluator supernet --trials 200 --seeds 2
 """
 
 from __future__ import annotations
@@ -27,17 +34,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result  # noqa: E402
 
 from nas.search import search  # noqa: E402
+from nas.search.study import budget_population  # noqa: E402
 
 SAMPLERS = ("nsga2", "tpe", "random")
 LABELS = {"nsga2": "NSGA-II (default)", "tpe": "multi-objective TPE", "random": "random"}
 
 
-def experiment(sampler: str, seed: int, trials: int) -> dict:
-    return {"name": f"{sampler}-{seed}", "space": "mobilenetv2-tiny", "dataset": "digits",
+SUPERNET = Path(__file__).resolve().parents[1] / "results" / "supernet" / "mobilenetv2-tiny-digits.safetensors"
+
+
+def experiment(sampler: str, seed: int, trials: int, evaluator: str = "train") -> dict:
+    data = {"name": f"{sampler}-{seed}", "space": "mobilenetv2-tiny", "dataset": "digits",
             "objectives": ["accuracy", "latency_ms", "size_kb"], "profiles": ["reference-cpu"],
             "constraints": {"latency_ms": {"max": 2.0}, "size_kb": {"max": 60}},
-            "budget": {"trials": trials}, "sampler": sampler, "population": 10,
-            "proxy": {"epochs": 1, "pruner": "none"}, "seed": seed}
+            "budget": {"trials": trials}, "sampler": sampler, "seed": seed}
+    if evaluator == "supernet":
+        return data | {"evaluator": "supernet", "supernet": {"checkpoint": str(SUPERNET)}}
+    return data | {"population": 10, "proxy": {"epochs": 1, "pruner": "none"}}
 
 
 def first_reaching(curve: np.ndarray, target: float) -> int | None:
@@ -49,7 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--evaluator", choices=("train", "supernet"), default="train")
     args = ap.parse_args()
+    name = "search" if args.evaluator == "train" else "search_supernet"
     start = time.perf_counter()
     curves: dict[str, list[np.ndarray]] = {s: [] for s in SAMPLERS}
     seconds: dict[str, float] = {s: 0.0 for s in SAMPLERS}
@@ -58,7 +73,7 @@ def main() -> None:
         for seed in range(args.seeds):  # interleaved: machine drift hits every sampler alike
             for sampler in SAMPLERS:
                 path = Path(tmp) / f"{sampler}-{seed}.yaml"
-                path.write_text(yaml.safe_dump(experiment(sampler, seed, args.trials)))
+                path.write_text(yaml.safe_dump(experiment(sampler, seed, args.trials, args.evaluator)))
                 t = time.perf_counter()
                 result = search(path, folder=Path(tmp) / path.stem, progress=False)
                 seconds[sampler] += time.perf_counter() - t
@@ -70,23 +85,24 @@ def main() -> None:
     target = float(mean["random"][-1])
     reach = {s: first_reaching(mean[s], target) for s in SAMPLERS}
     goal_met = reach["nsga2"] is not None and reach["nsga2"] <= args.trials / 2
-    _plot(mean, curves, target, reference, RESULTS / "search.png")
+    _plot(mean, curves, target, reference, RESULTS / f"{name}.png")
     data = {
-        "space": "mobilenetv2-tiny", "dataset": "digits", "objectives": ["accuracy", "latency_ms", "size_kb"],
+        "space": "mobilenetv2-tiny", "dataset": "digits", "evaluator": args.evaluator,
+        "population": "10" if args.evaluator == "train" else f"budget-sized: {budget_population(args.trials)}", "objectives": ["accuracy", "latency_ms", "size_kb"],
         "reference_point": reference, "trials": args.trials, "seeds": args.seeds,
         "final_hypervolume_mean": {s: float(m[-1]) for s, m in mean.items()},
         "final_hypervolume_per_seed": {s: [float(c[-1]) for c in cs] for s, cs in curves.items()},
         "trials_to_reach_random_final": reach, "goal": "nsga2 reaches random's final HV in <= half the trials",
         "goal_met": goal_met, "seconds_per_sampler": {s: round(v, 1) for s, v in seconds.items()},
         "curves_mean": {s: [round(float(v), 5) for v in m] for s, m in mean.items()},
-        "plot": "search.png", "minutes": round((time.perf_counter() - start) / 60, 1),
+        "plot": f"{name}.png", "minutes": round((time.perf_counter() - start) / 60, 1),
     }
-    summary = (f"mobilenetv2-tiny on digits, accuracy/latency/size, {args.trials} trials x {args.seeds} seeds: final HV "
+    summary = (f"mobilenetv2-tiny on digits ({args.evaluator} evaluator), accuracy/latency/size, {args.trials} trials x {args.seeds} seeds: final HV "
                + ", ".join(f"{s} {data['final_hypervolume_mean'][s]:.4f}" for s in SAMPLERS)
                + f"; NSGA-II reaches random's final HV at trial {reach['nsga2'] or 'never'} "
                + f"(goal <= {args.trials // 2}: {'met' if goal_met else 'not met'}); TPE at {reach['tpe'] or 'never'}"
-               + f"; [plot](search.png); {data['minutes']} min")
-    write_result("search", data, summary)
+               + f"; [plot]({name}.png); {data['minutes']} min")
+    write_result(name, data, summary)
     print(json.dumps({k: data[k] for k in ("final_hypervolume_mean", "trials_to_reach_random_final", "goal_met")}))
 
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from nas.augment import Augment
 from nas.errors import DataError
@@ -448,6 +448,15 @@ def first_inputs(dataset: Dataset[tuple[torch.Tensor, ...]], n: int) -> torch.Te
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[0][:n]
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])  # type: ignore[arg-type]
+
+
+def head(dataset: Dataset[tuple[torch.Tensor, ...]], n: int | None) -> Dataset[tuple[torch.Tensor, ...]]:
+    """The first ``n`` samples of ``dataset`` (all of it when ``n`` is None or not smaller)."""
+    if n is None or n >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:n] for t in dataset.tensors))
+    return Subset(dataset, range(n))
 
 
 # --------------------------------------------------------------------------- fitting data to an architecture

@@ -212,6 +212,8 @@ class SupernetConfig(_Strict):
     random_children: int = Field(default=2, ge=0)
     compressed_share: float = Field(default=0.25, ge=0, le=1)
     recalibration_batches: int = Field(default=4, ge=1)
+    #: Validation images a trial is scored on (the first ones); None: the whole validation split.
+    eval_samples: int | None = Field(default=None, ge=1)
     threads: int = Field(default=1, ge=1)
 
 
@@ -302,6 +304,8 @@ class Experiment:
                     del kept["dataset"][key]
         if kept["evaluator"] != "supernet":  # the supernet section came later and only its evaluator reads it
             del kept["supernet"]
+        elif kept["supernet"]["eval_samples"] is None:  # added later still: at its default, supernet runs resume
+            del kept["supernet"]["eval_samples"]
         if kept["evaluator"] == "train":  # the default before evaluators could be chosen: old runs still resume
             del kept["evaluator"]
         for key, default in LATER_PROXY_KEYS.items():  # proxy keys added later: at their defaults, old runs resume

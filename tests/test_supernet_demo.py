@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -15,7 +16,7 @@ from safetensors import safe_open
 
 import nas
 from nas.data import load_dataset
-from nas.experiment import load_experiment
+from nas.experiment import load_experiment, parse_experiment
 from nas.supernet import SupernetTraining, calibration_images, child_accuracy, extreme, load_supernet
 from tests._runs import nas_cmd, without_warnings, write
 from tests.test_supernet import MINI
@@ -93,3 +94,18 @@ def test_the_demo_specialises_the_shipped_supernet_for_two_devices(tmp_path: Pat
     assert alone.returncode == 2
     assert without_warnings(alone.stderr).strip().count("\n") == 0
     assert "two or more runs" in alone.stderr
+
+
+def test_eval_samples_scores_each_trial_on_the_first_validation_images(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "supernet-cpu.yaml").read_text())
+    data |= {"budget": {"trials": 4}, "constraints": {}}
+    data["supernet"] = {"checkpoint": str(SHIPPED), "eval_samples": 7}
+    run = tmp_path / "run"
+    done = subprocess.run(nas_cmd("search", str(write(tmp_path, data)), "--out", str(run), "--no-progress"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    accuracy = pd.read_csv(run / "trials.csv")["accuracy"].dropna()
+    assert len(accuracy) == 4 and ((accuracy * 7).round(6) % 1 == 0).all()  # sevenths: 7 images scored
+    default = parse_experiment(yaml.safe_dump(data | {"supernet": {"checkpoint": str(SHIPPED)}}))
+    spelled = parse_experiment(yaml.safe_dump(data | {"supernet": {"checkpoint": str(SHIPPED), "eval_samples": None}}))
+    assert default.digest == spelled.digest != parse_experiment(yaml.safe_dump(data)).digest

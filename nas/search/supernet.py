@@ -14,6 +14,7 @@ import time
 import torch
 
 from nas.compress import apply_compression, stages
+from nas.data import head
 from nas.search.evaluator import Evaluator, Progress, register_evaluator
 from nas.search.record import Outcome
 from nas.search.setup import Setup
@@ -53,7 +54,7 @@ class SupernetEvaluator(Evaluator):
                 model = apply_compression(model, candidate.compression, inplace=True, seed=number,
                                           data=self.calibration[:256])
             recalibrate(model, self.calibration, self.config.recalibration_batches, self.config.batch_size)
-            accuracy = evaluate(model, splits.val)
+            accuracy = evaluate(model, head(splits.val, self.experiment.config.supernet.eval_samples))
         finally:
             torch.set_num_threads(saved)
         progress.report(1, accuracy, model, last=True)
