@@ -178,7 +178,7 @@ def report(rows: list[dict], args: argparse.Namespace, space, experiment, start:
                                       "recalibrated", "test_images": args.eval},
             "recipes": [{"name": n, "recalibration_batches": b, "compressed_lr_factor": f}
                         for n, b, f in RECIPES],
-            "candidates": rows, "stats": stats, "default": {"recalibration_batches": RECALIBRATION_BATCHES,
+            "candidates": rows, "stats": stats, "identity_recipe": {"recalibration_batches": RECALIBRATION_BATCHES,
                                                             "compressed_lr_factor": COMPRESSED_LR_FACTOR},
             "minutes": round(minutes, 1),
             "note": "old = the compressed epoch's validation accuracy with the running statistics it leaves; "
