@@ -59,8 +59,14 @@ class ExperimentError(NasError):
 
 #: Settings a resumed run may change.
 RESUMABLE = ("budget", "workers", "storage", "winners", "description", "resources", "device", "amp")
+#: Batches of training images batch norm is recalibrated on after the proxy's compressed epoch (issue 15).
+RECALIBRATION_BATCHES = 4
+#: The proxy's compressed epoch's peak learning rate, as a multiple of ``proxy.lr`` (issue 15).
+COMPRESSED_LR_FACTOR = 1.0
 #: ``proxy:`` keys added after runs existed, with their defaults: left out of :attr:`Experiment.digest` there.
-LATER_PROXY_KEYS: dict[str, object] = {"importance_samples": None, "lowrank_penalty": 0.0}
+LATER_PROXY_KEYS: dict[str, object] = {"importance_samples": None, "lowrank_penalty": 0.0,
+                                       "recalibration_batches": RECALIBRATION_BATCHES,
+                                       "compressed_lr_factor": COMPRESSED_LR_FACTOR}
 SAMPLERS = ("nsga2", "nsga3", "tpe", "random")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -166,6 +172,11 @@ class ProxyConfig(_Strict):
     #: Low-rank regularization's weight (:class:`nas.factoring.LowRankPenalty`) for candidates with a
     #: ``lowrank_ratio``, in the dense epochs; 0: off (it costs one SVD per layer per step).
     lowrank_penalty: float = Field(default=0.0, ge=0)
+    #: After the compressed epoch, batch norm's running statistics are re-estimated on this many batches of
+    #: ``batch_size`` training images before its validation; 0: not (the recipe before issue 15).
+    recalibration_batches: int = Field(default=RECALIBRATION_BATCHES, ge=0)
+    #: The compressed epoch's peak learning rate (a cosine schedule of its own) as a multiple of ``lr``.
+    compressed_lr_factor: float = Field(default=COMPRESSED_LR_FACTOR, gt=0)
 
 
 class ResourcesConfig(_Strict):

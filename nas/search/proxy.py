@@ -2,8 +2,11 @@
 
 The accuracy the search sees is the compressed model's: with ``proxy.compressed`` (the default) and a
 candidate that compresses, the last epoch trains the model with its compression applied (pruning
-masks, codebooks, binary/ternary weights, low-rank factors). A trial resumed from a checkpoint (Ray
-restores interrupted trials) continues where it stood.
+masks, codebooks, binary/ternary weights, low-rank factors), and batch norm is then recalibrated on
+``proxy.recalibration_batches`` training batches before that epoch's validation: the running statistics
+a compressed epoch leaves behind lag its fast-changing weights (on Fashion-MNIST they alone put some
+compressed candidates at chance, ``results/bench/proxy_recipe.json``). A trial resumed from a checkpoint
+(Ray restores interrupted trials) continues where it stood.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nas.experiment import Experiment
+from nas.experiment import COMPRESSED_LR_FACTOR, RECALIBRATION_BATCHES, Experiment
 from nas.factoring import lowrank_settings
 from nas.search.evaluator import Checkpoint, Evaluator, Progress, register_evaluator
 from nas.search.record import Outcome
@@ -45,12 +48,16 @@ def proxy_setup(experiment: Experiment, candidate: Candidate, number: int, threa
 
 
 def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: TrainConfig, on_epoch: EpochCallback,
-                compressed: bool = True, importance_samples: int | None = None) -> TrainResult:
+                compressed: bool = True, importance_samples: int | None = None, *,
+                recalibration_batches: int = RECALIBRATION_BATCHES,
+                compressed_lr_factor: float = COMPRESSED_LR_FACTOR) -> TrainResult:
     """Train ``config.epochs``; with ``compressed`` (and a candidate that compresses) the last epoch trains the
     model with its compression applied (the ``activation`` channel importance counted exactly over the first
-    ``importance_samples`` training images, all when None; no low-rank penalty on the factors). Epochs are
-    numbered on through both phases for ``on_epoch`` (from 0); returns the last phase's TrainResult with the
-    whole history."""
+    ``importance_samples`` training images, all when None; no low-rank penalty on the factors; a peak learning
+    rate of ``compressed_lr_factor`` times ``config.lr``, on a cosine schedule of its own), then batch
+    norm is recalibrated on the first ``recalibration_batches`` batches of training images (0: not) before
+    that epoch's validation. Epochs are numbered on through both phases for ``on_epoch`` (from 0); returns
+    the last phase's TrainResult with the whole history."""
     from nas.compress import apply_compression, stages
     from nas.compress.recovery import importance_data
     from nas.train import train
@@ -66,14 +73,37 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
             return first
     model = apply_compression(model, candidate.compression, inplace=True,
                               data=importance_data(splits, importance_samples))  # the activation importance's
-    last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1, lowrank_penalty=0.0),
-                 on_epoch=lambda epoch, accuracy: on_epoch(dense_epochs + epoch, accuracy))
+
+    def report(epoch: int, accuracy: float) -> bool | None:
+        return on_epoch(dense_epochs + epoch, accuracy)
+
+    last = train(model, splits, replace(config, epochs=1, seed=config.seed + 1, lowrank_penalty=0.0,
+                                        lr=config.lr * compressed_lr_factor),
+                 on_epoch=None if recalibration_batches else report)
+    if recalibration_batches and not last.failed:
+        last = _recalibrated(model, splits, last, recalibration_batches, config.batch_size)
+        report(0, last.val_accuracy)
     return replace(last, history=history + list(last.history), epochs=dense_epochs + last.epochs)
 
 
+def _recalibrated(model: nn.Module, splits: Splits, result: TrainResult, batches: int, batch_size: int
+                  ) -> TrainResult:
+    """``result`` with its last validation accuracy taken again after :func:`nas.supernet.recalibrate` of
+    ``model``'s batch norm on the first ``batches * batch_size`` training images (the model is left training)."""
+    from nas.data import first_inputs
+    from nas.supernet import recalibrate
+    from nas.train import evaluate
+
+    recalibrate(model, first_inputs(splits.train, batches * batch_size), batches, batch_size)
+    accuracy = evaluate(model, splits.val)
+    model.train()
+    return replace(result, val_accuracy=accuracy, history=[*result.history[:-1], accuracy])
+
+
 def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config: TrainConfig, done: int,
-                 on_epoch: EpochCallback, compressed: bool, importance_samples: int | None = None
-                 ) -> tuple[int, TrainResult]:
+                 on_epoch: EpochCallback, compressed: bool, importance_samples: int | None = None, *,
+                 recalibration_batches: int = RECALIBRATION_BATCHES,
+                 compressed_lr_factor: float = COMPRESSED_LR_FACTOR) -> tuple[int, TrainResult]:
     """:func:`proxy_train` from epoch ``done`` on: ``(epochs run in all, the last TrainResult)``.
 
     From the start it is ``proxy_train`` itself. After ``done`` dense epochs, the rest of the dense phase
@@ -85,7 +115,8 @@ def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config:
     from nas.train import train
 
     if done == 0:
-        result = proxy_train(model, candidate, splits, config, on_epoch, compressed, importance_samples)
+        result = proxy_train(model, candidate, splits, config, on_epoch, compressed, importance_samples,
+                             recalibration_batches=recalibration_batches, compressed_lr_factor=compressed_lr_factor)
         return result.epochs, result
     compress_last = compressed and bool(stages(candidate.compression))
     dense = replace(config, epochs=config.epochs - 1) if compress_last else config
@@ -97,7 +128,8 @@ def resume_train(model: nn.Module, candidate: Candidate, splits: Splits, config:
         if not compress_last or result.failed or result.stopped_early:
             return epochs, result
     last = proxy_train(model, candidate, splits, replace(config, epochs=1), lambda e, a: on_epoch(config.epochs - 1, a),
-                       True, importance_samples)
+                       True, importance_samples, recalibration_batches=recalibration_batches,
+                       compressed_lr_factor=compressed_lr_factor)
     return epochs + last.epochs, last
 
 
@@ -117,7 +149,8 @@ def _rest_of_run(config: TrainConfig, n_train: int, done: int) -> TrainConfig:
 class TrainEvaluator(Evaluator):
     """``evaluator: train``: each candidate trained from scratch for ``proxy.epochs`` (``proxy.max_samples``,
     ``proxy.lr``, ``proxy.threads`` threads, on the experiment's ``device``: the trial's ``device`` attribute),
-    its compression applied in the last epoch; stopped when
+    its compression applied in the last epoch (at ``proxy.compressed_lr_factor`` times ``proxy.lr``) and
+    batch norm recalibrated after it (``proxy.recalibration_batches``); stopped when
     ``progress`` prunes it, failed when it diverges or runs over ``proxy.max_seconds``."""
 
     name = "train"
@@ -148,7 +181,8 @@ class TrainEvaluator(Evaluator):
             return bool(stop)
 
         epochs, result = resume_train(model, candidate, splits, config, restored.epoch, on_epoch, proxy.compressed,
-                                      proxy.importance_samples)
+                                      proxy.importance_samples, recalibration_batches=proxy.recalibration_batches,
+                                      compressed_lr_factor=proxy.compressed_lr_factor)
         trained: dict[str, Any] = {"trained": True, "epochs": epochs, "history": tuple(history),
                                    "seconds": time.perf_counter() - start, "attrs": {"device": result.device}}
         if result.failed or stop[:1] and stop[0].startswith("time"):
