@@ -11,10 +11,12 @@ codebooks with rank 0.5 at 75% sparsity) are then each
    initialisation;
 2. compressed with a recovery fine-tune after each stage (:func:`nas.compress.compress_with_recovery`), in
    the arms ``old`` (the recovery at the training lr, no recalibration: the pipeline before this change),
-   ``lr`` (a tenth of it, cosine), ``recal`` (the training lr, batch norm recalibrated after each stage and
-   recovery) and ``new`` (both, the default now); (b) runs ``old`` and ``new`` only.
+   ``tenth`` (a tenth of it), ``recal`` (the training lr, batch norm recalibrated after each stage and
+   recovery: the default now) and ``tenth_recal`` (both); every recovery has its own cosine schedule;
+   (b) runs ``old`` and ``tenth_recal`` only.
 
-Reported: test accuracy (first ``--eval`` test images) of each, and the ratios new/old and supernet/scratch.
+Reported: test accuracy (first ``--eval`` test images) of each, and the ratios recal/old and supernet/scratch
+(distilled).
 Writes ``results/bench/winners_recovery.json`` and its row in ``results/bench/README.md``.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/winners_recovery.py`` (about 15 CPU-minutes, one thread);
@@ -42,14 +44,15 @@ from nas.inherit import largest_child, start
 from nas.spec import Candidate, CompressionSpec
 from nas.supernet import SupernetTraining, train_supernet
 from nas.train import TrainConfig, calibration_images, evaluate
-from nas.winners import RECOVERY_LR_SHARE
 
 SEEDS = (264037915, 345444770, 1911139520)
 COMPRESSIONS = (CompressionSpec(sparsity_conv=0.5, sparsity_linear=0.5, quantization="binary"),
                 CompressionSpec(sparsity_conv=0.25, sparsity_linear=0.25, quantization="ternary"),
                 CompressionSpec(sparsity_conv=0.75, sparsity_linear=0.75, codebook_bits=4, lowrank_ratio=0.5))
-#: (training-lr share, recalibrate) of each compressed-phase arm.
-ARMS = {"old": (1.0, False), "lr": (RECOVERY_LR_SHARE, False), "recal": (1.0, True), "new": (RECOVERY_LR_SHARE, True)}
+#: (training-lr share, recalibrate) of each compressed-phase arm; ``recal`` is the default now
+#: (:data:`nas.winners.RECOVERY_LR_SHARE` 1, chosen from this measurement). From scratch: ``old`` and ``tenth_recal``.
+ARMS = {"old": (1.0, False), "tenth": (0.1, False), "recal": (1.0, True), "tenth_recal": (0.1, True)}
+SCRATCH_ARMS = ("old", "tenth_recal")
 
 
 def main() -> None:
@@ -92,7 +95,7 @@ def main() -> None:
             distill(student, teacher, splits, replace(base, seed=seed), DistillConfig())
             row[f"{init}_distilled_test"] = round(evaluate(student, splits.test), 4)
             for arm, (share, recal) in ARMS.items():
-                if init == "scratch" and arm in ("lr", "recal"):
+                if init == "scratch" and arm not in SCRATCH_ARMS:
                     continue
                 recovery = replace(base, max_samples=args.recovery, lr=share * base.lr, seed=seed)
                 compressed, steps = compress_with_recovery(student, spec, splits, recovery,
@@ -110,23 +113,25 @@ def main() -> None:
     data = {"space": space.config.model_dump(mode="json"), "dataset": "fashion-mnist", "seeds": list(SEEDS),
             "supernet": {**vars(sn), "cpu_seconds": round(supernet_cpu, 1), "history": state.history},
             "teacher_test": round(teacher_test, 4), "distill": {"images": args.train, "lr": base.lr, "batch_size": 64},
-            "recovery": {"images_per_stage": args.recovery, "lr_share_new": RECOVERY_LR_SHARE, "schedule": "cosine",
+            "recovery": {"images_per_stage": args.recovery, "schedule": "cosine",
                          "recalibration": "8 batches of 64 training images"},
             "arms": {k: {"lr_share": share, "recalibrate": recal} for k, (share, recal) in ARMS.items()},
             "eval": {"val": args.eval // 2, "test": args.eval}, "winners": rows, "means": means,
-            "ratio_new_over_old": round(means["supernet_new_test"] / max(means["supernet_old_test"], 1e-9), 2),
-            "ratio_supernet_over_scratch": round(means["supernet_new_test"] / max(means["scratch_new_test"], 1e-9), 2),
+            "ratio_recal_over_old": round(means["supernet_recal_test"] / max(means["supernet_old_test"], 1e-9), 2),
+            "ratio_distilled_supernet_over_scratch": round(means["supernet_distilled_test"]
+                                                           / max(means["scratch_distilled_test"], 1e-9), 2),
             "cpu_seconds": round(cpu, 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
             "note": "one thread, nice -n 10, on a 2-core machine shared with other jobs; test accuracy on the first "
                     "eval test images"}
     summary = (f"Fashion-MNIST, 3 winners (seeds {', '.join(map(str, SEEDS))}; binary, ternary, 4-bit+rank 0.5), "
-               f"compressed test accuracy, mean: from supernet weights old recovery {means['supernet_old_test']:.1%}"
-               f", own lr {means['supernet_lr_test']:.1%}, BN recal {means['supernet_recal_test']:.1%}, both "
-               f"{means['supernet_new_test']:.1%} (**{data['ratio_new_over_old']}x** old); from scratch old "
-               f"{means['scratch_old_test']:.1%}, both {means['scratch_new_test']:.1%}; distilled (same "
-               f"{args.train} images) supernet {means['supernet_distilled_test']:.1%} vs scratch "
-               f"{means['scratch_distilled_test']:.1%}; teacher (largest child, untrained) {teacher_test:.1%}; "
-               f"{cpu / 60:.1f} CPU-min")
+               f"compressed test accuracy, mean, from supernet weights: old recovery (training lr, no BN recal) "
+               f"{means['supernet_old_test']:.1%}, lr/10 {means['supernet_tenth_test']:.1%}, BN recal (the default "
+               f"now) {means['supernet_recal_test']:.1%} (**{data['ratio_recal_over_old']}x** old), lr/10 + recal "
+               f"{means['supernet_tenth_recal_test']:.1%}; from scratch old {means['scratch_old_test']:.1%}, lr/10 + "
+               f"recal {means['scratch_tenth_recal_test']:.1%}; distilled on the same {args.train} images from "
+               f"supernet weights {means['supernet_distilled_test']:.1%} vs scratch "
+               f"{means['scratch_distilled_test']:.1%} (**{data['ratio_distilled_supernet_over_scratch']}x**); "
+               f"teacher (largest child, untrained) {teacher_test:.1%}; {cpu / 60:.1f} CPU-min")
     print(summary)
     if not args.quick:
         write_result("winners_recovery", data, summary)

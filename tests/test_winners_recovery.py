@@ -53,7 +53,7 @@ def test_supernet_winners_start_from_its_weights_with_the_largest_child_as_teach
     assert "start from the supernet's weights" in done.stdout
     summary = pd.read_csv(run / "winners" / "summary.csv")
     assert summary["init"].tolist() == ["supernet"] and summary["teacher_init"].tolist() == ["supernet"]
-    assert summary["recovery_lr"].tolist() == [pytest.approx(0.005)]  # a tenth of the proxy's 0.05
+    assert summary["recovery_lr"].tolist() == [pytest.approx(0.05)]  # the proxy's lr (RECOVERY_LR_SHARE 1)
     teacher, t_cand, meta = load_checkpoint(run / "winners" / "teacher.safetensors")
     space = nas.load_space(tmp_path / "mini.yaml")
     net, _ = load_supernet(tmp_path / "sn.supernet.safetensors", space)
@@ -63,7 +63,7 @@ def test_supernet_winners_start_from_its_weights_with_the_largest_child_as_teach
         if not name.endswith(BN_STATS + ("num_batches_tracked",)):
             torch.testing.assert_close(value, largest[name], msg=name)
     first = _steps(run)
-    assert first and any(s["val_after"] != s["val_before"] for s in first)  # recovery at 0.005 trains
+    assert first and any(s["val_after"] != s["val_before"] for s in first)  # recovery at 0.05 trains
 
     # the recovery's own lr is read: at 1e-12 it changes no weight, so recalibrated accuracies stay put
     _run(("finetune", str(run), "--recovery-lr", "1e-12", "--no-progress"), tmp_path)

@@ -109,8 +109,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="fine-tuning epochs after each compression stage, 0 for none (default: 1; a run's "
                         "winners.recovery_epochs)")
     p.add_argument("--recovery-lr", type=float, default=None, metavar="LR",
-                   help="peak learning rate of the recovery fine-tunes, annealed by a cosine over each (default: a "
-                        "tenth of the training lr; a run's winners.recovery_lr)")
+                   help="peak learning rate of the recovery fine-tunes, annealed by a cosine over each (default: "
+                        "a run's winners.recovery_lr, else its training lr; one model's: a tenth of --lr)")
     p.add_argument("--compressed-out", type=Path, default=None,
                    help="compressed container to write (default: --out with suffix .nasz)")
     add_stage_arguments(p)
