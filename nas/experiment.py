@@ -194,6 +194,12 @@ class WinnersConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     teacher_epochs: int = Field(default=15, ge=1)
     recovery_epochs: int = Field(default=1, ge=0)
+    #: The recovery fine-tune's peak learning rate after each compression stage, annealed to 0 (cosine) over
+    #: that recovery's own steps; None: the training lr (``nas.winners.RECOVERY_LR_SHARE`` of it).
+    recovery_lr: float | None = Field(default=None, gt=0)
+    #: Training batches (of the winners' batch size) batch norm is recalibrated on after each compression
+    #: stage and recovery (:func:`nas.train.recalibrate`); 0: off (the running averages as trained).
+    recalibration_batches: int = Field(default=8, ge=0)
     at_end: bool = False
     #: Liu et al.'s Rethinking baseline for winners with structured pruning: the pruned architecture also
     #: trained from scratch, on the same epochs (``epochs``: Scratch-E) or the same MAdds (``madds``: Scratch-B,

@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from nas.channels import pruned_arch
-from nas.compress import apply_compression, compress_with_recovery
-from nas.compress.recovery import importance_data
+from nas.compress import compress_with_recovery
 from nas.cost import count
 from nas.data import Splits
 from nas.distill import DistillConfig, distill
@@ -71,12 +70,14 @@ class Scratch:
 
 def train_from_scratch(candidate: Candidate, teacher: nn.Module | None, splits: Splits, config: TrainConfig,
                        recovery: TrainConfig | None, budget: Budget, distill_config: DistillConfig | None = None,
-                       log: Callable[[TrainConfig], EpochCallback | None] | None = None) -> Scratch | None:
+                       log: Callable[[TrainConfig], EpochCallback | None] | None = None,
+                       calibration: torch.Tensor | None = None) -> Scratch | None:
     """The baseline for ``candidate`` (None when ``budget`` is off or it has no structured pruning).
 
     ``config`` is the winner's distillation (its ``epochs`` is ``E``), ``recovery`` the recovery fine-tune
     after each stage (None: no recovery, ``R = 0``); the network is seeded with ``config.seed``. Without a
-    ``teacher`` it trains on the labels alone (as Liu et al.). ``log(config)``: an ``on_epoch`` for the run."""
+    ``teacher`` it trains on the labels alone (as Liu et al.). ``log(config)``: an ``on_epoch`` for the run;
+    ``calibration``: images batch norm is recalibrated on after each compression stage, as the winner's."""
     spec = candidate.compression
     if budget == "off" or spec.channel_ratio <= 0:
         return None
@@ -90,11 +91,7 @@ def train_from_scratch(candidate: Candidate, teacher: nn.Module | None, splits: 
         run = train(model, splits, config, on_epoch=on_epoch)
     else:
         run = distill(model, teacher, splits, config, distill_config or DistillConfig(), on_epoch=on_epoch).run
-    steps: list[dict[str, Any]] = []
-    if recovery is not None:
-        compressed, steps = compress_with_recovery(model, small.compression, splits, recovery)
-    else:
-        compressed = apply_compression(model, small.compression, data=importance_data(splits))
+    compressed, steps = compress_with_recovery(model, small.compression, splits, recovery, calibration=calibration)
     failed = run.failed or next((s["failed"] for s in steps if s["failed"]), None)
     return Scratch(small, model, compressed, epochs, evaluate(compressed, splits.val),
                    evaluate(compressed, splits.test), steps, failed)

@@ -222,6 +222,42 @@ def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch
 
 
 @torch.no_grad()
+@torch.no_grad()
+def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_size: int = 64) -> nn.Module:
+    """Reset every batch norm's running statistics and re-estimate them (a plain average, not a moving one)
+    from ``batches`` batches of ``images``, on the model's device; returns ``model`` in eval mode.
+
+    Only the batch norms run in training mode: the rest of the network runs as it will be scored (dropout
+    off, BinaryConnect's stochastic binary weights at their sign, :mod:`nas.compress.binary`), so the
+    statistics are those of the network that is evaluated and shipped."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    device = model_device(model)
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        for b in range(batches):
+            x = images[b * batch_size:(b + 1) * batch_size]
+            if len(x) < 2:
+                break
+            forward(model, x.to(device, non_blocking=True))
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+    return model.eval()
+
+
+def calibration_images(splits: Splits, batches: int, batch_size: int, seed: int = 0) -> torch.Tensor:
+    """The training images batch-norm recalibration uses: a fixed, seeded draw of ``batches * batch_size``."""
+    x = as_tensors(splits.train)[0]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[order[:batches * batch_size]]
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on every row of ``x`` in eval mode (used to cache a teacher's outputs), computed where
     the model is and returned on ``x``'s device."""

@@ -1,11 +1,15 @@
 """From a run's Pareto front to real, small files: ``nas finetune RUN --top K``.
 
 1. Pick K candidates spread along the front (evenly along its first cost).
-2. Train a teacher: the most accurate trained architecture of the run, uncompressed,
-   for ``winners.teacher_epochs``.
-3. For each winner: train it from scratch while distilling from the teacher
-   (Hinton loss, ``winners.epochs``), then apply its own compression settings stage
-   by stage with a recovery fine-tune after each (:func:`nas.compress.compress_with_recovery`).
+2. The teacher: for a run searched with ``evaluator: supernet``, the supernet's largest child
+   (:mod:`nas.inherit`); otherwise the most accurate trained architecture of the run, uncompressed,
+   trained for ``winners.teacher_epochs``.
+3. For each winner: train it while distilling from the teacher (Hinton loss, ``winners.epochs``),
+   starting from its supernet weights when the run has a supernet, else from scratch (``init`` in the
+   summary), then apply its own compression settings stage by stage with a recovery fine-tune after
+   each (:func:`nas.compress.compress_with_recovery`) at its own learning rate
+   (``winners.recovery_lr``, cosine: :func:`recovery_config`), batch norm recalibrated after each
+   stage and recovery (``winners.recalibration_batches``).
    A winner with structured pruning is also trained from scratch at its pruned width on the same
    budget (:mod:`nas.rethinking`, ``winners.scratch``); the better on validation is kept.
 4. Measure test accuracy after distillation and after compression, write the
@@ -97,7 +101,8 @@ class WinnerOptions:
     checkpoint to distil from instead of training a teacher; ``distill`` the distillation
     objective (Hinton's defaults when None); ``device`` and ``amp`` replace the experiment's
     ``device:`` and ``amp:`` (:mod:`nas.device`); ``scratch`` the Rethinking baseline's budget
-    (:mod:`nas.rethinking`); ``lowrank_penalty`` low-rank regularization's weight."""
+    (:mod:`nas.rethinking`); ``lowrank_penalty`` low-rank regularization's weight; ``recovery_lr`` and
+    ``recalibration_batches`` the compressed phase's (:func:`recovery_config`)."""
 
     top: int | None = None
     epochs: int | None = None
@@ -117,6 +122,8 @@ class WinnerOptions:
     amp: bool | None = None
     scratch: str | None = None
     lowrank_penalty: float | None = None
+    recovery_lr: float | None = None
+    recalibration_batches: int | None = None
 
 
 class NothingToFinetune(NasError):
@@ -145,19 +152,18 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     import torch
     from tqdm.auto import tqdm
 
-    from nas.checkpoint import load_checkpoint, save_checkpoint
+    from nas.checkpoint import save_checkpoint
     from nas.compress.int8 import export_onnx
-    from nas.compress import apply_compression
     from nas.compress import save as save_container
-    from nas.data import check_fits, load_configured
+    from nas.data import load_configured
     from nas.distill import DistillConfig, distill
     from nas.compress import compress_with_recovery
-    from nas.compress.recovery import at_chance, first_failure, importance_data
+    from nas.compress.recovery import at_chance, first_failure
     from nas.factoring import lowrank_settings
     from nas.rethinking import keep_better, train_from_scratch
     from nas.hardware import get_profile
-    from nas.models import build_model
-    from nas.train import TrainConfig, epoch_lines, evaluate
+    from nas.inherit import run_supernet, start
+    from nas.train import TrainConfig, calibration_images, epoch_lines, evaluate
 
     opt = replace(options or WinnerOptions(), **overrides)
     say = say or (lambda line: None)
@@ -191,13 +197,21 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                        device=str(device), amp=amp)
     teacher_config = replace(base, epochs=_pick(opt.teacher_epochs, cfg.teacher_epochs))
     recovery_epochs = _pick(opt.recovery_epochs, cfg.recovery_epochs)
-    recovery = replace(base, epochs=recovery_epochs) if recovery_epochs > 0 else None  # the proxy's lr: binary needs it
+    recovery = recovery_config(base, opt, cfg)
+    batches = _pick(opt.recalibration_batches, cfg.recalibration_batches)
+    calibration = calibration_images(splits, batches, base.batch_size, seed) if batches > 0 else None
+    net = run_supernet(experiment, splits)
     scratch_budget, penalty = _pick(opt.scratch, cfg.scratch), _pick(opt.lowrank_penalty, cfg.lowrank_penalty)
     say(f"winners: {len(winners)} of the front's {len(front)} trials"
         + (f" (--top {top} asks for more; the front has only {len(front)})" if len(front) < top else "")
         + f"; training with {threads} thread{'s' if threads != 1 else ''}"
         + (" (--threads)" if opt.threads is not None else " (the experiment's proxy.threads; --threads N to change)")
         + f" on {describe(device)}" + (" with mixed precision" if amp and device.type == "cuda" else ""))
+
+    say(f"winners start from the supernet's weights ({experiment.supernet_checkpoint}); the teacher is its largest "
+        f"child" if net is not None else "winners start from scratch")
+    say(f"compressed phase: {_recovery_line(recovery)}; batch norm "
+        + (f"recalibrated on {batches} training batches after each stage" if batches else "not recalibrated"))
 
     def log(desc: str, config: TrainConfig) -> Any:
         return epoch_lines(replace(config, progress=None), len(splits.train), desc) if lines else None
@@ -207,19 +221,9 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     rows: list[dict[str, Any]] = []
     teacher_file, teacher_saved = out_dir / "teacher.safetensors", False
     try:
-        if opt.teacher is not None:  # the user's teacher: no teacher training
-            teacher, t_cand, _ = load_checkpoint(opt.teacher)
-            check_fits(splits, t_cand.arch.input_shape, t_cand.arch.num_classes)
-            teacher_file = Path(opt.teacher)
-        else:
-            teacher, t_cand, t_number = _train_teacher(run, winners, splits, teacher_config, bar, log)
-        teacher_test = evaluate(teacher, splits.test)
-        if opt.teacher is None:
-            save_checkpoint(teacher_file, teacher, t_cand,
-                            {"role": "teacher", "trial": t_number, "val_accuracy": evaluate(teacher, splits.val),
-                             "test_accuracy": teacher_test, "dataset": splits.name,
-                             "normalization": splits.normalization, "training": _settings(teacher_config)})
-            teacher_saved = True
+        teacher, teacher_test, teacher_from = _teacher(run, winners, splits, opt, teacher_config, net, calibration,
+                                                       bar, log)
+        teacher_file, teacher_saved = Path(opt.teacher) if opt.teacher else teacher_file, opt.teacher is None
         bar.update()
 
         for rank, (_, w) in enumerate(winners.iterrows(), start=1):
@@ -229,28 +233,26 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
             d = out_dir / f"{rank}-trial{number}"
             d.mkdir(exist_ok=True)
             write_atomic(d / "candidate.json", cand.to_json() + "\n")
-            torch.manual_seed(seed + number)
-            student = build_model(cand.arch)
+            student, init = start(net, cand.arch, seed + number, calibration, base.batch_size)
             config = replace(base, seed=seed + number, **lowrank_settings(cand.compression.lowrank_ratio, penalty))
             result = distill(student, teacher, splits, config, opt.distill or DistillConfig(),
                              on_epoch=log(f"winner #{rank} (trial {number}) distil", config))
             distilled_test = evaluate(student, splits.test)
-            steps: list[dict[str, Any]] = []
-            if recovery is not None:
-                compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery)
-            else:
-                compressed = apply_compression(student, cand.compression, data=importance_data(splits))
+            compressed, steps = compress_with_recovery(student, cand.compression, splits, recovery,
+                                                       calibration=calibration)
             failed = first_failure([{"step": "distil", "failed": result.run.failed
                                      or at_chance(result.student_val_after, splits)}, *steps])
             compressed_test = evaluate(compressed, splits.test)
             scratch = train_from_scratch(cand, teacher, splits, config, recovery, scratch_budget, opt.distill,
-                                         log=lambda c: log(f"winner #{rank} (trial {number}) from scratch", c))
+                                         log=lambda c: log(f"winner #{rank} (trial {number}) from scratch", c),
+                                         calibration=calibration)
             rethinking = _rethinking(compressed_test, scratch, keep_better(evaluate(compressed, splits.val), scratch))
             kept_cand, kept_test = cand, distilled_test
             if rethinking["kept"] == "scratch":  # the pruned architecture trained from scratch did better
                 student, kept_cand, compressed = scratch.dense, scratch.candidate, scratch.compressed
                 steps = scratch.steps
                 compressed_test, failed, kept_test = scratch.test_accuracy, None, evaluate(scratch.dense, splits.test)
+                init = "scratch"
             report = save_container(compressed, d / "model.nasz")
             save_checkpoint(d / "model.safetensors", student, kept_cand,  # dense, distilled: loadable, re-compressible
                             {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
@@ -258,7 +260,10 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                              "dataset": splits.name, "normalization": splits.normalization,
                              "test_accuracy": kept_test,
                              "compressed_test_accuracy": compressed_test, "steps": steps, "failed": failed,
-                             "training": _settings(config), "recovery_epochs": recovery_epochs, **rethinking})
+                             "training": _settings(config), "recovery_epochs": recovery_epochs,
+                             "recovery": _settings(recovery) if recovery else None,
+                             "recalibration_batches": batches, "init": init, "teacher_init": teacher_from,
+                             **rethinking})
             onnx_error = export_onnx(compressed, d / "model.onnx", cand.arch.input_shape,
                                      {"dataset": splits.name, **splits.normalization, "classes": list(splits.classes)})
             row: dict[str, Any] = {
@@ -270,7 +275,8 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                 "rate": round(report.dense_bits / 8 / report.file_bytes, 2),
                 "size_kb_estimate": w.get("size_kb", float("nan")), "params": int(w["params"]),
                 "madds": int(w["madds"]), "onnx_max_abs_error": onnx_error, "folder": str(d.relative_to(folder)),
-                "failed": failed or "", "device": str(device),
+                "failed": failed or "", "device": str(device), "init": init, "teacher_init": teacher_from,
+                "recovery_lr": recovery.lr if recovery else float("nan"), "recalibration_batches": batches,
             }
             if opt.int8 or cand.compression.quantization == "int8":
                 row.update(int8_onnx(d, rank, cand.arch, splits))
@@ -324,6 +330,64 @@ def winners_device(options: WinnerOptions, experiment: Any) -> tuple[Any, bool]:
     if options.device is not None:
         return resolve_device(options.device, "--device"), amp
     return resolve_device(experiment.config.device, f"{experiment.source}: device"), amp
+
+
+#: The compressed phase's peak learning rate as a share of the training lr when ``winners.recovery_lr`` is
+#: not set. results/bench/winners_recovery.json (Fashion-MNIST; binary, ternary, 4-bit + rank 0.5 winners,
+#: 1000 recovery images per stage): with batch norm recalibrated, the training lr recovered 47.1% mean test
+#: accuracy and a tenth of it 34.0% (without recalibration 16.6% and 13.9%): binary and ternary weights need
+#: large steps to move the latent weights across a threshold in a short recovery.
+RECOVERY_LR_SHARE = 1.0
+
+
+def recovery_config(base: Any, options: WinnerOptions, cfg: Any) -> Any:
+    """The recovery fine-tune after each compression stage (None when ``recovery_epochs`` is 0): its own peak
+    learning rate (``recovery_lr``, else :data:`RECOVERY_LR_SHARE` of ``base.lr``) annealed to 0 by a
+    cosine over each recovery's own steps, whatever the training's schedule; the rest as ``base``."""
+    epochs = _pick(options.recovery_epochs, cfg.recovery_epochs)
+    if epochs == 0:
+        return None
+    lr = _pick(options.recovery_lr, cfg.recovery_lr) or RECOVERY_LR_SHARE * base.lr
+    return replace(base, epochs=epochs, lr=lr, schedule="cosine")
+
+
+def _recovery_line(recovery: Any) -> str:
+    if recovery is None:
+        return "no recovery fine-tune (recovery_epochs 0)"
+    return (f"{recovery.epochs} recovery epoch{'s' if recovery.epochs != 1 else ''} per stage at lr {recovery.lr:g} "
+            f"(cosine)")
+
+
+def _teacher(run: Any, winners: Any, splits: Any, opt: WinnerOptions, config: Any, net: Any, calibration: Any,
+             bar: Any, log: Callable[[str, Any], Any]) -> tuple[Any, float, str]:
+    """The teacher, its test accuracy and where it came from (``supernet``, ``scratch`` or ``file``): the
+    user's checkpoint (``--teacher``), else the supernet's largest child (:mod:`nas.inherit`; trained only with
+    ``--teacher-epochs``), else :func:`_train_teacher`'s; the last two are saved as ``winners/teacher.safetensors``."""
+    from nas.checkpoint import load_checkpoint, save_checkpoint
+    from nas.data import check_fits
+    from nas.inherit import largest_child
+    from nas.train import evaluate, train
+
+    if opt.teacher is not None:  # the user's teacher: no teacher training
+        teacher, cand, _ = load_checkpoint(opt.teacher)
+        check_fits(splits, cand.arch.input_shape, cand.arch.num_classes)
+        return teacher, evaluate(teacher, splits.test), "file"
+    if net is not None:
+        teacher, cand = largest_child(net, calibration, config.batch_size)
+        number, source, trained = None, "supernet", opt.teacher_epochs is not None
+        if trained:
+            bar.set_postfix_str("teacher (the supernet's largest child)")
+            train(teacher, splits, config, on_epoch=log("teacher (the supernet's largest child)", config))
+    else:
+        teacher, cand, number = _train_teacher(run, winners, splits, config, bar, log)
+        source, trained = "scratch", True
+    test = evaluate(teacher, splits.test)
+    save_checkpoint(run.winners_dir / "teacher.safetensors", teacher, cand,
+                    {"role": "teacher" + (" (the supernet's largest child)" if net is not None else ""),
+                     "trial": number, "init": source, "val_accuracy": evaluate(teacher, splits.val),
+                     "test_accuracy": test, "dataset": splits.name, "normalization": splits.normalization,
+                     "training": _settings(config) if trained else None})
+    return teacher, test, source
 
 
 def _train_teacher(run: Any, winners: Any, splits: Any, config: Any, bar: Any,

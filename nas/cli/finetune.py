@@ -108,6 +108,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--recovery-epochs", type=int, default=None,
                    help="fine-tuning epochs after each compression stage, 0 for none (default: 1; a run's "
                         "winners.recovery_epochs)")
+    p.add_argument("--recovery-lr", type=float, default=None, metavar="LR",
+                   help="peak learning rate of the recovery fine-tunes, annealed by a cosine over each (default: "
+                        "a run's winners.recovery_lr, else its training lr; one model's: a tenth of --lr)")
     p.add_argument("--compressed-out", type=Path, default=None,
                    help="compressed container to write (default: --out with suffix .nasz)")
     add_stage_arguments(p)
@@ -120,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     for name, low in (("top", 1), ("teacher_epochs", 1), ("recovery_epochs", 0)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise NasError(f"--{name.replace('_', '-')} must be >= {low}, but got {getattr(args, name)}.")
+    if args.recovery_lr is not None and not args.recovery_lr > 0:
+        raise NasError(f"--recovery-lr must be > 0, but got {args.recovery_lr}.")
     if args.run_folder is not None:
         return _run_winners(args)
     if args.scratch is not None:
@@ -283,7 +288,7 @@ def _run_winners(args: argparse.Namespace) -> int:
                             teacher=args.teacher[0] if args.teacher else None,
                             distill=_distill_config(args), int8=args.int8, device=args.device,
                             amp=False if args.no_amp else None, scratch=args.scratch,
-                            lowrank_penalty=args.lowrank_penalty)
+                            lowrank_penalty=args.lowrank_penalty, recovery_lr=args.recovery_lr)
     return finetune_winners(args.run_folder, options, progress=False if args.no_progress else None)
 
 
@@ -338,12 +343,14 @@ def _compress(args: argparse.Namespace, model: nn.Module, spec: CompressionSpec,
     steps: list[dict[str, Any]] = []
     options = stage_options(args)
     if args.prune_steps > 1 or args.rewind:
-        recovery = replace(config, epochs=max(args.recovery_epochs, 1), max_samples=None, lr=config.lr / 10)
+        recovery = replace(config, epochs=max(args.recovery_epochs, 1), max_samples=None,
+                           lr=args.recovery_lr or config.lr / 10)
         # masks from the fine-tuned weights; with --rewind the kept ones go back to where the fine-tune started
         compressed, steps = compress_with_recovery(model, spec, splits, recovery, options, prune_steps=args.prune_steps,
                                                    rewind_to=early)
     elif args.recovery_epochs > 0:
-        recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=config.lr / 10)
+        recovery = replace(config, epochs=args.recovery_epochs, max_samples=None,
+                           lr=args.recovery_lr or config.lr / 10)
         compressed, steps = compress_with_recovery(model, spec, splits, recovery, options)
     else:
         compressed = apply_compression(model, spec, options=options, data=importance_data(splits))

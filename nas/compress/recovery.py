@@ -19,32 +19,49 @@ from nas.compress.pruning import PruneSchedule, iterative_prune, weight_layers
 from nas.data import Splits, first_inputs
 from nas.errors import CompressError
 from nas.spec import CompressionSpec, layer_index
-from nas.train import TrainConfig, as_tensors, evaluate, train
+from nas.train import TrainConfig, as_tensors, evaluate, recalibrate, train
 
 
-def compress_with_recovery(model: nn.Module, compression: CompressionSpec, splits: Splits, config: TrainConfig,
+def compress_with_recovery(model: nn.Module, compression: CompressionSpec, splits: Splits, config: TrainConfig | None,
                            options: StageOptions | None = None, *, prune_steps: int = 1,
-                           rewind_to: dict[str, torch.Tensor] | None = None
-                           ) -> tuple[nn.Module, list[dict[str, Any]]]:
+                           rewind_to: dict[str, torch.Tensor] | None = None,
+                           calibration: torch.Tensor | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Apply ``compression`` to a copy of ``model``, fine-tuning with ``config`` after each stage.
 
-    ``options`` choose how the stages work (scope, centroid init, factorization). With
+    ``config`` None applies the stages without fine-tuning. ``options`` choose how the stages work
+    (scope, centroid init, factorization). With
     ``prune_steps > 1`` the pruning stage is an iterative schedule (:class:`PruneSchedule`) with a
     recovery after each round; ``rewind_to`` (a ``state_dict`` of ``model`` from early in its training)
     resets the kept weights to it after each round, before recovering: lottery-ticket rewinding
     (the masks come from ``model``'s trained weights).
+
+    ``calibration``: training images batch norm is recalibrated on (:func:`nas.train.recalibrate`, in
+    batches of ``config.batch_size``) after each stage, before its recovery is scored and trained, and
+    after each recovery: a stage changes every layer's output statistics (binary weights most), and
+    running averages carried over from the dense network, or lagging the recovery's last steps, would
+    score and ship the compressed network with the wrong ones.
 
     Returns the compressed model and one record per stage: its name, validation
     accuracy right after compressing and after recovery, and any failure reason
     (a NaN or diverging loss, or a model left at chance: :func:`at_chance`).
     """
     steps: list[dict[str, Any]] = []
+    batch = config.batch_size if config is not None else 64
+
+    def settle(m: nn.Module) -> None:
+        if calibration is not None:
+            recalibrate(m, calibration, math.ceil(len(calibration) / batch), batch)
 
     def recover(m: nn.Module, stage: str) -> None:
+        settle(m)
+        if config is None:
+            return
         before = evaluate(m, splits.val)
         run = train(m, splits, config)
-        steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": run.val_accuracy,
-                      "failed": run.failed or at_chance(run.val_accuracy, splits)})
+        settle(m)
+        after = run.val_accuracy if calibration is None else evaluate(m, splits.val)
+        steps.append({"step": f"compress:{stage}", "val_before": before, "val_after": after,
+                      "failed": run.failed or at_chance(after, splits)})
 
     options = options or StageOptions()
     if prune_steps > 1 or rewind_to is not None:

@@ -1,5 +1,6 @@
 """Training a supernet (sandwich rule, in-place distillation, compression-aware steps), its checkpoint, and
-batch-norm recalibration of an extracted child.
+an extracted child's accuracy after batch-norm recalibration (:func:`nas.train.recalibrate`, which the winners'
+compression also uses, lives a floor down).
 
 One step (BigNAS's sandwich rule): the largest child learns from the labels; the smallest and
 ``random_children`` random children learn from the labels and the largest child's logits
@@ -36,7 +37,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from nas.data import Splits
-from nas.device import DEFAULT_DEVICE, Precision, model_device, resolve_device, stage
+from nas.device import DEFAULT_DEVICE, Precision, resolve_device, stage
 from nas.distill import hinton_loss
 from nas.experiment import Experiment
 from nas.files import write_atomic
@@ -45,7 +46,7 @@ from nas.spec import ArchSpec, CompressionSpec
 from nas.supernet._children import compressed_tensors, extreme
 from nas.supernet._layout import SupernetError
 from nas.supernet._net import Supernet
-from nas.train import as_tensors, evaluate, forward
+from nas.train import as_tensors, calibration_images, evaluate, recalibrate
 
 FORMAT = "nas-supernet/1"
 #: The gradients' total norm is clipped to this before each step, and a step whose gradients are not finite
@@ -92,37 +93,6 @@ class TrainState:
 
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-@torch.no_grad()
-def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_size: int = 64) -> nn.Module:
-    """Reset every batch norm's running statistics and re-estimate them (a plain average, not a moving one)
-    from ``batches`` batches of ``images`` in training mode, on the model's device; returns ``model`` in eval
-    mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    device = model_device(model)
-    model.train()
-    try:
-        for b in range(batches):
-            x = images[b * batch_size:(b + 1) * batch_size]
-            if len(x) < 2:
-                break
-            forward(model, x.to(device, non_blocking=True))
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-    return model.eval()
-
-
-def calibration_images(splits: Splits, batches: int, batch_size: int, seed: int = 0) -> torch.Tensor:
-    """The training images batch-norm recalibration uses: a fixed, seeded draw of ``batches * batch_size``."""
-    x = as_tensors(splits.train)[0]
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    return x[order[:batches * batch_size]]
 
 
 def child_accuracy(net: Supernet, arch: ArchSpec, splits: Splits, calibration: torch.Tensor,
