@@ -149,7 +149,6 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     in ``winners/summary.csv`` at once; Ctrl+C raises :class:`Interrupted`, which says so.
     ``progress`` None: a bar on a terminal, else a line per epoch on stderr."""
     import pandas as pd
-    import torch
     from tqdm.auto import tqdm
 
     from nas.checkpoint import save_checkpoint

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from torch import nn
 
 from nas.data import Splits
 from nas.device import DEFAULT_DEVICE, Precision, resolve_device, stage
