@@ -227,3 +227,20 @@ def test_a_search_without_a_population_breeds_after_a_tenth_of_its_budget(tmp_pa
     search(write(tmp_path, {**CHEAP, "budget": {"trials": 30}, "population": None}), folder=out, progress=False)
     generations = [t.system_attrs["NSGAIISampler:generation"] for t in study_of(out, "cheap").trials]
     assert generations[:8] == [0] * 8 and generations[8:16] == [1] * 8  # Optuna's default (50): all random
+
+
+def test_the_default_sampler_is_tpe_for_the_supernet_and_nsga2_otherwise() -> None:
+    import optuna.samplers
+
+    from nas.search.study import session_sampler
+
+    base = {k: v for k, v in CHEAP.items() if k != "sampler"}
+    train = parse_experiment(yaml.safe_dump(base))
+    assert train.config.sampler == "nsga2"
+    assert isinstance(session_sampler(train.config, 0), optuna.samplers.NSGAIISampler)
+    assert train.digest == parse_experiment(yaml.safe_dump(base | {"sampler": "nsga2"})).digest  # old runs resume
+    supernet = parse_experiment(yaml.safe_dump(base | {"evaluator": "supernet", "dataset": "digits"}))
+    assert supernet.config.sampler == "tpe"
+    assert isinstance(session_sampler(supernet.config, 0), optuna.samplers.TPESampler)
+    chosen = parse_experiment(yaml.safe_dump(base | {"evaluator": "supernet", "dataset": "digits", "sampler": "random"}))
+    assert chosen.config.sampler == "random"
