@@ -11,6 +11,7 @@ cannot disagree about what the network is.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
 from nas.errors import SpecError
@@ -231,6 +232,20 @@ def _inverted_residual_ops(block: InvertedResidual, prefix: str, c: int, h: int,
     if block.has_residual(c):
         out.append(Op("add", f"{prefix}.add", block.out, block.out, oh, ow))
     return out, (block.out, oh, ow)
+
+
+@lru_cache(maxsize=1 << 16)
+def layer_op_lists(layer: Layer, shape: tuple[int, ...], lowrank: float | None
+                   ) -> tuple[tuple[Op, ...], tuple[Op, ...], tuple[int, ...]]:
+    """(dense ops, ops as it runs, output shape) of one layer at input ``shape``, named as ``layers.0`` of a
+    network, the running ops factorized at ``lowrank`` (:func:`factorize_ops`; the same tuple when None).
+
+    Memoized, and shared by every per-layer cost model (counts and storage rows, each table's latency):
+    candidates of one space share most of their layers, and a fresh layer's ops are built once.
+    """
+    ops_, out_shape = layer_ops(layer, "layers.0", shape)
+    dense = tuple(ops_)
+    return dense, dense if lowrank is None else tuple(factorize_ops(ops_, lowrank)), out_shape
 
 
 def detector_ops(detector: Detector, backbone: list[Op]) -> list[Op]:
