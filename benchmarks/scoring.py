@@ -7,7 +7,9 @@ each a new random draw, in a fresh process, through the search's own path
 of the network as it runs after its compression). Each measurement is one new process
 (``--worker``) that prepares the experiment, scores ``--cold`` candidates (reported apart as the cold start:
 imports done, every memo empty) and then ``--n`` more, timed in CPU time (``time.process_time``: the
-machine is shared, and CPU time is what other work inflates least).
+machine is shared, and CPU time is what other work inflates least). The candidates are drawn before
+the clock starts, then collected (``gc.collect()``) so that the cyclic collections scoring pays for
+are those its own objects cause; their share of the time is reported (``gc_share``).
 
 The baseline is the same measurement on the code of ``--baseline-ref`` (exported with ``git archive``, put
 first on ``PYTHONPATH``), interleaved with the current code round by round on the same seeds; the

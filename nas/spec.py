@@ -50,30 +50,6 @@ def _activation(owner: str, act: str) -> None:
     _check(act in ACTIVATIONS, f"{owner}.act must be one of {list(ACTIVATIONS)}, but got {act!r}.")
 
 
-def _hash_once(cls: Any) -> Any:
-    """Keep a frozen spec's hash after its first use (under its dataclass decorator).
-
-    Specs are the memo keys of every cost (:func:`nas.compressed`, :func:`nas.count`, each profile's
-    per-layer latency, the size estimate), and the dataclass hash rebuilds the tuple of every field on
-    each call (an :class:`ArchSpec`'s walks all its layers): a fresh candidate is hashed a few dozen times
-    while it is scored. The value is left out of pickles, since ``str`` hashes differ between processes.
-    """
-    field_hash = cls.__hash__
-
-    def __hash__(self: Any) -> int:
-        found = self.__dict__.get("_hash")
-        if found is None:
-            found = self.__dict__["_hash"] = field_hash(self)  # frozen: written past __setattr__
-        return found  # type: ignore[no-any-return]
-
-    def __getstate__(self: Any) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
-    cls.__hash__, cls.__getstate__ = __hash__, __getstate__
-    return cls
-
-
-@_hash_once
 @dataclass(frozen=True)
 class Conv:
     """A 2-d convolution (``same`` padding) with optional batch norm and activation.
@@ -102,7 +78,6 @@ class Conv:
         return self.kernel // 2 if self.padding is None else self.padding
 
 
-@_hash_once
 @dataclass(frozen=True)
 class InvertedResidual:
     """A MobileNetV2 block: 1x1 expansion, k x k spatial conv, 1x1 linear projection.
@@ -145,7 +120,6 @@ class InvertedResidual:
         return self.residual and self.stride == 1 and cin == self.out
 
 
-@_hash_once
 @dataclass(frozen=True)
 class MaxPool:
     type: ClassVar[str] = "maxpool"
@@ -160,7 +134,6 @@ class MaxPool:
         return self.kernel if self.stride is None else self.stride
 
 
-@_hash_once
 @dataclass(frozen=True)
 class GlobalAvgPool:
     """Global average pooling to 1x1 followed by flattening."""
@@ -168,13 +141,11 @@ class GlobalAvgPool:
     type: ClassVar[str] = "global_avg_pool"
 
 
-@_hash_once
 @dataclass(frozen=True)
 class Flatten:
     type: ClassVar[str] = "flatten"
 
 
-@_hash_once
 @dataclass(frozen=True)
 class Linear:
     type: ClassVar[str] = "linear"
@@ -260,7 +231,6 @@ class Detector:
                f"{len(self.extras)} extras = {maps}), but got {len(self.anchors)}.")
 
 
-@_hash_once
 @dataclass(frozen=True)
 class ArchSpec:
     """A whole network: the input it takes (without batch) and its layers in order.
@@ -418,7 +388,6 @@ def layers_with_weights(arch: ArchSpec) -> dict[int, str]:
     return {i: layer.type for i, layer in enumerate(arch.layers) if isinstance(layer, (Conv, InvertedResidual, Linear))}
 
 
-@_hash_once
 @dataclass(frozen=True)
 class CompressionSpec:
     """Compression settings drawn together with the architecture.
@@ -549,7 +518,6 @@ class CompressionSpec:
         return spec
 
 
-@_hash_once
 @dataclass(frozen=True)
 class Candidate:
     """One point of a search space: an architecture and its compression settings."""

@@ -389,9 +389,10 @@ class LutProfile(HardwareProfile):
         naive, shape = 0.0, arch.input_shape
         for layer in arch.layers:
             key = (layer, shape, arch.lowrank)
-            if key not in self._layer_ms:
-                self._layer_ms[key] = self._one_layer_ms(layer, shape, arch.lowrank)
-            ms, shape = self._layer_ms[key]
+            found = self._layer_ms.get(key)
+            if found is None:
+                found = self._layer_ms[key] = self._one_layer_ms(layer, shape, arch.lowrank)
+            ms, shape = found
             if ms is None:  # not priceable: predict() raises the full error
                 return self.predict(arch, interpolate=True).ms
             naive += ms
