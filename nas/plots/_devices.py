@@ -67,7 +67,11 @@ def plot_devices(runs: Sequence[RunFolder], path: str | Path) -> Path:
             ax.set_ylabel("accuracy (%, as searched)")
             ax.set_title(f"specialised for {profile}", fontsize=9)
             ax.legend(fontsize=7, loc="lower right")
-        fig.suptitle("One space, one accuracy estimator, a front per device: solid is the device's own search",
-                     fontsize=9)
+        title = "One space, one accuracy estimator, a front per device: solid is the device's own search"
+        others = sorted({o.name for r in runs for o in r.objectives} - {"accuracy", "latency_ms"})
+        if others:  # the line is the 2-D front of that run's own points only, so another's may sit beyond it
+            title += (f"\nthe searches also minimise {', '.join(others)}: a hollow point beyond the line costs more "
+                      "there, breaks that run's constraints, or was missed by that device's search")
+        fig.suptitle(title, fontsize=9)
         text = "; ".join(f"{r.name}: {len(f)} front points on {p}" for r, f, p in zip(runs, fronts, profiles))
         return save(fig, path, description=f"Accuracy vs latency fronts per device. {text}.")
