@@ -22,16 +22,15 @@ import dataclasses
 import json
 import math
 from functools import lru_cache
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from nas.compressed import compressed
-from nas.graph import Op, layer_op_lists, lowrank_rank, ops
+from nas.graph import Op, factorize_ops, layer_ops, lowrank_rank, ops
 from nas._values import value_huffman_bits
 from nas.spec import ArchSpec, CompressionSpec, Layer, layer_index, layer_to_dict
-from nas.storage import (BITMAP_BITS, CODED_FIXED_BYTES, ENTRIES_BYTES, FILE_FIXED_BYTES, INDEX_BITS,
+from nas.storage import (BITMAP_BITS, CODED_FIXED_BYTES, ENTRIES_BYTES, FILE_FIXED_BYTES, INDEX_BITS, expected_used,
                          compress_header, header_json, huffman_length, huffman_stream_bits, index_frequencies)
 
 __all__ = ["Cost", "FvcoreCount", "LayerSize", "StageCost", "count", "count_ops", "fvcore_count", "lowrank_rank",
@@ -59,34 +58,34 @@ class Cost(NamedTuple):
         return self.madds + self.norm_flops + self.pool_flops
 
 
-def count_ops(op_list: Sequence[Op]) -> Cost:
-    return Cost(*map(sum, zip(*map(_op_cost, op_list)))) if op_list else Cost(0, 0)
-
-
-@lru_cache(maxsize=1 << 15)  # layers share most of their ops, and Op's derived counts are chains of properties
-def _op_cost(op: Op) -> Cost:
-    if op.kind == "bn":
-        return Cost(op.madds, op.params, 2 * op.cout * op.h * op.w, 0, op.params)
-    if op.kind == "gap":
-        return Cost(op.madds, op.params, 0, op.cin * op.h * op.w)
-    return Cost(op.madds, op.params)
+def count_ops(op_list: list[Op]) -> Cost:
+    madds = params = norm = pool = norm_params = 0
+    for op in op_list:
+        madds += op.madds
+        params += op.params
+        if op.kind == "bn":
+            norm += 2 * op.cout * op.h * op.w
+            norm_params += op.params
+        elif op.kind == "gap":
+            pool += op.cin * op.h * op.w
+    return Cost(madds, params, norm, pool, norm_params)
 
 
 class _LayerFacts(NamedTuple):
     """What the cheap costs need of one layer as it runs, worked out from its ops once."""
 
     cost: Cost
-    rows: tuple[_Row, ...]  # its weight ops, as rows of the storage table
+    rows: tuple[tuple[float, ...], ...]  # its weight ops, as rows of the storage table
     factored: int  # weight ops that low rank added
     out_shape: tuple[int, ...]
 
 
 @lru_cache(maxsize=1 << 16)
 def _layer_facts(layer: Layer, shape: tuple[int, ...], lowrank: float | None) -> _LayerFacts:
-    dense, running, out_shape = layer_op_lists(layer, shape, lowrank)
-    rows = _rows(_weight_ops(running))
-    factored = len(rows) - sum(op.kind in INDEX_BITS for op in dense)
-    return _LayerFacts(count_ops(running), rows, factored, out_shape)
+    dense, out_shape = layer_ops(layer, "", shape)
+    op_list = dense if lowrank is None else factorize_ops(dense, lowrank)
+    rows = _rows(_weight_ops(op_list))
+    return _LayerFacts(count_ops(op_list), rows, len(rows) - len(_weight_ops(dense)), out_shape)
 
 
 @lru_cache(maxsize=256)  # a candidate's MAdds and params objectives both ask for it
@@ -100,19 +99,13 @@ def count(arch: ArchSpec) -> Cost:
     """
     if arch.detector is not None:  # heads read feature maps across layers: cost the whole op list
         return count_ops(ops(arch))
-    return Cost(*map(sum, zip(*(facts.cost for facts in _arch_facts(arch)))))
-
-
-@lru_cache(maxsize=256)  # a candidate's counts and its size both read them
-def _arch_facts(arch: ArchSpec) -> tuple[_LayerFacts, ...]:
-    """:func:`_layer_facts` of each layer of ``arch`` (without a detector), in order."""
-    out = []
+    costs = []
     shape = arch.input_shape
     for layer in arch.layers:
         facts = _layer_facts(layer, shape, arch.lowrank)
-        out.append(facts)
+        costs.append(facts.cost)
         shape = facts.out_shape
-    return tuple(out)
+    return Cost(*map(sum, zip(*costs)))
 
 
 class FvcoreCount(NamedTuple):
@@ -144,8 +137,7 @@ def fvcore_count(model: Any, input_shape: tuple[int, ...]) -> FvcoreCount:
 
 
 class LayerSize(NamedTuple):
-    """Storage of one weight-carrying op under a :class:`CompressionSpec`, in bits: its records in the file
-    (:func:`size_bits` sums the same records, each priced once per storage setting).
+    """Storage of one weight-carrying op under a :class:`CompressionSpec`, in bits: its records in the file.
 
     P = pruning (sparse storage with relative indices), Q = quantization
     (codebook indices, binary/ternary codes or 32-bit floats), H = Huffman coding
@@ -209,17 +201,15 @@ class _WeightOp(NamedTuple):
     other_bits: int
 
 
-def _weight_ops(op_list: Sequence[Op]) -> list[_WeightOp]:
-    weight_ops: list[Op] = []
-    other: list[int] = []
+def _weight_ops(op_list: list[Op]) -> list[_WeightOp]:
+    out: list[_WeightOp] = []
     for op in op_list:
-        if op.kind == "bn" and weight_ops:  # scale and shift, and the running mean and variance the file keeps too
-            other[-1] += 2 * op.params * FLOAT_BITS
+        if op.kind == "bn" and out:  # scale and shift, and the running mean and variance the file keeps too
+            out[-1] = out[-1]._replace(other_bits=out[-1].other_bits + 2 * op.params * FLOAT_BITS)
         elif op.kind in INDEX_BITS:
-            weight_ops.append(op)
-            other.append((op.cout if op.bias else 0) * FLOAT_BITS)
-    return [_WeightOp(op.name, op.kind, op.cin, op.cout, op.kernel, op.groups, op.weight_count, bits)
-            for op, bits in zip(weight_ops, other)]
+            out.append(_WeightOp(op.name, op.kind, op.cin, op.cout, op.kernel, op.groups, op.weight_count,
+                                 (op.cout if op.bias else 0) * FLOAT_BITS))
+    return out
 
 
 class _Plan(NamedTuple):
@@ -231,7 +221,7 @@ class _Plan(NamedTuple):
     widths: tuple[int, ...]  # index widths a pruned op may take (the kind's, then the keep-bitmap); () unpruned
     index_stats: tuple[tuple[float, float, np.ndarray], ...]  # _index_stats of each width
     value_entropy: np.ndarray  # by bit length of the stored weight count (NaN until needed)
-    used: tuple[_SymbolsUsed, ...]  # of each width's index symbols
+    used: tuple[dict[float, float], ...]  # expected_used of each width's index symbols, by entry count
 
 
 @lru_cache(maxsize=4096)  # keyed on what storage reads only, so that its memos serve every spec sharing it
@@ -248,106 +238,98 @@ def _kind_plan(sparsity: float, quantization: str, codebook_bits: int | None, ki
         value_bits, table = FLOAT_BITS, 0
     widths = (INDEX_BITS[kind], BITMAP_BITS) if sparsity > 0 else ()
     stats = tuple(_index_stats(sparsity, w) for w in widths)
-    return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan),
-                 tuple(_SymbolsUsed(probs) for _, _, probs in stats))
+    return _Plan(sparsity, value_bits, table, widths, stats, np.full(65, np.nan), tuple({} for _ in widths))
 
 
 def _index_layout(plan: _Plan, kept: int, huffman: bool) -> tuple[int, int, float, float]:
     """(width, entries, Huffman bits per symbol, stream bits) of the index layout the container picks:
     of the plan's widths, the one whose stream (coded as the file codes it) is smallest; the first on ties."""
     best = (0, 0, 0.0, math.inf)
-    for width, (fillers, length, _), used in zip(plan.widths, plan.index_stats, plan.used):
+    for width, (fillers, length, probs), memo in zip(plan.widths, plan.index_stats, plan.used):
         entries = kept + round(kept * fillers)
-        bits = _stream_bits(entries, width, length, used) if huffman else entries * width
+        bits = huffman_stream_bits(entries, width, length, _used(memo, probs, entries)) if huffman else \
+            entries * width
         if bits < best[3]:
             best = (width, entries, length, bits)
     return best
 
 
-class _SymbolsUsed:
-    """:func:`nas.storage.expected_used` of one symbol distribution, count by count and memoized: the exact
-    figure (a sum over up to 256 symbols) was the costliest step of pricing a fresh row. The same numpy
-    operations in the same order as ``expected_used`` (its result to the last bit, held by the tests), with
-    the logarithms, which depend on the distribution only, taken once."""
-
-    def __init__(self, probs: np.ndarray) -> None:
-        p = np.asarray(probs, dtype=np.float64)
-        p = p[p > 0] / p.sum()
-        self._log_q = np.log1p(-np.minimum(p, 1 - 1e-16)).reshape(1, -1)
-        self._memo: dict[int, float] = {}
-
-    def __call__(self, count: int) -> float:
-        used = self._memo.get(count)
-        if used is None:
-            n = np.asarray([count], dtype=np.float64).reshape(-1, 1)
-            used = self._memo[count] = float((-np.expm1(n * self._log_q)).sum(axis=1)[0])
-        return used
+def _used(memo: dict[int, float], probs: np.ndarray, count: int) -> float:
+    """:func:`nas.storage.expected_used` through a memo: the exact figure (a sum over up to 257 symbols)
+    is the costliest step of pricing a row."""
+    used = memo.get(count)
+    if used is None:
+        used = memo[count] = float(expected_used(probs, np.array([count]))[0])
+    return used
 
 
-def _stream_bits(count: int, width: int, mean_length: float, used: _SymbolsUsed) -> float:
-    """``huffman_stream_bits(count, width, mean_length, used(count))``, asking ``used`` only where it can
-    change the result: the table grows with the symbols used, so where fixed width wins against a table of
-    none, it wins whatever the count (as for a keep-bitmap, whose code cannot beat one bit a symbol)."""
-    bits = huffman_stream_bits(count, width, mean_length, 0.0)
-    if bits == count * width:
-        return bits
-    return huffman_stream_bits(count, width, mean_length, used(count))
+#: Columns of a weight-op table: one row per conv/linear op, float64 (exact for these integers).
+_CONV, _CIN, _COUT, _KERNEL, _GROUPS, _WEIGHTS, _OTHER = range(7)
 
 
-class _Row(NamedTuple):
-    """What the storage of one weight op depends on: a row of the storage table."""
-
-    conv: bool  # else linear
-    weights: int  # stored (factorized layers are already their two factors' rows)
-    cout: int
-    other_bits: int  # its bias and the batch norm after it, at 32 bits
+def _rows(weight_ops: list[_WeightOp]) -> tuple[tuple[float, ...], ...]:
+    return tuple((float(w.kind == "conv"), float(w.cin), float(w.cout), float(w.kernel), float(w.groups),
+                  float(w.weight_count), float(w.other_bits)) for w in weight_ops)
 
 
-def _rows(weight_ops: list[_WeightOp]) -> tuple[_Row, ...]:
-    return tuple(_Row(w.kind == "conv", w.weight_count, w.cout, w.other_bits) for w in weight_ops)
+class _RowSize(NamedTuple):
+    """The storage of one weight-op row: the fields of :class:`LayerSize` a row determines."""
+
+    stored: int
+    kept: int
+    entries: int
+    value_bits: int
+    index_bits: int
+    value_entropy: float
+    index_entropy: float
+    table_bits: int
+    other_bits: int
+    record_bits: float
+    index_stream: float
+    value_stream: float
+
+    @property
+    def bits_pq(self) -> float:
+        return (self.kept * self.value_bits + self.entries * self.index_bits + self.table_bits + self.other_bits
+                + self.record_bits)
+
+    @property
+    def bits_pqh(self) -> float:
+        return self.index_stream + self.value_stream + self.table_bits + self.other_bits + self.record_bits
 
 
-#: What the storage of one kind of weight op reads of a CompressionSpec (low rank and channels are already in
-#: the rows): sparsity, quantization, codebook bits (None where the quantization replaces them), Huffman.
-_Setting = tuple[float, str, "int | None", bool]
-#: A layer's settings, indexed by ``_Row.conv``: (its linear ops', its conv ops').
-_Settings = tuple[_Setting, _Setting]
+#: What a size reads of a CompressionSpec (low rank and channels are already in the rows).
+_Setting = tuple[float, float, str, "int | None", bool]
 
 
-def _settings(sparsity_linear: float, sparsity_conv: float, c: CompressionSpec, bits: int | None) -> _Settings:
-    # Only what changes the records goes into the memo key of a row, so that rows are priced once per
-    # setting that differs for them (a conv row does not depend on sparsity_linear).
-    bits = bits if c.quantization == "none" else None
-    return ((round(sparsity_linear, 4), c.quantization, bits, c.huffman),
-            (round(sparsity_conv, 4), c.quantization, bits, c.huffman))
+def _setting(c: CompressionSpec) -> _Setting:
+    return (c.sparsity_conv, c.sparsity_linear, c.quantization, c.codebook_bits, c.huffman)
 
 
-def _layer_settings(c: CompressionSpec) -> dict[int | None, _Settings]:
-    """The storage settings of each layer a spec overrides (the key None: every other layer's)."""
-    out = {None: _settings(c.sparsity_linear, c.sparsity_conv, c, c.codebook_bits)}
+def _layer_settings(c: CompressionSpec) -> dict[int | None, _Setting]:
+    """The storage setting of each layer a spec overrides (the key None: every other layer's)."""
+    out: dict[int | None, _Setting] = {None: _setting(c)}
     for index, _ in c.layers:
-        out[index] = _settings(c.sparsity_of(index, "linear"), c.sparsity_of(index, "conv"), c, c.bits_of(index))
+        out[index] = (c.sparsity_of(index, "conv"), c.sparsity_of(index, "linear"), c.quantization,
+                      c.bits_of(index), c.huffman)
     return out
 
 
 @lru_cache(maxsize=1 << 18)
-def _row_size(row: _Row, setting: _Setting) -> LayerSize:
-    """The storage accounting of :func:`size_report` for one row (unnamed), memoized per (row, storage setting):
-    the same layers recur across candidates, so a fresh candidate's size is mostly rows already priced.
-    Its weights' records are :func:`_weight_records`; int8 adds a 32-bit scale per output channel."""
-    sparsity, quantization, codebook_bits, huffman = setting
-    w = _weight_records(row.conv, sparsity, quantization, codebook_bits, huffman, row.weights)
-    table_bits = row.cout * FLOAT_BITS if quantization == "int8" else w.table_bits
-    return LayerSize(w.name, w.kind, w.weights, w.stored, w.kept, w.entries, w.value_bits, w.index_bits,
-                     w.value_entropy, w.index_entropy, table_bits, row.other_bits, w.record_bits,
-                     w.index_stream_bits, w.value_stream_bits)  # w._replace(...), at a third of its cost
+def _row_size(row: tuple[float, ...], setting: _Setting) -> _RowSize:
+    """The storage accounting of :func:`size_report` for one row, memoized per (row, storage setting):
+    the same layers recur across candidates, so a fresh candidate's size is mostly rows already priced."""
+    sparsity_conv, sparsity_linear, quantization, codebook_bits, huffman = setting
+    conv = row[_CONV] == 1
+    return _priced_row(conv, round(sparsity_conv if conv else sparsity_linear, 4), quantization, codebook_bits,
+                       huffman, int(row[_WEIGHTS]), int(row[_COUT]) if quantization == "int8" else 0, int(row[_OTHER]))
 
 
-@lru_cache(maxsize=1 << 18)  # by what the weights' storage depends on: rows of other shapes and biases share it
-def _weight_records(conv: bool, sparsity: float, quantization: str, codebook_bits: int | None, huffman: bool,
-                    stored: int) -> LayerSize:
-    """The records of one row's ``stored`` weights (factorized layers are already their two factors' rows),
-    without the other tensors beside them, and with the codebook or scale of the layer only.
+@lru_cache(maxsize=1 << 18)  # by what a row's storage depends on: rows of other shapes share it
+def _priced_row(conv: bool, sparsity: float, quantization: str, codebook_bits: int | None, huffman: bool,
+                stored: int, cout: int, other: int) -> _RowSize:
+    """One row's storage: its weights (``stored``: factorized layers are already their two factors'
+    rows), its output channels where int8 keeps a scale per channel, and its 32-bit ``other`` bits.
 
     Python's ``round`` rounds half to even, as torch's pruning amount does. Each stream is
     Huffman-coded only where that is smaller (:func:`nas.storage.huffman_stream_bits`), and
@@ -362,17 +344,17 @@ def _weight_records(conv: bool, sparsity: float, quantization: str, codebook_bit
     if value_bits != FLOAT_BITS:
         value_h = _value_entropy(plan, quantization, codebook_bits, max(1, math.frexp(stored)[1]))
         if huffman:
-            value_stream = _stream_bits(kept, value_bits, value_h, _uniform_used(value_bits))
+            used = _used(_VALUE_USED.setdefault(value_bits, {}), np.ones(2**value_bits), kept)
+            value_stream = huffman_stream_bits(kept, value_bits, value_h, used)
     streams = int(sparse) + int(value_bits != FLOAT_BITS)  # each pays half a byte of padding on average
     record = 8.0 * (CODED_FIXED_BYTES + ENTRIES_BYTES * sparse) + 4.0 * streams
-    return LayerSize("", "conv" if conv else "linear", stored, stored, kept, entries, value_bits, index_bits, value_h,
-                     index_h, plan.table_bits, 0, record, index_stream, value_stream)
+    table_bits = cout * FLOAT_BITS if quantization == "int8" else plan.table_bits
+    return _RowSize(stored, kept, entries, value_bits, index_bits, value_h, index_h, table_bits, other,
+                    record, index_stream, value_stream)
 
 
-@lru_cache(maxsize=64)
-def _uniform_used(value_bits: int) -> _SymbolsUsed:
-    """Symbols used among ``2**value_bits`` equally likely value codes."""
-    return _SymbolsUsed(np.ones(2**value_bits))
+#: expected_used of uniform value codes, by code width and count
+_VALUE_USED: dict[int, dict[int, float]] = {}
 
 
 def _value_entropy(plan: _Plan, quantization: str, codebook_bits: int | None, bit_length: int) -> float:
@@ -406,7 +388,8 @@ def size_report(arch: ArchSpec, compression: CompressionSpec) -> list[LayerSize]
     compression.check_layers(arch)
     weight_ops = _weight_ops(ops(compressed(arch, compression)))
     settings = _layer_settings(compression)
-    return [_row_size(row, settings.get(layer_index(w.name), settings[None])[row.conv])._replace(name=w.name)
+    return [LayerSize(w.name, w.kind, w.weight_count,
+                      *_row_size(row, settings.get(layer_index(w.name), settings[None])))
             for w, row in zip(weight_ops, _rows(weight_ops))]
 
 
@@ -418,27 +401,13 @@ FACTORED_HEADER_BYTES = 14
 
 @lru_cache(maxsize=4096)
 def _header_bytes(arch: ArchSpec, huffman: bool) -> int:
-    """``len(header_blob(arch.to_dict(), {}, huffman, _VERSIONS))`` plus the fixed fields, from memoized
-    pieces: the header's text less the layers (per value of every other field) and each layer's JSON.
-    Serializing was a third of a fresh candidate's size estimate; what is left is zlib's own work."""
+    """``len(header_blob(arch.to_dict(), {}, huffman, _VERSIONS))`` plus the fixed fields, with each layer's
+    JSON memoized: serializing the layers was a third of a fresh candidate's size estimate."""
+    outline = arch.to_dict()
+    outline["layers"] = []
+    text = header_json(outline, {}, huffman, _VERSIONS)
     layers = ",".join(map(_layer_json, arch.layers))
-    text = _header_outline(tuple(getattr(arch, f) for f in _OUTLINE_FIELDS), huffman, arch)
     return FILE_FIXED_BYTES + len(compress_header(text.replace('"layers":[]', f'"layers":[{layers}]', 1)))
-
-
-#: The ArchSpec fields the header holds besides its layers.
-_OUTLINE_FIELDS = tuple(f.name for f in dataclasses.fields(ArchSpec) if f.name != "layers")
-_OUTLINES: dict[tuple[Any, ...], str] = {}
-
-
-def _header_outline(values: tuple[Any, ...], huffman: bool, arch: ArchSpec) -> str:
-    """The header's JSON with ``"layers":[]``, for ``arch`` whose fields besides its layers are ``values``."""
-    found = _OUTLINES.get((values, huffman))
-    if found is None:
-        outline = dataclasses.replace(arch, layers=arch.layers[:1]).to_dict()
-        outline["layers"] = []
-        found = _OUTLINES[values, huffman] = header_json(outline, {}, huffman, _VERSIONS)
-    return found
 
 
 @lru_cache(maxsize=1 << 16)
@@ -454,24 +423,38 @@ def file_overhead_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
 
 def _overhead_bits(arch: ArchSpec, compression: CompressionSpec, running: ArchSpec, factored: int | None = None) -> int:
     if factored is None:  # each factorized layer adds a weight op (and a header entry)
-        factored = _layer_rows(running)[1]
+        factored = _weight_rows(running)[1]
     return 8 * (_header_bytes(arch, compression.huffman) + FACTORED_HEADER_BYTES * factored)
 
 
-_Rows = tuple[_Row, ...]
+_Rows = tuple[tuple[float, ...], ...]
+
+
+def _weight_rows(arch: ArchSpec) -> tuple[_Rows, int]:
+    """The weight-op rows of ``arch`` as it runs, and how many of them its low rank added."""
+    groups, factored = _layer_rows(arch)
+    rows: _Rows = ()
+    for _, layer_rows in groups:
+        rows += layer_rows
+    return rows, factored
 
 
 def _layer_rows(arch: ArchSpec) -> tuple[list[tuple[int | None, _Rows]], int]:
-    """The weight-op rows of ``arch`` as it runs by layer, (layer index, its rows) in order (None for detector
-    heads and extras), and how many of them its low rank added."""
+    """:func:`_weight_rows` by layer: (layer index, its rows) in order; None for detector heads and extras."""
     if arch.detector is not None:  # heads read feature maps across layers: use the whole op list
         dense = len(_weight_ops(ops(dataclasses.replace(arch, lowrank=None))))
         weight_ops = _weight_ops(ops(arch))
         rows = _rows(weight_ops)
         return [(layer_index(w.name), (row,)) for w, row in zip(weight_ops, rows)], len(rows) - dense
-    facts = _arch_facts(arch)
-    groups: list[tuple[int | None, _Rows]] = [(index, f.rows) for index, f in enumerate(facts)]
-    return groups, sum(f.factored for f in facts)
+    groups: list[tuple[int | None, _Rows]] = []
+    factored = 0
+    shape = arch.input_shape
+    for index, layer in enumerate(arch.layers):
+        facts = _layer_facts(layer, shape, arch.lowrank)
+        groups.append((index, facts.rows))
+        factored += facts.factored
+        shape = facts.out_shape
+    return groups, factored
 
 
 def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
@@ -484,12 +467,15 @@ def size_bits(arch: ArchSpec, compression: CompressionSpec) -> int:
     row's storage per storage setting (a layer's override is its own setting).
     """
     running = compressed(arch, compression)
-    if compression.layers:  # per-layer settings (Deep Compression's tables): each layer's rows priced by its own
+    if compression.layers:  # per-layer settings (Deep Compression's tables): price each layer's rows by its own
         compression.check_layers(arch)
-    groups, factored = _layer_rows(running)
-    settings = _layer_settings(compression)
-    default = settings[None]
-    sizes = [_row_size(row, settings.get(index, default)[row.conv]) for index, rows in groups for row in rows]
+        groups, factored = _layer_rows(running)
+        settings = _layer_settings(compression)
+        sizes = [_row_size(row, settings.get(index, settings[None])) for index, rows in groups for row in rows]
+    else:
+        rows, factored = _weight_rows(running)
+        setting = _setting(compression)
+        sizes = [_row_size(row, setting) for row in rows]
     bits = [r.bits_pqh for r in sizes] if compression.huffman else [r.bits_pq for r in sizes]
     return _overhead_bits(arch, compression, running, factored) + math.ceil(math.fsum(bits))
 

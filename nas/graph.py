@@ -11,7 +11,6 @@ cannot disagree about what the network is.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import NamedTuple
 
 from nas.errors import SpecError
@@ -127,18 +126,11 @@ def lowrank_rank(ratio: float, kernel: int, cin: int, cout: int) -> int:
     return max(1, math.ceil(ratio * kernel * min(cin, cout)))
 
 
-def _two_components(op: Op, rank: int) -> list[Op]:
-    """A square conv's factors: a k x 1 conv to ``rank`` channels, then a 1 x k conv (two 1x1 convs for a 1x1
-    op). Built field by field rather than with ``_replace``: this runs for every fresh layer a search prices."""
-    k, name = op.kernel, op.name
-    if (k, op.stride, op.padding) == (1, 1, 0):  # 1x1 factors stay in the square form, as the op is
-        vertical_w = horizontal_w = (op.kernel_w, op.stride_w, op.padding_w)
-    else:
-        vertical_w, horizontal_w = (1, 1, 0), (k, op.stride, op.padding)
-    vertical = Op("conv", f"{name}.0", op.cin, rank, op.h, op.w, k, op.stride, op.groups, op.padding, False,
-                  *vertical_w)
-    return [vertical, Op("conv", f"{name}.1", rank, op.cout, vertical.out_h, op.w, 1, 1, op.groups, 0, op.bias,
-                         *horizontal_w)]
+def _rectangular(op: Op, kernel_w: int, stride_w: int, padding_w: int) -> Op:
+    """``op`` with these width-wise settings; a square op (a 1x1 factor) stays in the square form."""
+    if (kernel_w, stride_w, padding_w) == (op.kernel, op.stride, op.padding):
+        return op
+    return op._replace(kernel_w=kernel_w, stride_w=stride_w, padding_w=padding_w)
 
 
 def factorize_ops(op_list: list[Op], ratio: float) -> list[Op]:
@@ -162,7 +154,10 @@ def factorize_ops(op_list: list[Op], ratio: float) -> list[Op]:
             k = op.kernel
             rank = lowrank_rank(ratio, k, op.cin, op.cout)
             if rank * k * (op.cin + op.cout) < op.weight_count:
-                out += _two_components(op, rank)
+                vertical = _rectangular(op._replace(name=f"{op.name}.0", cout=rank, bias=False), 1, 1, 0)
+                horizontal = _rectangular(op._replace(name=f"{op.name}.1", cin=rank, h=vertical.out_h, kernel=1,
+                                                      stride=1, padding=0), k, op.stride, op.padding)
+                out += [vertical, horizontal]
                 continue
         out.append(op)
     return out
@@ -236,22 +231,6 @@ def _inverted_residual_ops(block: InvertedResidual, prefix: str, c: int, h: int,
     if block.has_residual(c):
         out.append(Op("add", f"{prefix}.add", block.out, block.out, oh, ow))
     return out, (block.out, oh, ow)
-
-
-@lru_cache(maxsize=256)
-def layer_op_lists(layer: Layer, shape: tuple[int, ...], lowrank: float | None
-                   ) -> tuple[tuple[Op, ...], tuple[Op, ...], tuple[int, ...]]:
-    """(dense ops, ops as it runs, output shape) of one layer at input ``shape``, named as ``layers.0`` of a
-    network, the running ops factorized at ``lowrank`` (:func:`factorize_ops`; the same tuple when None).
-
-    Memoized, and shared by every per-layer cost model (counts and storage rows, each table's latency), which
-    memoize what they derive: a fresh layer's ops are built once for all of them. (The memo is small: ops,
-    tuple subclasses, stay tracked by the cyclic GC, and 65,536 layers' worth made its full collections cost
-    a tenth of the scoring time.)
-    """
-    ops_, out_shape = layer_ops(layer, "layers.0", shape)
-    dense = tuple(ops_)
-    return dense, dense if lowrank is None else tuple(factorize_ops(ops_, lowrank)), out_shape
 
 
 def detector_ops(detector: Detector, backbone: list[Op]) -> list[Op]:

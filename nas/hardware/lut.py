@@ -23,16 +23,14 @@ import bisect
 import json
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nas.errors import HardwareError, describe_validation_error
-from nas.graph import Op, layer_op_lists, ops
+from nas.graph import Op, factorize_ops, layer_ops, ops
 from nas.hardware._base import HardwareProfile
 from nas.hardware._dirs import in_user_dir, is_builtin
 from nas.hardware.machine import Machine, differences, mismatch_message, this_machine, warn_once
@@ -57,40 +55,20 @@ def layer_groups(op_list: list[Op]) -> dict[str, list[Op]]:
     return groups
 
 
-def layer_key(group: Sequence[Op]) -> str:
+def layer_key(group: list[Op]) -> str:
     """The signature of one layer: its ops without names, e.g. ``conv:16:96:8x8:k1:s1:g1|bn:...``."""
-    return "|".join(map(_op_key, group))
-
-
-def layer_structure(group: Sequence[Op]) -> str:
-    """The signature with channel counts blanked: layers that interpolation may compare."""
-    return "|".join(map(_op_structure, group))
-
-
-# Per op, memoized: a fresh layer is mostly ops other layers already have (a search prices thousands of
-# fresh layers, and formatting the text was most of pricing one).
-@lru_cache(maxsize=1 << 14)
-def _op_key(o: Op) -> str:
-    return f"{o.kind}:{o.cin}:{o.cout}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:g{o.groups}"
-
-
-@lru_cache(maxsize=1 << 14)
-def _op_structure(o: Op) -> str:
-    return f"{o.kind}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:{'dw' if o.groups == o.cin > 1 else o.groups}"
-
-
-@lru_cache(maxsize=1 << 14)
-def _op_madds(o: Op) -> int:
-    return o.madds
-
-
-def _work(group: Sequence[Op]) -> int:
-    """A layer's MAdds, what interpolation scales by."""
-    return sum(map(_op_madds, group))
+    return "|".join(f"{o.kind}:{o.cin}:{o.cout}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:g{o.groups}"
+                    for o in group)
 
 
 def _stride_text(op: Op) -> str:
     return str(op.stride) if op.stride_w is None else f"{op.stride}x{op.stride_w}"
+
+
+def layer_structure(group: list[Op]) -> str:
+    """The signature with channel counts blanked: layers that interpolation may compare."""
+    return "|".join(f"{o.kind}:{o.h}x{o.w}:k{o.kernel_text}:s{_stride_text(o)}:{'dw' if o.groups == o.cin > 1 else o.groups}"
+                    for o in group)
 
 
 class _Measured:
@@ -348,7 +326,7 @@ class LutProfile(HardwareProfile):
             return self.view(arch.precision).calibration_for(arch)
         return self.data.calibrations.get(shape_key(arch.input_shape))
 
-    def _interpolate(self, group: Sequence[Op]) -> float | None:
+    def _interpolate(self, group: list[Op]) -> float | None:
         """The time of the measured layer of the same structure nearest in work, scaled by work: MAdds,
         or for layers without (pooling over a pruned channel count) the input channels."""
         if self._by_structure is None:
@@ -358,19 +336,19 @@ class LutProfile(HardwareProfile):
                 by.setdefault(e.structure, []).append((work, e.min_ms))
             self._by_structure = {structure: _Measured(entries) for structure, entries in by.items()}
         measured = self._by_structure.get(layer_structure(group))
-        work = _work(group) or group[0].cin
+        work = sum(o.madds for o in group) or group[0].cin
         if measured is None:
             return None
         ref_work, ref_ms = measured.nearest(work)
         return ref_ms * (work + 1) / (ref_work + 1)
 
-    def _from_dense(self, group: Sequence[Op], dense: Sequence[Op]) -> float | None:
+    def _from_dense(self, group: list[Op], dense: list[Op]) -> float | None:
         """A factorized layer the table lacks: its dense layer's time, scaled by MAdds (as :meth:`_interpolate`)."""
         entry = self.data.entries.get(layer_key(dense))
         dense_ms = entry.min_ms if entry is not None else self._interpolate(dense)
         if dense_ms is None:
             return None
-        return dense_ms * (_work(group) + 1) / (_work(dense) + 1)
+        return dense_ms * (sum(o.madds for o in group) + 1) / (sum(o.madds for o in dense) + 1)
 
     def latency_ms(self, arch: ArchSpec) -> float:
         """:meth:`predict` with interpolation: compressed networks run layers the table may not hold
@@ -389,10 +367,9 @@ class LutProfile(HardwareProfile):
         naive, shape = 0.0, arch.input_shape
         for layer in arch.layers:
             key = (layer, shape, arch.lowrank)
-            found = self._layer_ms.get(key)
-            if found is None:
-                found = self._layer_ms[key] = self._one_layer_ms(layer, shape, arch.lowrank)
-            ms, shape = found
+            if key not in self._layer_ms:
+                self._layer_ms[key] = self._one_layer_ms(layer, shape, arch.lowrank)
+            ms, shape = self._layer_ms[key]
             if ms is None:  # not priceable: predict() raises the full error
                 return self.predict(arch, interpolate=True).ms
             naive += ms
@@ -402,10 +379,12 @@ class LutProfile(HardwareProfile):
     def _one_layer_ms(self, layer: Layer, shape: tuple[int, ...], lowrank: float | None
                       ) -> tuple[float | None, tuple[int, ...]]:
         """(time or None, output shape) of one layer, as :meth:`predict` prices it with interpolation."""
-        dense, running, out_shape = layer_op_lists(layer, shape, lowrank)
-        return self._price(running, None if lowrank is None else dense, True)[0], out_shape
+        dense, out_shape = layer_ops(layer, "layers.0", shape)
+        if lowrank is None:
+            return self._price(dense, None, True)[0], out_shape
+        return self._price(factorize_ops(dense, lowrank), dense, True)[0], out_shape
 
-    def _price(self, group: Sequence[Op], dense: Sequence[Op] | None, interpolate: bool) -> tuple[float | None, bool]:
+    def _price(self, group: list[Op], dense: list[Op] | None, interpolate: bool) -> tuple[float | None, bool]:
         """(time or None, whether it is a measured entry) of one layer's ops: the entry; else, with
         ``interpolate``, the same structure's nearest entry, or for a factorized layer its ``dense`` one."""
         entry = self.data.entries.get(layer_key(group))
