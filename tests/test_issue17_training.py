@@ -208,5 +208,7 @@ def test_winners_count_activations_over_the_training_split(run: Path) -> None:
     expected = apply_compression(model, cand.compression, data=data).state_dict()
     got = load_container(run / row["folder"] / "model.nasz").state_dict()
     assert expected.keys() == got.keys()
-    assert all(torch.allclose(expected[k], got[k]) for k in expected
-               if not k.endswith("num_batches_tracked"))  # the container does not store batch norm's step counter
+    # batch norm's statistics are recalibrated after the compression (issue 15), and the container does not
+    # store its step counter: the weights, the kept channels and the batch norm's affine terms must be equal
+    stats = ("num_batches_tracked", "running_mean", "running_var")
+    assert all(torch.allclose(expected[k], got[k]) for k in expected if not k.endswith(stats))
