@@ -222,10 +222,10 @@ def evaluate(model: nn.Module, dataset: Dataset[tuple[torch.Tensor, ...]], batch
 
 
 @torch.no_grad()
-@torch.no_grad()
-def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_size: int = 64) -> nn.Module:
+def recalibrate(model: nn.Module, images: torch.Tensor, batches: int | None = 4, batch_size: int = 64) -> nn.Module:
     """Reset every batch norm's running statistics and re-estimate them (a plain average, not a moving one)
-    from ``batches`` batches of ``images``, on the model's device; returns ``model`` in eval mode.
+    from ``batches`` batches of ``images`` (None: all of them), on the model's device; returns ``model`` in
+    eval mode.
 
     Only the batch norms run in training mode: the rest of the network runs as it will be scored (dropout
     off, BinaryConnect's stochastic binary weights at their sign, :mod:`nas.compress.binary`), so the
@@ -239,6 +239,8 @@ def recalibrate(model: nn.Module, images: torch.Tensor, batches: int = 4, batch_
     model.eval()
     for m in norms:
         m.train()
+    if batches is None:
+        batches = math.ceil(len(images) / batch_size)
     try:
         for b in range(batches):
             x = images[b * batch_size:(b + 1) * batch_size]
@@ -258,6 +260,7 @@ def calibration_images(splits: Splits, batches: int, batch_size: int, seed: int 
     return x[order[:batches * batch_size]]
 
 
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on every row of ``x`` in eval mode (used to cache a teacher's outputs), computed where
     the model is and returned on ``x``'s device."""
