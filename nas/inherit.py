@@ -41,9 +41,8 @@ def run_supernet(experiment: Experiment, splits: Splits) -> Supernet | None:
     another evaluator, or (with a warning line) when its checkpoint cannot be read."""
     if experiment.config.evaluator != "supernet":
         return None
-    space = load_space(experiment.resolve(experiment.config.space))
-    if space.input_shape != splits.input_shape or space.config.num_classes != splits.num_classes:
-        space = space.with_input(splits.input_shape, splits.num_classes)  # as the search's setup does
+    # at the dataset's input and classes, as the search's setup fits it
+    space = load_space(experiment.resolve(experiment.config.space)).with_input(splits.input_shape, splits.num_classes)
     try:
         net, _ = load_supernet(experiment.supernet_checkpoint, space)
     except SupernetError as exc:
@@ -63,7 +62,7 @@ def start(net: Supernet | None, arch: Any, seed: int, calibration: torch.Tensor 
         return build_model(arch), SCRATCH
     model = net.extract(arch)
     if calibration is not None:
-        recalibrate(model, calibration, max(1, -(-len(calibration) // batch_size)), batch_size)
+        recalibrate(model, calibration, None, batch_size)
     return model, SUPERNET
 
 

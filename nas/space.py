@@ -427,7 +427,10 @@ class Space:
         return self._draw(lambda name, options: options[rng.randrange(len(options))])
 
     def with_input(self, input_shape: Sequence[int], num_classes: int) -> Space:
-        """The same space for another input resolution / class count (re-validated)."""
+        """The same space for another input resolution / class count (re-validated); itself when it already
+        has them."""
+        if self.input_shape == tuple(input_shape) and self.config.num_classes == num_classes:
+            return self
         data = self.config.model_dump() | {"input_shape": list(input_shape), "num_classes": num_classes}
         return Space(_validate(data, f"{self.source} (input {tuple(input_shape)})"), self.source)
 

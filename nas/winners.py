@@ -161,7 +161,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
     from nas.factoring import lowrank_settings
     from nas.rethinking import keep_better, train_from_scratch
     from nas.hardware import get_profile
-    from nas.inherit import run_supernet, start
+    from nas.inherit import SCRATCH, run_supernet, start
     from nas.train import TrainConfig, calibration_images, epoch_lines, evaluate
 
     opt = replace(options or WinnerOptions(), **overrides)
@@ -251,7 +251,7 @@ def finetune_run(folder: str | Path, options: WinnerOptions | None = None, *, pr
                 student, kept_cand, compressed = scratch.dense, scratch.candidate, scratch.compressed
                 steps = scratch.steps
                 compressed_test, failed, kept_test = scratch.test_accuracy, None, evaluate(scratch.dense, splits.test)
-                init = "scratch"
+                init = SCRATCH
             report = save_container(compressed, d / "model.nasz")
             save_checkpoint(d / "model.safetensors", student, kept_cand,  # dense, distilled: loadable, re-compressible
                             {"role": "winner (distilled, before compression; compressed: model.nasz)", "trial": number,
@@ -364,7 +364,7 @@ def _teacher(run: Any, winners: Any, splits: Any, opt: WinnerOptions, config: An
     ``--teacher-epochs``), else :func:`_train_teacher`'s; the last two are saved as ``winners/teacher.safetensors``."""
     from nas.checkpoint import load_checkpoint, save_checkpoint
     from nas.data import check_fits
-    from nas.inherit import largest_child
+    from nas.inherit import SCRATCH, SUPERNET, largest_child
     from nas.train import evaluate, train
 
     if opt.teacher is not None:  # the user's teacher: no teacher training
@@ -373,13 +373,13 @@ def _teacher(run: Any, winners: Any, splits: Any, opt: WinnerOptions, config: An
         return teacher, evaluate(teacher, splits.test), "file"
     if net is not None:
         teacher, cand = largest_child(net, calibration, config.batch_size)
-        number, source, trained = None, "supernet", opt.teacher_epochs is not None
+        number, source, trained = None, SUPERNET, opt.teacher_epochs is not None
         if trained:
             bar.set_postfix_str("teacher (the supernet's largest child)")
             train(teacher, splits, config, on_epoch=log("teacher (the supernet's largest child)", config))
     else:
         teacher, cand, number = _train_teacher(run, winners, splits, config, bar, log)
-        source, trained = "scratch", True
+        source, trained = SCRATCH, True
     test = evaluate(teacher, splits.test)
     save_checkpoint(run.winners_dir / "teacher.safetensors", teacher, cand,
                     {"role": "teacher" + (" (the supernet's largest child)" if net is not None else ""),

@@ -91,10 +91,7 @@ def candidate_from(args: argparse.Namespace, input_shape: tuple[int, ...], num_c
         raise NasError("give exactly one of --candidate FILE or --space NAME (with --seed).")
     if args.candidate is not None:
         return read_candidate(args.candidate)
-    space = load_space(args.space)
-    if space.input_shape != input_shape or space.config.num_classes != num_classes:
-        space = space.with_input(input_shape, num_classes)
-    return space.random(args.seed)
+    return load_space(args.space).with_input(input_shape, num_classes).random(args.seed)
 
 
 def load_data(args: argparse.Namespace, normalization: dict[str, list[float]] | None = None) -> Splits:

@@ -342,15 +342,14 @@ def _compress(args: argparse.Namespace, model: nn.Module, spec: CompressionSpec,
               config: TrainConfig, early: dict[str, torch.Tensor] | None) -> int:
     steps: list[dict[str, Any]] = []
     options = stage_options(args)
+    recovery_lr = args.recovery_lr or config.lr / 10
     if args.prune_steps > 1 or args.rewind:
-        recovery = replace(config, epochs=max(args.recovery_epochs, 1), max_samples=None,
-                           lr=args.recovery_lr or config.lr / 10)
+        recovery = replace(config, epochs=max(args.recovery_epochs, 1), max_samples=None, lr=recovery_lr)
         # masks from the fine-tuned weights; with --rewind the kept ones go back to where the fine-tune started
         compressed, steps = compress_with_recovery(model, spec, splits, recovery, options, prune_steps=args.prune_steps,
                                                    rewind_to=early)
     elif args.recovery_epochs > 0:
-        recovery = replace(config, epochs=args.recovery_epochs, max_samples=None,
-                           lr=args.recovery_lr or config.lr / 10)
+        recovery = replace(config, epochs=args.recovery_epochs, max_samples=None, lr=recovery_lr)
         compressed, steps = compress_with_recovery(model, spec, splits, recovery, options)
     else:
         compressed = apply_compression(model, spec, options=options, data=importance_data(splits))

@@ -50,7 +50,7 @@ def compress_with_recovery(model: nn.Module, compression: CompressionSpec, split
 
     def settle(m: nn.Module) -> None:
         if calibration is not None:
-            recalibrate(m, calibration, math.ceil(len(calibration) / batch), batch)
+            recalibrate(m, calibration, None, batch)
 
     def recover(m: nn.Module, stage: str) -> None:
         settle(m)

@@ -88,11 +88,10 @@ def proxy_train(model: nn.Module, candidate: Candidate, splits: Splits, config: 
 
 def _recalibrated(model: nn.Module, splits: Splits, result: TrainResult, batches: int, batch_size: int
                   ) -> TrainResult:
-    """``result`` with its last validation accuracy taken again after :func:`nas.supernet.recalibrate` of
+    """``result`` with its last validation accuracy taken again after :func:`nas.train.recalibrate` of
     ``model``'s batch norm on the first ``batches * batch_size`` training images (the model is left training)."""
     from nas.data import first_inputs
-    from nas.supernet import recalibrate
-    from nas.train import evaluate
+    from nas.train import evaluate, recalibrate
 
     recalibrate(model, first_inputs(splits.train, batches * batch_size), batches, batch_size)
     accuracy = evaluate(model, splits.val)

@@ -54,8 +54,7 @@ def prepare(experiment: Experiment, data: bool = True, normalization: dict[str, 
     ds = experiment.dataset
     if ds is not None:  # the dataset sets the input shape and class count
         splits = load_configured(ds, space.input_shape, normalization)
-        if space.input_shape != splits.input_shape or space.config.num_classes != splits.num_classes:
-            space = space.with_input(splits.input_shape, splits.num_classes)
+        space = space.with_input(splits.input_shape, splits.num_classes)
     try:
         profiles = {name: get_profile(experiment.resolve(name)) for name in experiment.profile_names}
     except HardwareError as exc:  # the experiment file names the profile: say which file
